@@ -1,0 +1,54 @@
+/**
+ * Bun and Node adapter: model files from the local file system (node:fs, which Bun implements) and
+ * onnxruntime-node as the native backend, onnxruntime-web for the WASM provider.
+ */
+import { readFile, stat } from "node:fs/promises";
+import { resolve, relative, isAbsolute } from "node:path";
+import { ModelFileError, normalizePath, type ModelSource } from "../model-source.ts";
+import type { OnnxBackends, OrtModuleLike } from "../onnx.ts";
+
+export function fileSource(dir: string): ModelSource {
+  const root = resolve(dir);
+  const shown = relative(process.cwd(), root) || ".";
+  const at = (path: string) => {
+    const rel = normalizePath(path);
+    const full = resolve(root, rel);
+    const back = relative(root, full);
+    if (back.startsWith("..") || isAbsolute(back)) throw new ModelFileError(`${shown}/${path}`, "path escapes the model folder");
+    return { full, shownPath: `${shown}/${rel}` };
+  };
+  return {
+    root: shown,
+    async read(path) {
+      const { full, shownPath } = at(path);
+      try {
+        return new Uint8Array(await readFile(full));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        throw new ModelFileError(shownPath, code === "ENOENT" ? "file not found" : `cannot be read (${code ?? (err as Error).message})`, { cause: err });
+      }
+    },
+    async exists(path) {
+      try {
+        return (await stat(at(path).full)).isFile();
+      } catch {
+        return false;
+      }
+    },
+    sub(path) {
+      return fileSource(at(path).full);
+    },
+  };
+}
+
+const host = "Bun" in globalThis ? "bun" : "node";
+
+export const onnxBackends: OnnxBackends = {
+  host,
+  native: async () => (await import("onnxruntime-node")) as unknown as OrtModuleLike,
+  web: async () => {
+    const ort = (await import("onnxruntime-web")) as unknown as OrtModuleLike;
+    if (ort.env?.wasm) ort.env.wasm.numThreads = 1; // worker threads are not available to the wasm build under Bun/Node
+    return ort;
+  },
+};

@@ -1,0 +1,92 @@
+/**
+ * Where model files come from. The core never touches a file system: a `ModelSource` is handed in
+ * (a folder on disk via a runtime adapter, URLs via `fetch`, or bytes in memory for tests).
+ * Paths are POSIX-style and relative to the source's root; `..` may not escape it.
+ */
+export interface ModelSource {
+  /** Human-readable location, used in error messages ("models/emoji-64"). */
+  readonly root: string;
+  read(path: string): Promise<Uint8Array>;
+  exists(path: string): Promise<boolean>;
+  /** A source rooted at a sub-folder (a pipeline's model folder inside a models directory). */
+  sub(path: string): ModelSource;
+}
+
+export class ModelFileError extends Error {
+  constructor(
+    readonly file: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${file}: ${message}`, options);
+    this.name = "ModelFileError";
+  }
+}
+
+export function normalizePath(path: string): string {
+  const parts: string[] = [];
+  for (const part of path.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      if (parts.length === 0) throw new ModelFileError(path, "path escapes the model folder");
+      parts.pop();
+    } else parts.push(part);
+  }
+  return parts.join("/");
+}
+
+export function joinPath(...parts: string[]): string {
+  return parts.filter((p) => p !== "").join("/").replace(/\/+/g, "/");
+}
+
+export async function readJson<T = unknown>(source: ModelSource, path: string): Promise<T> {
+  const bytes = await source.read(path);
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes)) as T;
+  } catch (err) {
+    throw new ModelFileError(`${source.root}/${path}`, `is not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** In-memory files (tests, or a browser that has already fetched everything). */
+export function memorySource(files: Record<string, Uint8Array | string>, root = "memory:"): ModelSource {
+  const enc = new TextEncoder();
+  const norm = new Map(Object.entries(files).map(([k, v]) => [normalizePath(k), typeof v === "string" ? enc.encode(v) : v]));
+  const make = (prefix: string): ModelSource => ({
+    root: prefix ? `${root}/${prefix}` : root,
+    async read(path) {
+      const key = normalizePath(joinPath(prefix, path));
+      const v = norm.get(key);
+      if (!v) throw new ModelFileError(`${root}/${key}`, "file not found");
+      return v;
+    },
+    async exists(path) {
+      return norm.has(normalizePath(joinPath(prefix, path)));
+    },
+    sub(path) {
+      return make(normalizePath(joinPath(prefix, path)));
+    },
+  });
+  return make("");
+}
+
+/** Files served over HTTP(S) — the browser and edge-worker source. Web-standard `fetch` only. */
+export function urlSource(baseUrl: string, fetchImpl: typeof fetch = fetch): ModelSource {
+  const base = baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`;
+  return {
+    root: base.slice(0, -1),
+    async read(path) {
+      const url = new URL(normalizePath(path), base).href;
+      const res = await fetchImpl(url);
+      if (!res.ok) throw new ModelFileError(url, `HTTP ${res.status} ${res.statusText}`);
+      return new Uint8Array(await res.arrayBuffer());
+    },
+    async exists(path) {
+      const res = await fetchImpl(new URL(normalizePath(path), base).href, { method: "HEAD" });
+      return res.ok;
+    },
+    sub(path) {
+      return urlSource(new URL(`${normalizePath(path)}/`, base).href, fetchImpl);
+    },
+  };
+}

@@ -1,0 +1,325 @@
+/**
+ * One interface over onnxruntime-node (native, Bun/Node servers) and onnxruntime-web (WASM and
+ * WebGPU: Deno, browsers, edge). The core never imports either package: the runtime adapter
+ * (`core/adapters/*`) hands in loaders, and this module picks a backend and an execution provider
+ * from one table, converts dtypes at the boundary (float16, int64, int32) and caches sessions per
+ * model file.
+ */
+import { f16ToF32, f32ToF16 } from "./float16.ts";
+import { ModelFileError, type ModelSource } from "./model-source.ts";
+import type { Tensor } from "./tensor.ts";
+
+export type ExecutionProvider = "auto" | "cpu" | "wasm" | "webgpu";
+export const EXECUTION_PROVIDERS: readonly ExecutionProvider[] = ["auto", "cpu", "wasm", "webgpu"];
+export type BackendName = "onnxruntime-node" | "onnxruntime-web";
+
+/** The subset of the onnxruntime JS API (identical in -node and -web) that diffgraph uses. */
+export interface OrtTensorLike {
+  readonly type: string;
+  readonly dims: readonly number[];
+  readonly data: ArrayLike<number | bigint> | Float32Array | BigInt64Array;
+  dispose?(): void;
+}
+export interface OrtValueMetadata {
+  readonly name: string;
+  readonly isTensor: boolean;
+  readonly type?: string;
+  readonly shape?: readonly (number | string)[];
+}
+export interface OrtSessionLike {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  readonly inputMetadata?: readonly OrtValueMetadata[];
+  readonly outputMetadata?: readonly OrtValueMetadata[];
+  run(feeds: Record<string, OrtTensorLike>): Promise<Record<string, OrtTensorLike>>;
+  release(): Promise<void>;
+}
+export interface OrtModuleLike {
+  readonly InferenceSession: {
+    create(bytes: Uint8Array, options?: Record<string, unknown>): Promise<OrtSessionLike>;
+  };
+  readonly Tensor: new (type: string, data: unknown, dims: readonly number[]) => OrtTensorLike;
+  readonly env?: { wasm?: { numThreads?: number; wasmPaths?: unknown }; logLevel?: string };
+}
+
+/** What a runtime adapter provides: how to load each flavour, and what the host can do. */
+export interface OnnxBackends {
+  /** onnxruntime-node; absent on Deno-without-node-addons, browsers and edge workers. */
+  readonly native?: () => Promise<OrtModuleLike>;
+  /** onnxruntime-web with the WASM and (where `navigator.gpu` exists) WebGPU providers. */
+  readonly web?: (provider: "wasm" | "webgpu") => Promise<OrtModuleLike>;
+  /** Host name for messages: "bun", "node", "deno", "browser". */
+  readonly host: string;
+}
+
+/**
+ * Provider table: for each requested provider, the (backend, ORT execution provider) pairs to try in
+ * order. "auto" prefers the GPU, then the native CPU kernels, then WASM.
+ */
+const PLAN: Readonly<Record<ExecutionProvider, readonly (readonly [BackendName, string])[]>> = Object.freeze({
+  auto: [
+    ["onnxruntime-node", "webgpu"],
+    ["onnxruntime-node", "cpu"],
+    ["onnxruntime-web", "webgpu"],
+    ["onnxruntime-web", "wasm"],
+  ],
+  cpu: [["onnxruntime-node", "cpu"]],
+  wasm: [["onnxruntime-web", "wasm"]],
+  webgpu: [
+    ["onnxruntime-node", "webgpu"],
+    ["onnxruntime-web", "webgpu"],
+  ],
+});
+
+export type OnnxDType = "float32" | "float16" | "int64" | "int32" | "bool" | "uint8" | "int8" | "float64";
+
+export interface IOInfo {
+  readonly name: string;
+  readonly type: OnnxDType | string;
+  /** Dimensions; a string is a symbolic (dynamic) axis such as "batch". Empty for a scalar. */
+  readonly shape: readonly (number | string)[];
+}
+
+/** A value to feed: floats (converted to the model's float dtype) or integers (int32/int64). */
+export type Feed = Tensor | { readonly dims: readonly number[]; readonly ints: ArrayLike<number> };
+
+export interface OnnxModelInfo {
+  readonly file: string;
+  readonly backend: BackendName;
+  readonly provider: string;
+  readonly inputs: readonly IOInfo[];
+  readonly outputs: readonly IOInfo[];
+}
+
+export class OnnxModel implements OnnxModelInfo {
+  constructor(
+    readonly file: string,
+    readonly backend: BackendName,
+    readonly provider: string,
+    readonly inputs: readonly IOInfo[],
+    readonly outputs: readonly IOInfo[],
+    private readonly ort: OrtModuleLike,
+    private readonly session: OrtSessionLike,
+  ) {}
+
+  input(name: string): IOInfo {
+    const io = this.inputs.find((i) => i.name === name);
+    if (!io) throw new ModelFileError(this.file, `has no input "${name}" (inputs: ${this.inputs.map((i) => i.name).join(", ")})`);
+    return io;
+  }
+
+  hasInput(name: string): boolean {
+    return this.inputs.some((i) => i.name === name);
+  }
+
+  /** Run with feeds converted to each input's declared dtype; float outputs come back as float32 `Tensor`s. */
+  async run(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
+    const ortFeeds: Record<string, OrtTensorLike> = {};
+    for (const [name, value] of Object.entries(feeds)) {
+      ortFeeds[name] = this.toOrt(this.input(name), value);
+    }
+    let result: Record<string, OrtTensorLike>;
+    try {
+      result = await this.session.run(ortFeeds);
+    } catch (err) {
+      const shapes = Object.entries(ortFeeds).map(([k, v]) => `${k}: ${v.type}[${v.dims.join(",")}]`).join("; ");
+      throw new ModelFileError(this.file, `inference failed with inputs ${shapes}: ${(err as Error).message}`, { cause: err });
+    }
+    const out: Record<string, Tensor> = {};
+    for (const name of outputNames ?? this.outputs.map((o) => o.name)) {
+      const t = result[name];
+      if (!t) throw new ModelFileError(this.file, `produced no output "${name}"`);
+      out[name] = { dims: [...t.dims], data: toFloat32(t) };
+    }
+    return out;
+  }
+
+  private toOrt(io: IOInfo, value: Feed): OrtTensorLike {
+    const dims = value.dims;
+    if (io.shape.length !== dims.length) {
+      throw new ModelFileError(this.file, `input "${io.name}" has rank ${io.shape.length} [${io.shape.join(",")}] but got [${dims.join(",")}]`);
+    }
+    const src: ArrayLike<number> = "ints" in value ? value.ints : value.data;
+    switch (io.type) {
+      case "float32":
+        return new this.ort.Tensor("float32", src instanceof Float32Array ? src : Float32Array.from(src), dims);
+      case "float16": {
+        const bits = f32ToF16(src);
+        const t = new this.ort.Tensor("float16", bits, dims);
+        // onnxruntime-common wraps Uint16Array data in a Float16Array where the runtime has one (Bun);
+        // onnxruntime-node's N-API binding cannot read a Float16Array under Bun and sees 0 bytes.
+        // Hand the native binding the raw bits it wants.
+        if (this.backend === "onnxruntime-node") (t as unknown as { cpuData: Uint16Array }).cpuData = bits;
+        return t;
+      }
+      case "float64":
+        return new this.ort.Tensor("float64", Float64Array.from(src), dims);
+      case "int64": {
+        const data = new BigInt64Array(src.length);
+        for (let i = 0; i < src.length; i++) data[i] = BigInt(Math.round(src[i]!));
+        return new this.ort.Tensor("int64", data, dims);
+      }
+      case "int32":
+        return new this.ort.Tensor("int32", Int32Array.from(src, (v) => Math.round(v)), dims);
+      default:
+        throw new ModelFileError(this.file, `input "${io.name}" has dtype ${io.type}, which diffgraph does not feed`);
+    }
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+function toFloat32(t: OrtTensorLike): Float32Array {
+  const data = t.data as ArrayLike<number | bigint>;
+  if (t.type === "float32") return data as Float32Array;
+  if (t.type === "float16") return f16ToF32(data as unknown as Uint16Array | ArrayLike<number>);
+  const out = new Float32Array(data.length);
+  for (let i = 0; i < data.length; i++) out[i] = Number(data[i]);
+  return out;
+}
+
+function normalizeType(type: string | undefined): string {
+  if (!type) return "float32";
+  // onnxruntime-node reports "tensor(float)"-style names in some builds; normalise to ORT-JS names.
+  const m = /^tensor\((\w+)\)$/.exec(type);
+  const t = m ? m[1]! : type;
+  return ({ float: "float32", double: "float64" } as Record<string, string>)[t] ?? t;
+}
+
+export interface OnnxRuntimeOptions {
+  readonly backends: OnnxBackends;
+  readonly executionProvider?: ExecutionProvider;
+  readonly log?: (message: string) => void;
+  /** Intra-op threads for the native CPU provider (default: ORT's choice). */
+  readonly threads?: number;
+}
+
+/**
+ * Loads ONNX models through the chosen backend and caches one session per (file, provider).
+ * Provider "auto" tries the table above in order and logs why each skipped entry was skipped.
+ */
+export class OnnxRuntime {
+  readonly executionProvider: ExecutionProvider;
+  private readonly sessions = new Map<string, Promise<OnnxModel>>();
+  private readonly unavailable = new Map<string, string>();
+  private readonly announced = new Set<string>();
+  private readonly log: (message: string) => void;
+
+  constructor(private readonly options: OnnxRuntimeOptions) {
+    this.executionProvider = options.executionProvider ?? "auto";
+    if (!EXECUTION_PROVIDERS.includes(this.executionProvider)) {
+      throw new RangeError(`executionProvider must be one of ${EXECUTION_PROVIDERS.join(", ")}, got "${this.executionProvider}"`);
+    }
+    this.log = options.log ?? (() => {});
+  }
+
+  get host(): string {
+    return this.options.backends.host;
+  }
+
+  /** Load (or reuse) the session for `path` inside `source`. */
+  load(source: ModelSource, path: string): Promise<OnnxModel> {
+    const file = `${source.root}/${path}`;
+    const key = `${file}|${this.executionProvider}`;
+    let p = this.sessions.get(key);
+    if (!p) {
+      p = this.create(source, path, file);
+      this.sessions.set(key, p);
+      p.catch(() => this.sessions.delete(key)); // a failed load can be retried after the file is fixed
+    }
+    return p;
+  }
+
+  private async create(source: ModelSource, path: string, file: string): Promise<OnnxModel> {
+    let bytes: Uint8Array;
+    try {
+      bytes = await source.read(path);
+    } catch (err) {
+      if (err instanceof ModelFileError) throw err;
+      throw new ModelFileError(file, `cannot be read (${(err as Error).message})`, { cause: err });
+    }
+    if (bytes.length < 16) throw new ModelFileError(file, `is ${bytes.length} bytes: too short to be an ONNX model (truncated?)`);
+    // An ONNX file is a protobuf ModelProto; its first field is ir_version (tag 0x08).
+    if (bytes[0] !== 0x08) throw new ModelFileError(file, "is not an ONNX model (does not start with a ModelProto ir_version field)");
+
+    const errors: string[] = [];
+    for (const [backend, provider] of PLAN[this.executionProvider]) {
+      const skip = this.unavailable.get(`${backend}/${provider}`);
+      if (skip) {
+        errors.push(`${backend}/${provider}: ${skip}`);
+        continue;
+      }
+      let ort: OrtModuleLike;
+      try {
+        ort = await this.loadBackend(backend, provider);
+      } catch (err) {
+        this.markUnavailable(backend, provider, (err as Error).message, errors);
+        continue;
+      }
+      let session: OrtSessionLike;
+      try {
+        session = await ort.InferenceSession.create(bytes, this.sessionOptions(backend, provider));
+      } catch (err) {
+        const msg = (err as Error).message ?? String(err);
+        if (/protobuf|parse|Invalid model|Load model|failed to load model|ModelProto|graph/i.test(msg) && !/adapter|webgpu|device/i.test(msg)) {
+          throw new ModelFileError(file, `is not a valid ONNX model or is truncated (${firstLine(msg)})`, { cause: err });
+        }
+        this.markUnavailable(backend, provider, shortReason(msg), errors);
+        continue;
+      }
+      if (this.executionProvider === "auto" && errors.length > 0 && !this.announced.has(`${backend}/${provider}`)) {
+        this.announced.add(`${backend}/${provider}`);
+        this.log(`onnx: executionProvider "auto" falls back to ${backend}/${provider} (${errors.join("; ")})`);
+      }
+      const meta = (list: readonly OrtValueMetadata[] | undefined, names: readonly string[]): IOInfo[] =>
+        names.map((name) => {
+          const m = list?.find((x) => x.name === name);
+          return { name, type: normalizeType(m?.type), shape: m?.shape ? [...m.shape] : [] };
+        });
+      return new OnnxModel(file, backend, provider, meta(session.inputMetadata, session.inputNames), meta(session.outputMetadata, session.outputNames), ort, session);
+    }
+    throw new Error(`no ONNX backend could load ${file} with executionProvider "${this.executionProvider}" on ${this.host}: ${errors.join("; ")}`);
+  }
+
+  private markUnavailable(backend: BackendName, provider: string, why: string, errors: string[]): void {
+    this.unavailable.set(`${backend}/${provider}`, why);
+    errors.push(`${backend}/${provider}: ${why}`);
+  }
+
+  private async loadBackend(backend: BackendName, provider: string): Promise<OrtModuleLike> {
+    const { native, web } = this.options.backends;
+    if (backend === "onnxruntime-node") {
+      if (!native) throw new Error(`not available on ${this.host}`);
+      return native();
+    }
+    if (!web) throw new Error(`not available on ${this.host}`);
+    if (provider === "webgpu" && !(globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu) {
+      throw new Error("navigator.gpu is missing (no WebGPU in this runtime)");
+    }
+    return web(provider as "wasm" | "webgpu");
+  }
+
+  private sessionOptions(backend: BackendName, provider: string): Record<string, unknown> {
+    const opts: Record<string, unknown> = { executionProviders: [provider], graphOptimizationLevel: "all" };
+    if (backend === "onnxruntime-node" && provider === "cpu" && this.options.threads) opts.intraOpNumThreads = this.options.threads;
+    return opts;
+  }
+
+  async dispose(): Promise<void> {
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    await Promise.all(all.map(async (p) => (await p.catch(() => null))?.release()));
+  }
+}
+
+/** ORT errors carry a source path and a lambda signature before the reason; keep the reason. */
+function shortReason(msg: string): string {
+  const m = /(Failed to [^.]*|No [a-z ]*adapter[^.]*|not (?:available|supported)[^.]*)/i.exec(msg);
+  return (m ? m[1]! : firstLine(msg)).trim().slice(0, 160);
+}
+
+function firstLine(s: string): string {
+  return s.split("\n")[0]!.slice(0, 300);
+}

@@ -1,0 +1,108 @@
+/**
+ * Plugin contracts. A plugin is data plus a factory: a name, a kind, a zod config schema, the ports
+ * it reads and writes (so a pipeline can be checked before it runs), and `create`, which loads its
+ * resources once and returns an instance whose methods are typed by kind.
+ */
+import type { z } from "zod";
+import type { OnnxRuntime } from "./onnx.ts";
+import type { Rng } from "./random.ts";
+import type { Scheduler } from "./scheduler.ts";
+import type { Tensor } from "./tensor.ts";
+import type { ModelSource } from "./model-source.ts";
+
+export const PLUGIN_KINDS = ["encoder", "scheduler", "noise-predictor", "decoder", "metric"] as const;
+export type PluginKind = (typeof PLUGIN_KINDS)[number];
+
+/** Value types that flow along DAG edges. */
+export interface PortTypes {
+  /** One string per batch item. */
+  text: string[];
+  /** Token-level conditioning, [B, L, D]. */
+  embeddings: Tensor;
+  /** One vector per item, [B, E]. */
+  vector: Tensor;
+  /** Latents as the noise predictor sees them (already multiplied by the VAE scaling factor), [B, C, h, w]. */
+  latents: Tensor;
+  /** RGB images in [0, 1], [B, 3, H, W]. */
+  images: Tensor;
+  /** Named scalar results. */
+  metrics: Record<string, number>;
+}
+export type PortType = keyof PortTypes;
+export type PortSpec = Record<string, PortType>;
+export type PortValues<P extends PortSpec> = { [K in keyof P]: PortTypes[P[K]] };
+
+/** What a plugin gets when it is created: where its files are and how to run ONNX models. */
+export interface PluginContext {
+  /** Files of the model folder the pipeline points at (diffusers ONNX layout), or of the plugin's own. */
+  readonly models: ModelSource;
+  readonly onnx: OnnxRuntime;
+  readonly log: (message: string) => void;
+}
+
+/** What a plugin's `run` gets each time. */
+export interface RunContext {
+  readonly signal: AbortSignal;
+  readonly rng: Rng;
+}
+
+export interface GraphNodeInstance<I extends PortSpec, O extends PortSpec> {
+  run(inputs: PortValues<I>, ctx: RunContext): Promise<PortValues<O>>;
+  dispose?(): Promise<void> | void;
+}
+
+export interface NoisePredictorInput {
+  /** Scaled model input [B, C, h, w]. */
+  readonly sample: Tensor;
+  /** One timestep per batch row (float; exporters that want int64 or a scalar are adapted inside). */
+  readonly timestep: number;
+  readonly encoderHiddenStates: Tensor;
+}
+
+export interface NoisePredictorInstance {
+  /** Latent shape per image [C, h, w] the model expects at the requested pixel size. */
+  latentShape(height: number, width: number): [number, number, number];
+  /** Largest batch the model accepts in one call (Infinity for a dynamic batch axis). */
+  readonly maxBatch: number;
+  predict(input: NoisePredictorInput, signal?: AbortSignal): Promise<Tensor>;
+  dispose?(): Promise<void> | void;
+}
+
+export interface SchedulerInstance {
+  /** The resolved config (diffusers keys), for display and `from_config`-style reuse. */
+  readonly config: Readonly<Record<string, unknown>>;
+  createScheduler(): Scheduler;
+}
+
+export interface InstanceByKind {
+  encoder: GraphNodeInstance<PortSpec, PortSpec>;
+  decoder: GraphNodeInstance<PortSpec, PortSpec>;
+  metric: GraphNodeInstance<PortSpec, { metrics: "metrics" }>;
+  scheduler: SchedulerInstance;
+  "noise-predictor": NoisePredictorInstance;
+}
+
+export interface PluginDefinition<K extends PluginKind = PluginKind, C = any> {
+  readonly name: string;
+  readonly kind: K;
+  readonly description: string;
+  readonly configSchema: z.ZodType<C>;
+  /** Ports for graph kinds (encoder, decoder, metric); schedulers and noise predictors are components of the denoise node. */
+  readonly inputs?: PortSpec;
+  readonly outputs?: PortSpec;
+  /** True when equal config + equal inputs ⇒ equal outputs, so the executor may cache results. */
+  readonly deterministic?: boolean;
+  create(config: C, ctx: PluginContext): Promise<InstanceByKind[K]> | InstanceByKind[K];
+}
+
+/** Typed helper so a plugin module reads `export default definePlugin({...})` with full inference. */
+export function definePlugin<K extends PluginKind, C>(def: PluginDefinition<K, C>): PluginDefinition<K, C> {
+  if (!/^[a-z0-9][a-z0-9-]*$/.test(def.name)) {
+    throw new Error(`plugin name "${def.name}" must be lowercase letters, digits and dashes`);
+  }
+  const graphKind = def.kind === "encoder" || def.kind === "decoder" || def.kind === "metric";
+  if (graphKind && (!def.inputs || !def.outputs)) {
+    throw new Error(`plugin "${def.name}" of kind ${def.kind} must declare its inputs and outputs`);
+  }
+  return Object.freeze(def);
+}

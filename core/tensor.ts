@@ -1,0 +1,80 @@
+/**
+ * The one tensor shape diffgraph passes between plugins: dense float32, row-major (NCHW for images
+ * and latents). ONNX-specific dtypes (float16, int64) are converted at the ONNX boundary
+ * (`core/onnx.ts`), never here.
+ */
+export interface Tensor {
+  readonly dims: readonly number[];
+  readonly data: Float32Array;
+}
+
+export function tensor(dims: readonly number[], data?: Float32Array): Tensor {
+  const size = numel(dims);
+  if (data && data.length !== size) {
+    throw new RangeError(`tensor data has ${data.length} elements but dims [${dims.join(", ")}] need ${size}`);
+  }
+  return { dims: [...dims], data: data ?? new Float32Array(size) };
+}
+
+export function numel(dims: readonly number[]): number {
+  let n = 1;
+  for (const d of dims) {
+    if (!Number.isInteger(d) || d < 0) throw new RangeError(`invalid dimension ${d} in [${dims.join(", ")}]`);
+    n *= d;
+  }
+  return n;
+}
+
+export function sameDims(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** Concatenate along the first axis (used to batch the unconditional and conditional halves). */
+export function concat0(parts: readonly Tensor[]): Tensor {
+  if (parts.length === 0) throw new RangeError("concat0 needs at least one tensor");
+  const rest = parts[0]!.dims.slice(1);
+  let rows = 0;
+  for (const p of parts) {
+    if (!sameDims(p.dims.slice(1), rest)) {
+      throw new RangeError(`concat0: shapes [${p.dims}] and [${parts[0]!.dims}] differ past axis 0`);
+    }
+    rows += p.dims[0]!;
+  }
+  const out = new Float32Array(rows * numel(rest));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p.data, off);
+    off += p.data.length;
+  }
+  return { dims: [rows, ...rest], data: out };
+}
+
+/** Rows [start, end) along the first axis, as a view (no copy). */
+export function slice0(t: Tensor, start: number, end: number): Tensor {
+  const row = numel(t.dims.slice(1));
+  return { dims: [end - start, ...t.dims.slice(1)], data: t.data.subarray(start * row, end * row) };
+}
+
+/** Repeat each row `times` times along the first axis ([a,b] ×2 → [a,a,b,b]). */
+export function repeatRows(t: Tensor, times: number): Tensor {
+  if (times === 1) return t;
+  const rows = t.dims[0]!;
+  const row = numel(t.dims.slice(1));
+  const out = new Float32Array(rows * times * row);
+  for (let r = 0; r < rows; r++) {
+    const src = t.data.subarray(r * row, (r + 1) * row);
+    for (let k = 0; k < times; k++) out.set(src, (r * times + k) * row);
+  }
+  return { dims: [rows * times, ...t.dims.slice(1)], data: out };
+}
+
+/** FNV-1a over the bytes plus the shape: a cheap content key for the executor's node cache. */
+export function tensorKey(t: Tensor): string {
+  const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+  let h = 0x811c9dc5;
+  for (let i = 0; i < bytes.length; i++) {
+    h ^= bytes[i]!;
+    h = Math.imul(h, 0x01000193);
+  }
+  return `${t.dims.join("x")}:${(h >>> 0).toString(16)}`;
+}
