@@ -1,0 +1,119 @@
+/**
+ * `bun run generate --prompt "red heart" [--negative …] [--steps N] [--scheduler NAME]
+ *   [--guidance G] [--seed S] [--batch N] [--image in.png --strength 0.6] [--pipeline FILE|MODEL_DIR]
+ *   [--provider auto|cpu|wasm|webgpu] [--out out.png] [--scale K]`
+ */
+import { parseArgs } from "node:util";
+import { existsSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { createDiffgraph } from "../../core/diffgraph.ts";
+import type { ExecutionProvider } from "../../core/onnx.ts";
+import { builtinRegistry } from "../../plugins/index.ts";
+import { gridPng, readImage } from "../image.ts";
+
+export const DEFAULT_PIPELINE = existsSync("pipelines/emoji-64.json") && existsSync("models/emoji-64/unet/model.onnx")
+  ? "pipelines/emoji-64.json"
+  : "pipelines/tiny-sd.json";
+
+const HELP = `diffgraph generate — text to image
+
+  --prompt TEXT        what to draw (required)
+  --negative TEXT      what to steer away from
+  --steps N            denoising steps            --guidance G   classifier-free guidance scale
+  --scheduler NAME     ddim, euler, dpmpp-2m, …   --seed S       random seed (default 0)
+  --batch N            images per run             --size PX      width and height
+  --image FILE         img2img source             --strength S   0..1, how far to move from it
+  --pipeline PATH      pipeline JSON or diffusers ONNX model folder (default ${DEFAULT_PIPELINE})
+  --provider P         auto | cpu | wasm | webgpu (default auto)
+  --out FILE           PNG to write (default out.png)   --scale K   upscale the PNG K× (nearest)`;
+
+function num(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`--${name} must be a number, got "${v}"`);
+  return n;
+}
+
+function bar(done: number, total: number, started: number): string {
+  const width = 24;
+  const filled = Math.round((done / total) * width);
+  const secs = (performance.now() - started) / 1000;
+  const rate = done / Math.max(secs, 1e-9);
+  const eta = done > 0 ? (total - done) / rate : NaN;
+  return `[${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total} steps  ${rate.toFixed(1)} it/s  ETA ${Number.isFinite(eta) ? eta.toFixed(1) : "?"}s`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      prompt: { type: "string" }, negative: { type: "string" }, steps: { type: "string" }, scheduler: { type: "string" },
+      guidance: { type: "string" }, seed: { type: "string" }, batch: { type: "string" }, size: { type: "string" },
+      image: { type: "string" }, strength: { type: "string" }, pipeline: { type: "string" }, provider: { type: "string" },
+      out: { type: "string" }, scale: { type: "string" }, help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (!values.prompt) throw new Error("--prompt is required (try --help)");
+  const out = values.out ?? "out.png";
+  const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: (values.provider ?? "auto") as ExecutionProvider });
+  try {
+    const pipeline = await dg.openPipeline(values.pipeline ?? DEFAULT_PIPELINE);
+    const size = num("size", values.size);
+    const height = size ?? pipeline.defaults.height ?? 64;
+    const width = size ?? pipeline.defaults.width ?? 64;
+    const image = values.image ? await readImage(values.image, width, height) : undefined;
+    const isTty = process.stderr.isTTY;
+    let started = performance.now();
+    let lastLen = 0;
+    const result = await pipeline.run(
+      {
+        prompt: values.prompt,
+        negativePrompt: values.negative,
+        steps: num("steps", values.steps),
+        guidanceScale: num("guidance", values.guidance),
+        seed: num("seed", values.seed),
+        batchSize: num("batch", values.batch),
+        strength: num("strength", values.strength),
+        scheduler: values.scheduler,
+        height,
+        width,
+        image,
+      },
+      {
+        onEvent(e) {
+          if (e.type === "node-start" && e.use === "denoise") started = performance.now();
+          if (e.type !== "step") return;
+          const line = bar(e.step, e.totalSteps, started);
+          if (isTty) process.stderr.write(`\r${line.padEnd(lastLen)}`);
+          else if (e.step === e.totalSteps || e.step % Math.max(1, Math.round(e.totalSteps / 4)) === 0) process.stderr.write(`${line}\n`);
+          lastLen = line.length;
+        },
+      },
+    );
+    if (isTty) process.stderr.write("\n");
+    const scale = num("scale", values.scale) ?? (width < 256 ? 4 : 1);
+    await writeFile(out, await gridPng(result.images, undefined, scale));
+    const p = result.params;
+    console.log(
+      `wrote ${out}: ${p.batchSize}× ${width}×${height} (×${scale}) "${p.prompt}" — ${pipeline.name}, ${p.scheduler ?? pipeline.doc.nodes.denoise?.config.scheduler && (pipeline.doc.nodes.denoise.config.scheduler as { use: string }).use}, ${p.steps} steps, guidance ${p.guidanceScale}, seed ${p.seed}, ${(result.timings.denoise ?? 0).toFixed(0)} ms denoising`,
+    );
+    return 0;
+  } finally {
+    await dg.dispose();
+  }
+}
+
+if (import.meta.main) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err) => {
+      console.error(`error: ${(err as Error).message}`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,56 @@
+/**
+ * Tensor images → PNG. Shared by the API server and the CLI: an image tensor is float32
+ * [B, 3, H, W] in [0, 1]; PNG wants interleaved 8-bit RGB.
+ */
+import sharp from "sharp";
+import type { Tensor } from "../core/tensor.ts";
+
+/** Item `index` of a [B, 3, H, W] tensor as interleaved RGB bytes (values clamped to [0, 1]). */
+export function toRgb8(images: Tensor, index = 0): { data: Uint8Array; width: number; height: number } {
+  const [b, c, height, width] = images.dims as [number, number, number, number];
+  if (images.dims.length !== 4 || c !== 3) throw new RangeError(`expected images [B, 3, H, W], got [${images.dims.join(", ")}]`);
+  if (!(index >= 0 && index < b)) throw new RangeError(`image index ${index} out of range (batch of ${b})`);
+  const plane = height * width;
+  const src = images.data.subarray(index * 3 * plane, (index + 1) * 3 * plane);
+  const data = new Uint8Array(plane * 3);
+  for (let p = 0; p < plane; p++) {
+    for (let ch = 0; ch < 3; ch++) {
+      const v = src[ch * plane + p]!;
+      // NaN → 0; round half up.
+      data[p * 3 + ch] = v > 0 ? (v >= 1 ? 255 : Math.round(v * 255)) : 0;
+    }
+  }
+  return { data, width, height };
+}
+
+/** Encode item `index` of a [B, 3, H, W] tensor as PNG. */
+export async function tensorToPng(images: Tensor, index = 0, options: { compressionLevel?: number } = {}): Promise<Uint8Array> {
+  const { data, width, height } = toRgb8(images, index);
+  const buf = await sharp(data, { raw: { width, height, channels: 3 } })
+    .png({ compressionLevel: options.compressionLevel ?? 6 })
+    .toBuffer();
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+/** Every item of a batch as PNG, in order. */
+export function batchToPng(images: Tensor, options: { compressionLevel?: number } = {}): Promise<Uint8Array[]> {
+  return Promise.all(Array.from({ length: images.dims[0] ?? 0 }, (_, i) => tensorToPng(images, i, options)));
+}
+
+/** Decode PNG/JPEG/WebP bytes to a [1, 3, H, W] tensor in [0, 1], resized (cover) to width × height when given. */
+export async function imageToTensor(bytes: Uint8Array, size?: { width: number; height: number }): Promise<Tensor> {
+  let img = sharp(bytes).removeAlpha().toColourspace("srgb");
+  if (size) img = img.resize(size.width, size.height, { fit: "cover" });
+  const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
+  const { width, height, channels } = info;
+  const plane = width * height;
+  const out = new Float32Array(3 * plane);
+  for (let p = 0; p < plane; p++) {
+    for (let ch = 0; ch < 3; ch++) out[ch * plane + p] = data[p * channels + ch]! / 255;
+  }
+  return { dims: [1, 3, height, width], data: out };
+}
+
+export function pngDataUrl(png: Uint8Array): string {
+  return `data:image/png;base64,${Buffer.from(png.buffer, png.byteOffset, png.byteLength).toString("base64")}`;
+}

@@ -1,0 +1,135 @@
+/**
+ * The denoising loop, a core node over two component plugins: a scheduler and a noise predictor.
+ *
+ * Per step (Ho et al. 2020, Alg. 2, generalised by the scheduler's update rule):
+ *   ε̂ = ε_θ(scale(x_t), t, c)                       — one batched call for both CFG halves
+ *   ε̂ = ε_u + w·(ε_c − ε_u)                         — classifier-free guidance (Ho & Salimans 2022)
+ *   x_{t−1}, x̂₀ = scheduler.step(ε̂, t, x_t)
+ * img2img (SDEdit, Meng et al. 2021): start from add_noise(encode(image), ε, t_start), skipping the
+ * first (1 − strength) of the schedule.
+ */
+import { z } from "zod";
+import type { NodeType, Values } from "./node.ts";
+import { ComponentRefSchema } from "./pipeline-config.ts";
+import type { NoisePredictorInstance, SchedulerInstance } from "./plugin.ts";
+import { createRng } from "./random.ts";
+import { concat0, numel, repeatRows, slice0, tensor, type Tensor } from "./tensor.ts";
+
+const ConfigSchema = z
+  .object({
+    scheduler: ComponentRefSchema,
+    noisePredictor: ComponentRefSchema,
+  })
+  .strict();
+
+function abortIfNeeded(signal: AbortSignal): void {
+  if (signal.aborted) throw signal.reason ?? new DOMException("The run was cancelled", "AbortError");
+}
+
+/** Rows to match the batch: a single conditioning row is shared by every image. */
+function toBatch(t: Tensor, batch: number, what: string): Tensor {
+  const rows = t.dims[0]!;
+  if (rows === batch) return t;
+  if (rows === 1) return repeatRows(t, batch);
+  throw new RangeError(`denoise: ${what} has ${rows} rows but the batch has ${batch} images`);
+}
+
+export const denoiseNode: NodeType = {
+  name: "denoise",
+  kind: "core",
+  inputs: { cond: "embeddings", uncond: "embeddings", init: "latents" },
+  optionalInputs: ["uncond", "init"],
+  outputs: { latents: "latents" },
+  configSchema: ConfigSchema,
+  components: { scheduler: "scheduler", noisePredictor: "noise-predictor" },
+  deterministic: false,
+  async create(config: z.output<typeof ConfigSchema>, ctx) {
+    const predictor = await ctx.component<NoisePredictorInstance>("config.noisePredictor", config.noisePredictor, "noise-predictor");
+    const baseScheduler = await ctx.component<SchedulerInstance>("config.scheduler", config.scheduler, "scheduler");
+    const overrides = new Map<string, Promise<SchedulerInstance>>();
+    const schedulerFor = (name: string | undefined): Promise<SchedulerInstance> => {
+      if (!name || name === config.scheduler.use) return Promise.resolve(baseScheduler);
+      let p = overrides.get(name);
+      if (!p) {
+        // diffusers `from_config`: the new scheduler reuses the model's schedule keys.
+        p = ctx.component<SchedulerInstance>(`scheduler "${name}"`, { use: name, config: { ...baseScheduler.config } }, "scheduler");
+        overrides.set(name, p);
+        p.catch(() => overrides.delete(name));
+      }
+      return p;
+    };
+
+    return {
+      async run(inputs: Values, run) {
+        const { params, signal } = run;
+        const cond = inputs.cond as Tensor;
+        const uncond = inputs.uncond as Tensor | undefined;
+        const init = inputs.init as Tensor | undefined;
+        const batch = params.batchSize;
+        const guided = uncond !== undefined && params.guidanceScale !== 1;
+
+        const scheduler = (await schedulerFor(params.scheduler)).createScheduler();
+        scheduler.setTimesteps(params.steps);
+        let timesteps = [...scheduler.timesteps];
+
+        const [c, h, w] = predictor.latentShape(params.height, params.width);
+        const per = c * h * w;
+        // Each image k draws its starting noise from seed + k, so image k of a batch equals the
+        // single image generated with seed + k.
+        const noise = tensor([batch, c, h, w]);
+        for (let k = 0; k < batch; k++) createRng(params.seed + k).fillNormal(noise.data.subarray(k * per, (k + 1) * per));
+
+        let latents: Tensor;
+        if (init) {
+          if (init.dims[1] !== c || init.dims[2] !== h || init.dims[3] !== w) {
+            throw new RangeError(`denoise: init latents are [${init.dims.join(",")}] but the model wants [*,${c},${h},${w}] at ${params.width}×${params.height}`);
+          }
+          const initSteps = Math.min(Math.floor(params.steps * params.strength), params.steps);
+          const start = Math.max(params.steps - initSteps, 0) * scheduler.order;
+          timesteps = timesteps.slice(start);
+          if (timesteps.length === 0) throw new RangeError(`denoise: strength ${params.strength} leaves no step to run at ${params.steps} steps`);
+          scheduler.setBeginIndex(start);
+          latents = scheduler.addNoise(toBatch(init, batch, "init latents"), noise, timesteps[0]!);
+        } else {
+          const s = scheduler.initNoiseSigma;
+          latents = s === 1 ? noise : { dims: noise.dims, data: noise.data.map((v) => v * s) };
+        }
+
+        const condB = toBatch(cond, batch, "cond");
+        const ehs = guided ? concat0([toBatch(uncond!, batch, "uncond"), condB]) : condB;
+        const stepRng = createRng(params.seed).fork(); // ancestral/SDE noise, independent of the start noise
+        const started = performance.now();
+        const g = params.guidanceScale;
+
+        for (let i = 0; i < timesteps.length; i++) {
+          abortIfNeeded(signal);
+          const t = timesteps[i]!;
+          const input = scheduler.scaleModelInput(latents, t);
+          let eps: Tensor;
+          if (guided) {
+            const out = await predictor.predict({ sample: concat0([input, input]), timestep: t, encoderHiddenStates: ehs }, signal);
+            const u = slice0(out, 0, batch).data;
+            const v = slice0(out, batch, 2 * batch).data;
+            const e = new Float32Array(u.length);
+            for (let j = 0; j < e.length; j++) e[j] = u[j]! + g * (v[j]! - u[j]!);
+            eps = { dims: input.dims, data: e };
+          } else {
+            eps = await predictor.predict({ sample: input, timestep: t, encoderHiddenStates: ehs }, signal);
+          }
+          const out = scheduler.step(eps, t, latents, stepRng);
+          latents = out.prevSample;
+          await run.step({
+            step: i + 1,
+            totalSteps: timesteps.length,
+            timestep: t,
+            elapsedMs: performance.now() - started,
+            latents: { dims: latents.dims, data: latents.data.slice() },
+            predictedX0: { dims: out.predOriginalSample.dims, data: out.predOriginalSample.data.slice() },
+          });
+        }
+        if (numel(latents.dims) !== batch * per) throw new Error("denoise: scheduler changed the latent shape");
+        return { latents };
+      },
+    };
+  },
+};

@@ -1,0 +1,68 @@
+/**
+ * The entry point most programs want: one ONNX runtime, one plugin registry, and pipelines opened
+ * from a pipeline JSON file or straight from a diffusers ONNX model folder.
+ */
+import { pipelineDocFromModelFolder } from "./model-folder.ts";
+import { readJson } from "./model-source.ts";
+import { OnnxRuntime, type ExecutionProvider } from "./onnx.ts";
+import { parsePipelineDoc, PipelineConfigError } from "./pipeline-config.ts";
+import { Pipeline } from "./pipeline.ts";
+import type { PluginRegistry } from "./registry.ts";
+import { loadRuntimeAdapter, type RuntimeAdapter } from "./runtime.ts";
+
+export interface DiffgraphOptions {
+  readonly registry: PluginRegistry;
+  readonly executionProvider?: ExecutionProvider;
+  readonly log?: (message: string) => void;
+  readonly threads?: number;
+  /** Defaults to the adapter for the detected host. */
+  readonly adapter?: RuntimeAdapter;
+}
+
+export interface Diffgraph {
+  readonly registry: PluginRegistry;
+  readonly onnx: OnnxRuntime;
+  readonly adapter: RuntimeAdapter;
+  /** Open a pipeline JSON file, or a model folder in the diffusers ONNX layout. */
+  openPipeline(path: string): Promise<Pipeline>;
+  dispose(): Promise<void>;
+}
+
+function splitPath(path: string): [dir: string, base: string] {
+  const clean = path.replace(/\/+$/, "");
+  const i = clean.lastIndexOf("/");
+  return i < 0 ? [".", clean] : [clean.slice(0, i) || "/", clean.slice(i + 1)];
+}
+
+export async function createDiffgraph(options: DiffgraphOptions): Promise<Diffgraph> {
+  const adapter = options.adapter ?? (await loadRuntimeAdapter());
+  const log = options.log ?? ((m: string) => console.error(m));
+  const onnx = new OnnxRuntime({ backends: adapter.onnxBackends, executionProvider: options.executionProvider ?? "auto", log, threads: options.threads });
+  return {
+    registry: options.registry,
+    onnx,
+    adapter,
+    async openPipeline(path) {
+      const [dir, base] = splitPath(path);
+      if (!base.endsWith(".json")) {
+        const models = adapter.fileSource(path);
+        const doc = await pipelineDocFromModelFolder(models, base);
+        return Pipeline.load(doc, { registry: options.registry, onnx, models, log });
+      }
+      const folder = adapter.fileSource(dir);
+      const json = await readJson(folder, base);
+      const doc = parsePipelineDoc(json);
+      if (!doc.model) throw new PipelineConfigError("model", `${path} names no model folder`);
+      const models = adapter.fileSource(`${dir}/${doc.model}`);
+      const moduleBase = adapter.host === "browser" ? new URL(path, globalThis.location?.href).href : `file://${absolute(path)}`;
+      return Pipeline.load(doc, { registry: options.registry, onnx, models, moduleBase, log });
+    },
+    dispose: () => onnx.dispose(),
+  };
+}
+
+function absolute(path: string): string {
+  if (path.startsWith("/")) return path;
+  const cwd = (globalThis as { process?: { cwd(): string } }).process?.cwd?.() ?? (globalThis as { Deno?: { cwd(): string } }).Deno?.cwd?.() ?? "";
+  return `${cwd}/${path}`;
+}

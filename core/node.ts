@@ -1,0 +1,66 @@
+/**
+ * A node type: what the DAG executor runs. Graph-kind plugins (encoder, decoder, metric) become
+ * node types directly; core nodes (the denoising loop) implement the same shape with access to
+ * run parameters and the event stream.
+ */
+import type { ZodType } from "zod";
+import type { ResolvedParams } from "./params.ts";
+import type { PluginContext, PortSpec, PortTypes } from "./plugin.ts";
+import type { Rng } from "./random.ts";
+import type { Tensor } from "./tensor.ts";
+
+export interface StepEvent {
+  readonly type: "step";
+  readonly node: string;
+  /** 1-based index of the step just finished. */
+  readonly step: number;
+  readonly totalSteps: number;
+  readonly timestep: number;
+  readonly elapsedMs: number;
+  /** Current latents x_{t−1} [B, C, h, w] (a copy: safe to keep). */
+  readonly latents: Tensor;
+  /** The scheduler's predicted clean latents x₀ [B, C, h, w]. */
+  readonly predictedX0: Tensor;
+  /** Preview images [B, 3, H, W] in [0, 1], when the run asked for previews. */
+  readonly preview?: Tensor;
+}
+
+export type PipelineEvent =
+  | { readonly type: "node-start"; readonly node: string; readonly use: string; readonly at: number }
+  | { readonly type: "node-end"; readonly node: string; readonly use: string; readonly durationMs: number; readonly cached: boolean }
+  | StepEvent;
+
+export interface NodeRunContext {
+  readonly signal: AbortSignal;
+  readonly rng: Rng;
+  readonly params: ResolvedParams;
+  readonly node: string;
+  /** Emit a step event; the executor adds the preview when asked to. */
+  readonly step: (event: Omit<StepEvent, "type" | "node" | "preview">) => Promise<void>;
+}
+
+export type Values = Partial<Record<string, PortTypes[keyof PortTypes]>>;
+
+export interface NodeInstance {
+  run(inputs: Values, ctx: NodeRunContext): Promise<Values>;
+  dispose?(): Promise<void> | void;
+}
+
+export interface NodeCreateContext extends PluginContext {
+  /** Resolve and create a component plugin (scheduler, noise predictor) by reference. */
+  readonly component: <T>(path: string, ref: { use: string; config: Record<string, unknown>; configFile?: string | undefined }, kind: string) => Promise<T>;
+}
+
+export interface NodeType {
+  readonly name: string;
+  readonly kind: string;
+  readonly inputs: PortSpec;
+  readonly optionalInputs?: readonly string[];
+  readonly outputs: PortSpec;
+  readonly configSchema: ZodType;
+  /** Equal config + equal inputs ⇒ equal outputs (the executor may serve it from cache). */
+  readonly deterministic: boolean;
+  /** Config keys that hold component plugin references, and the plugin kind each must be. */
+  readonly components?: Readonly<Record<string, "scheduler" | "noise-predictor">>;
+  create(config: any, ctx: NodeCreateContext): Promise<NodeInstance>;
+}

@@ -1,0 +1,266 @@
+/**
+ * Loading a pipeline: parse the JSON document, resolve every node to a plugin or core node, check
+ * configs, wiring, port types and cycles — all before any model loads — then create each plugin
+ * once. Every error names the node and field at fault.
+ */
+import { denoiseNode } from "./denoise.ts";
+import { execute, type RunOptions, type RunResult, type RunStream } from "./executor.ts";
+import { readJson, type ModelSource } from "./model-source.ts";
+import type { NodeCreateContext, NodeInstance, NodeType } from "./node.ts";
+import type { OnnxRuntime } from "./onnx.ts";
+import { BUILTIN_DEFAULTS, formatIssues, type GenerationInput, type ParamDefaults } from "./params.ts";
+import {
+  parsePipelineDoc,
+  parseRef,
+  PipelineConfigError,
+  RUN_INPUTS,
+  type ComponentRef,
+  type PipelineDoc,
+} from "./pipeline-config.ts";
+import type { PluginDefinition, PluginKind, PortType } from "./plugin.ts";
+import { importPlugin, isModulePath, type PluginRegistry } from "./registry.ts";
+
+export interface PipelineEnv {
+  readonly registry: PluginRegistry;
+  readonly onnx: OnnxRuntime;
+  /** The pipeline's model folder (the document's `model`, already resolved by the caller). */
+  readonly models: ModelSource;
+  /** Base URL for plugins named by module path (the pipeline file's URL). */
+  readonly moduleBase?: string;
+  /** Core node types; default: the denoising loop. */
+  readonly coreNodes?: readonly NodeType[];
+  readonly log?: (message: string) => void;
+}
+
+export interface GraphNode {
+  readonly name: string;
+  readonly type: NodeType;
+  readonly config: unknown;
+  /** Input port → [source node or "$", port or run input]. */
+  readonly wires: Readonly<Record<string, readonly [string, string]>>;
+  readonly instance: NodeInstance;
+}
+
+const GRAPH_KINDS: readonly PluginKind[] = ["encoder", "decoder", "metric"];
+
+function pluginNodeType(def: PluginDefinition): NodeType {
+  return {
+    name: def.name,
+    kind: def.kind,
+    inputs: def.inputs ?? {},
+    outputs: def.outputs ?? {},
+    configSchema: def.configSchema,
+    deterministic: def.deterministic ?? false,
+    async create(config, ctx) {
+      const inst = (await def.create(config, ctx)) as unknown as NodeInstance;
+      return { run: (inputs, run) => inst.run(inputs as never, { signal: run.signal, rng: run.rng }), dispose: inst.dispose?.bind(inst) };
+    },
+  };
+}
+
+function closest(name: string, options: readonly string[]): string {
+  const dist = (a: string, b: string) => {
+    const d = Array.from({ length: b.length + 1 }, (_, i) => i);
+    for (let i = 1; i <= a.length; i++) {
+      let prev = d[0]!;
+      d[0] = i;
+      for (let j = 1; j <= b.length; j++) {
+        const tmp = d[j]!;
+        d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+        prev = tmp;
+      }
+    }
+    return d[b.length]!;
+  };
+  const best = options.map((o) => [o, dist(name, o)] as const).sort((x, y) => x[1] - y[1])[0];
+  return best && best[1] <= Math.max(2, name.length / 3) ? ` Did you mean "${best[0]}"?` : "";
+}
+
+export class Pipeline {
+  private constructor(
+    readonly doc: PipelineDoc,
+    readonly nodes: ReadonlyMap<string, GraphNode>,
+    /** Topological order (a node after all its inputs). */
+    readonly order: readonly string[],
+    readonly output: readonly [string, string],
+    readonly preview: { readonly instance: NodeInstance; readonly source: "x0" | "latents" } | undefined,
+    readonly defaults: ParamDefaults,
+  ) {}
+
+  get name(): string {
+    return this.doc.name;
+  }
+
+  /** Validate a document and load its plugins. Throws `PipelineConfigError` naming the bad field. */
+  static async load(json: unknown, env: PipelineEnv): Promise<Pipeline> {
+    const doc = parsePipelineDoc(json);
+    const core = new Map((env.coreNodes ?? [denoiseNode]).map((n) => [n.name, n]));
+    const log = env.log ?? (() => {});
+
+    const resolveDef = async (at: string, use: string): Promise<PluginDefinition> => {
+      if (isModulePath(use)) {
+        if (!env.moduleBase) throw new PipelineConfigError(at, `plugin module "${use}" given, but this pipeline was not loaded from a file`);
+        try {
+          return await importPlugin(use, env.moduleBase);
+        } catch (err) {
+          throw new PipelineConfigError(at, (err as Error).message);
+        }
+      }
+      const def = env.registry.get(use);
+      if (!def) {
+        const names = [...env.registry.names(), ...core.keys()];
+        throw new PipelineConfigError(at, `unknown plugin "${use}".${closest(use, names)} Available: ${names.sort().join(", ")}`);
+      }
+      return def;
+    };
+
+    const mergeConfigFile = async (at: string, ref: ComponentRef): Promise<Record<string, unknown>> => {
+      if (!ref.configFile) return ref.config;
+      let fromFile: unknown;
+      try {
+        fromFile = await readJson(env.models, ref.configFile);
+      } catch (err) {
+        throw new PipelineConfigError(`${at}.configFile`, (err as Error).message);
+      }
+      if (!fromFile || typeof fromFile !== "object" || Array.isArray(fromFile)) {
+        throw new PipelineConfigError(`${at}.configFile`, `${ref.configFile} must hold a JSON object`);
+      }
+      return { ...(fromFile as Record<string, unknown>), ...ref.config };
+    };
+
+    const validate = (at: string, type: { configSchema: NodeType["configSchema"] }, config: unknown): unknown => {
+      const r = type.configSchema.safeParse(config);
+      if (!r.success) throw new PipelineConfigError(at, formatIssues(r.error));
+      return r.data;
+    };
+
+    const resolveComponent = async (at: string, ref: ComponentRef, kind: string) => {
+      const def = await resolveDef(`${at}.use`, ref.use);
+      if (def.kind !== kind) throw new PipelineConfigError(`${at}.use`, `"${ref.use}" is a ${def.kind} plugin, but a ${kind} is needed here`);
+      const config = validate(`${at}.config`, def, await mergeConfigFile(at, ref));
+      return { def, config };
+    };
+
+    // 1. Resolve node types and validate configs (component references included).
+    const resolved = new Map<string, { type: NodeType; config: unknown; components: Record<string, { def: PluginDefinition; config: unknown }> }>();
+    for (const [name, node] of Object.entries(doc.nodes)) {
+      const at = `nodes.${name}`;
+      let type = core.get(node.use);
+      if (!type) {
+        const def = await resolveDef(`${at}.use`, node.use);
+        if (!GRAPH_KINDS.includes(def.kind)) {
+          throw new PipelineConfigError(`${at}.use`, `"${node.use}" is a ${def.kind} plugin; it is a component of a denoise node (config.${def.kind === "scheduler" ? "scheduler" : "noisePredictor"}), not a node of its own`);
+        }
+        type = pluginNodeType(def);
+      }
+      const rawConfig = await mergeConfigFile(at, node);
+      const config = validate(`${at}.config`, type, rawConfig) as Record<string, unknown>;
+      const components: Record<string, { def: PluginDefinition; config: unknown }> = {};
+      for (const [key, kind] of Object.entries(type.components ?? {})) {
+        components[key] = await resolveComponent(`${at}.config.${key}`, config[key] as ComponentRef, kind);
+      }
+      resolved.set(name, { type, config, components });
+    }
+
+    // 2. Wiring and port types.
+    const wires = new Map<string, Record<string, [string, string]>>();
+    const typeOf = (at: string, ref: string): PortType => {
+      const [src, port] = parseRef(ref, at);
+      if (src === "$") {
+        const t = RUN_INPUTS[port as keyof typeof RUN_INPUTS];
+        if (!t) throw new PipelineConfigError(at, `unknown run input "$${port}" (run inputs: ${Object.keys(RUN_INPUTS).map((k) => `$${k}`).join(", ")})`);
+        return t;
+      }
+      const source = resolved.get(src);
+      if (!source) throw new PipelineConfigError(at, `"${ref}" refers to node "${src}", which does not exist.${closest(src, [...resolved.keys()])}`);
+      const t = source.type.outputs[port];
+      if (!t) throw new PipelineConfigError(at, `node "${src}" (${source.type.name}) has no output "${port}" (outputs: ${Object.keys(source.type.outputs).join(", ")})`);
+      return t;
+    };
+    for (const [name, node] of Object.entries(doc.nodes)) {
+      const { type } = resolved.get(name)!;
+      const w: Record<string, [string, string]> = {};
+      for (const [port, ref] of Object.entries(node.inputs)) {
+        const at = `nodes.${name}.inputs.${port}`;
+        const want = type.inputs[port];
+        if (!want) throw new PipelineConfigError(at, `${type.name} has no input "${port}" (inputs: ${Object.keys(type.inputs).join(", ")})`);
+        const got = typeOf(at, ref);
+        if (got !== want) throw new PipelineConfigError(at, `"${ref}" is ${got}, but input "${port}" of ${type.name} takes ${want}`);
+        w[port] = parseRef(ref, at);
+      }
+      for (const port of Object.keys(type.inputs)) {
+        if (!(port in w) && !type.optionalInputs?.includes(port)) {
+          throw new PipelineConfigError(`nodes.${name}.inputs.${port}`, `missing: ${type.name} needs input "${port}" (${type.inputs[port]})`);
+        }
+      }
+      wires.set(name, w);
+    }
+    const outAt = "output";
+    if (typeOf(outAt, doc.output) !== "images") throw new PipelineConfigError(outAt, `"${doc.output}" must be an images output`);
+    const output = parseRef(doc.output, outAt);
+
+    // 3. Cycles (depth-first search; the error shows the loop).
+    const order: string[] = [];
+    const state = new Map<string, "visiting" | "done">();
+    const visit = (name: string, path: string[]) => {
+      if (state.get(name) === "done") return;
+      if (state.get(name) === "visiting") {
+        // Shown in the direction data flows: each node feeds the next.
+        const loop = [...path.slice(path.indexOf(name)), name].reverse();
+        throw new PipelineConfigError(`nodes.${name}.inputs`, `cycle: ${loop.join(" → ")}`);
+      }
+      state.set(name, "visiting");
+      for (const [src] of Object.values(wires.get(name)!)) if (src !== "$") visit(src, [...path, name]);
+      state.set(name, "done");
+      order.push(name);
+    };
+    for (const name of Object.keys(doc.nodes)) visit(name, []);
+
+    // 4. Preview decoder.
+    let previewDef: { def: PluginDefinition; config: unknown } | undefined;
+    if (doc.preview) {
+      previewDef = await resolveComponent("preview", doc.preview, "decoder");
+      if (previewDef.def.inputs?.latents !== "latents") throw new PipelineConfigError("preview.use", `"${doc.preview.use}" does not decode latents`);
+    }
+
+    // 5. Create instances once (in parallel; each plugin loads its models).
+    const ctx: NodeCreateContext = {
+      models: env.models,
+      onnx: env.onnx,
+      log,
+      component: async <T>(path: string, ref: { use: string; config: Record<string, unknown>; configFile?: string | undefined }, kind: string) => {
+        const { def, config } = await resolveComponent(path, { use: ref.use, config: ref.config, configFile: ref.configFile }, kind);
+        return (await def.create(config, ctx)) as T;
+      },
+    };
+    const nodes = new Map<string, GraphNode>();
+    await Promise.all(
+      [...resolved].map(async ([name, r]) => {
+        const nodeCtx: NodeCreateContext = {
+          ...ctx,
+          component: (path, ref, kind) => ctx.component(`nodes.${name}.${path}`, ref, kind),
+        };
+        const instance = await r.type.create(r.config, nodeCtx);
+        nodes.set(name, { name, type: r.type, config: r.config, wires: wires.get(name)!, instance });
+      }),
+    );
+    const preview = previewDef && doc.preview
+      ? { instance: await pluginNodeType(previewDef.def).create(previewDef.config, ctx), source: doc.preview.source }
+      : undefined;
+    return new Pipeline(doc, nodes, order, output, preview, { ...BUILTIN_DEFAULTS, ...doc.defaults });
+  }
+
+  /** Run to completion. Events go to `options.onEvent` as they happen. */
+  run(input: GenerationInput, options: RunOptions = {}): Promise<RunResult> {
+    return execute(this, input, options).result;
+  }
+
+  /** Run with the events as an async iterable. */
+  stream(input: GenerationInput, options: RunOptions = {}): RunStream {
+    return execute(this, input, { ...options, stream: true });
+  }
+
+  async dispose(): Promise<void> {
+    await Promise.all([...this.nodes.values()].map((n) => n.instance.dispose?.()));
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * VAE decoder (Stable Diffusion's `vae_decoder/model.onnx`: `latent_sample` → `sample` in [-1, 1]).
+ * Latents arrive scaled (what the UNet sees); they are divided by the VAE's `scaling_factor`
+ * (vae_decoder/config.json, else SD 1.x's 0.18215) before decoding, and pixels mapped to [0, 1].
+ */
+import { z } from "zod";
+import { readJson } from "../../core/model-source.ts";
+import { definePlugin } from "../../core/plugin.ts";
+import type { Tensor } from "../../core/tensor.ts";
+
+export const SD_SCALING_FACTOR = 0.18215;
+
+const Config = z
+  .object({
+    model: z.string().default("vae_decoder/model.onnx"),
+    scalingFactor: z.number().positive().optional(),
+    /** Decode this many images per model call (bounds peak memory for large batches). */
+    maxBatch: z.number().int().positive().default(8),
+  })
+  .strict();
+
+export async function scalingFactorOf(models: import("../../core/model-source.ts").ModelSource, explicit?: number): Promise<number> {
+  if (explicit !== undefined) return explicit;
+  for (const f of ["vae_decoder/config.json", "vae_encoder/config.json", "vae/config.json"]) {
+    if (await models.exists(f)) {
+      const c = await readJson<Record<string, unknown>>(models, f);
+      if (typeof c.scaling_factor === "number") return c.scaling_factor;
+    }
+  }
+  return SD_SCALING_FACTOR;
+}
+
+export default definePlugin({
+  name: "vae-decoder",
+  kind: "decoder",
+  description: "VAE decoder from an ONNX file: latents → RGB images",
+  configSchema: Config,
+  inputs: { latents: "latents" },
+  outputs: { images: "images" },
+  deterministic: true,
+  async create(config, ctx) {
+    const [model, scale] = await Promise.all([ctx.onnx.load(ctx.models, config.model), scalingFactorOf(ctx.models, config.scalingFactor)]);
+    model.input("latent_sample");
+    const outName = model.outputs.find((o) => o.name === "sample")?.name ?? model.outputs[0]!.name;
+    return {
+      async run({ latents }) {
+        const b = latents.dims[0]!;
+        const per = latents.data.length / b;
+        const parts: Tensor[] = [];
+        for (let i = 0; i < b; i += config.maxBatch) {
+          const n = Math.min(config.maxBatch, b - i);
+          const data = latents.data.slice(i * per, (i + n) * per);
+          for (let j = 0; j < data.length; j++) data[j] = data[j]! / scale;
+          parts.push((await model.run({ latent_sample: { dims: [n, ...latents.dims.slice(1)], data } }, [outName]))[outName]!);
+        }
+        const dims = [b, ...parts[0]!.dims.slice(1)];
+        const out = new Float32Array(parts.reduce((s, p) => s + p.data.length, 0));
+        let off = 0;
+        for (const p of parts) {
+          for (let j = 0; j < p.data.length; j++) out[off + j] = Math.min(1, Math.max(0, (p.data[j]! + 1) / 2));
+          off += p.data.length;
+        }
+        return { images: { dims, data: out } };
+      },
+    };
+  },
+});
