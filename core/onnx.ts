@@ -100,6 +100,7 @@ export class OnnxModel implements OnnxModelInfo {
     readonly outputs: readonly IOInfo[],
     private readonly ort: OrtModuleLike,
     private readonly session: OrtSessionLike,
+    private readonly serialize: <T>(work: () => Promise<T>) => Promise<T> = (work) => work(),
   ) {}
 
   input(name: string): IOInfo {
@@ -120,7 +121,7 @@ export class OnnxModel implements OnnxModelInfo {
     }
     let result: Record<string, OrtTensorLike>;
     try {
-      result = await this.session.run(ortFeeds);
+      result = await this.serialize(() => this.session.run(ortFeeds));
     } catch (err) {
       const shapes = Object.entries(ortFeeds).map(([k, v]) => `${k}: ${v.type}[${v.dims.join(",")}]`).join("; ");
       throw new ModelFileError(this.file, `inference failed with inputs ${shapes}: ${(err as Error).message}`, { cause: err });
@@ -259,8 +260,9 @@ export class OnnxRuntime {
         continue;
       }
       let session: OrtSessionLike;
+      const serialize = this.serializerFor(backend, provider);
       try {
-        session = await ort.InferenceSession.create(bytes, this.sessionOptions(backend, provider));
+        session = await serialize(() => ort.InferenceSession.create(bytes, this.sessionOptions(backend, provider)));
       } catch (err) {
         const msg = (err as Error).message ?? String(err);
         if (/protobuf|parse|Invalid model|Load model|failed to load model|ModelProto|graph/i.test(msg) && !/adapter|webgpu|device/i.test(msg)) {
@@ -278,9 +280,27 @@ export class OnnxRuntime {
           const m = list?.find((x) => x.name === name);
           return { name, type: normalizeType(m?.type), shape: m?.shape ? [...m.shape] : [] };
         });
-      return new OnnxModel(file, backend, provider, meta(session.inputMetadata, session.inputNames), meta(session.outputMetadata, session.outputNames), ort, session);
+      return new OnnxModel(file, backend, provider, meta(session.inputMetadata, session.inputNames), meta(session.outputMetadata, session.outputNames), ort, session, serialize);
     }
     throw new Error(`no ONNX backend could load ${file} with executionProvider "${this.executionProvider}" on ${this.host}: ${errors.join("; ")}`);
+  }
+
+  private readonly chains = new Map<string, Promise<unknown>>();
+
+  /**
+   * onnxruntime-web's WebGPU provider refuses a second session creation or run while one is in
+   * flight ("another WebGPU EP inference session is being created"); queue its calls one at a time.
+   * Native sessions run concurrently.
+   */
+  private serializerFor(backend: BackendName, provider: string): <T>(work: () => Promise<T>) => Promise<T> {
+    if (backend !== "onnxruntime-web" || provider !== "webgpu") return (work) => work();
+    const key = `${backend}/${provider}`;
+    return <T>(work: () => Promise<T>) => {
+      const prev = this.chains.get(key) ?? Promise.resolve();
+      const next = prev.then(work, work);
+      this.chains.set(key, next.catch(() => {}));
+      return next;
+    };
   }
 
   private markUnavailable(backend: BackendName, provider: string, why: string, errors: string[]): void {
