@@ -1,0 +1,1100 @@
+#!/usr/bin/python3
+"""Recipe for the embedded default model `models/emoji-64` (issue 4).
+
+Trains, from the emoji PNGs of pinned npm packages, a tiny latent text-to-image diffusion model:
+tokenizer -> mini-CLIP (text encoder) -> KL autoencoder (64x64 <-> 4x8x8) -> UNet (v-prediction,
+squaredcos_cap_v2, cross-attention) and a second mini-CLIP used only for metrics; exports ONNX in the
+diffusers ONNX layout, a preview projection, samples, metrics and the metrics test fixture.
+
+    /usr/bin/python3 models/recipes/train.py [--quick] [--out DIR] [--stages a,b,...]
+
+Stages (each resumable; checkpoints and logs under models/.cache/ or <out>/.cache when --quick):
+    data tok ae clip clipeval latents unet export eval
+Use Debian's /usr/bin/python3 (torch 1.13, onnx). Needs `npm` to fetch the data packages.
+"""
+import argparse, json, math, os, random, subprocess, sys, time, unicodedata, shutil
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+PACKAGES = {  # pinned data packages
+    "emoji-datasource": "16.0.0",
+    "emoji-datasource-twitter": "16.0.0",
+    "emoji-datasource-google": "16.0.0",
+    "emojibase-data": "17.0.0",
+}
+STYLES = [("twemoji", "emoji-datasource-twitter", "img/twitter/64"),
+          ("noto", "emoji-datasource-google", "img/google/64")]
+SPLIT_SEED = 1234
+HELDOUT_FRAC = 0.10
+MAX_LEN = 16
+SPECIALS = ["[UNK]", "<|startoftext|>", "<|endoftext|>"]  # ids 0,1,2
+UNK, BOS, EOS = 0, 1, 2
+T_TRAIN = 1000
+SAMPLE_PROMPTS = ["red heart", "grinning face", "thumbs up", "pizza", "cat face", "rocket", "sun",
+                  "crying face", "rainbow", "banana", "fire", "star", "ghost",
+                  "smiling face with sunglasses", "hamburger", "four leaf clover"]
+
+# ----------------------------------------------------------------------------------------------
+# configuration (full vs --quick)
+FULL = dict(ae_steps=1000, ae_batch=32, clip_steps=400, clip_batch=192, clipeval_steps=300,
+            unet_steps=4200, unet_batch=128, unet_minutes=36.0, eval_n=100, fd_n=400, sample_steps=20)
+QUICK = dict(ae_steps=4, ae_batch=8, clip_steps=3, clip_batch=32, clipeval_steps=3,
+             unet_steps=4, unet_batch=8, unet_minutes=1.0, eval_n=8, fd_n=16, sample_steps=3)
+
+
+def log(msg):
+    line = time.strftime("%H:%M:%S ") + msg
+    print(line, flush=True)
+    with open(os.path.join(CACHE, "train.log"), "a") as f:
+        f.write(line + "\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+def npm_dir():
+    return os.path.join(ROOT, "models", ".cache", "npm")
+
+
+def ensure_packages():
+    nm = os.path.join(npm_dir(), "node_modules")
+    ok = all(os.path.exists(os.path.join(nm, p, "package.json")) and
+             json.load(open(os.path.join(nm, p, "package.json")))["version"] == v
+             for p, v in PACKAGES.items())
+    if ok:
+        return nm
+    os.makedirs(npm_dir(), exist_ok=True)
+    pj = os.path.join(npm_dir(), "package.json")
+    if not os.path.exists(pj):
+        json.dump({"name": "emoji-cache", "private": True}, open(pj, "w"))
+    cmd = ["npm", "install", "--prefix", npm_dir(), "--no-save", "--ignore-scripts", "--no-audit",
+           "--no-fund"] + [f"{p}@{v}" for p, v in PACKAGES.items()]
+    print(" ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    return nm
+
+
+def norm_hex(h):
+    return "-".join(p for p in h.upper().split("-") if p != "FE0F")
+
+
+def clean(s):
+    return " ".join(s.replace("_", " ").lower().split())
+
+
+def build_data():
+    """Returns dict with images uint8 [N,64,64,3], per-image caption alternates, base id, style."""
+    from PIL import Image
+    nm = ensure_packages()
+    ed = json.load(open(os.path.join(nm, "emoji-datasource", "emoji.json")))
+    eb = json.load(open(os.path.join(nm, "emojibase-data", "en", "data.json")))
+    ebmap = {}
+    for e in eb:
+        ebmap[norm_hex(e["hexcode"])] = e
+        for s in e.get("skins", []) or []:
+            ebmap[norm_hex(s["hexcode"])] = dict(s, tags=e.get("tags", []))
+    entries = []  # (base_unified, unified, image file, name-based alternates)
+    for e in sorted(ed, key=lambda e: e["sort_order"]):
+        alts = [clean(e["name"] or "")] + [clean(s) for s in e.get("short_names", [])]
+        entries.append((e["unified"], e["unified"], e["image"], alts, e))
+        for k, v in sorted((e.get("skin_variations") or {}).items()):
+            entries.append((e["unified"], v["unified"], v["image"], alts, e))
+    bases = sorted({b for b, *_ in entries})
+    rng = random.Random(SPLIT_SEED)
+    held = set(rng.sample(bases, int(round(HELDOUT_FRAC * len(bases)))))
+    imgs, caps, labels, base_idx, style_idx, hexes, heldout = [], [], [], [], [], [], []
+    bindex = {b: i for i, b in enumerate(bases)}
+    for base, uni, fn, alts, e in entries:
+        info = ebmap.get(norm_hex(uni))
+        if info is not None:
+            label = clean(info["label"])
+            tags = [clean(t) for t in info.get("tags", []) or []]
+        else:
+            label = alts[0]
+            tags = []
+        if not label:
+            continue
+        tone = ""
+        if ":" in label:
+            tone = label.split(":", 1)[1].strip()
+        alt = []
+        for a in alts:
+            if a and a != label:
+                alt.append(a + (": " + tone if tone else ""))
+        for si, (sname, pkg, sub) in enumerate(STYLES):
+            p = os.path.join(nm, pkg, sub, fn)
+            if not os.path.exists(p):
+                continue
+            im = Image.open(p).convert("RGBA")
+            if im.size != (64, 64):
+                im = im.resize((64, 64), Image.LANCZOS)
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, im).convert("RGB")
+            imgs.append(np.asarray(im, dtype=np.uint8))
+            caps.append({"label": label, "alts": alt, "tags": tags, "style": sname})
+            labels.append(label)
+            base_idx.append(bindex[base])
+            style_idx.append(si)
+            hexes.append(uni)
+            heldout.append(base in held)
+    return dict(images=np.stack(imgs), caps=caps, labels=labels, base=np.array(base_idx),
+                style=np.array(style_idx), hexes=hexes, heldout=np.array(heldout),
+                held_bases=sorted(held), n_bases=len(bases))
+
+
+def stage_data(a):
+    path = os.path.join(CACHE, "data.npz")
+    if os.path.exists(path):
+        return
+    t0 = time.time()
+    d = build_data()
+    if a.quick:  # a small random subset keeps --quick under 2 minutes
+        keep = np.sort(np.random.default_rng(0).choice(len(d["images"]), 400, replace=False))
+        for k in ["images", "base", "style", "heldout"]:
+            d[k] = d[k][keep]
+        d["caps"] = [d["caps"][i] for i in keep]
+        d["hexes"] = [d["hexes"][i] for i in keep]
+    np.savez_compressed(path, images=d["images"], base=d["base"], style=d["style"],
+                        heldout=d["heldout"])
+    json.dump({"caps": d["caps"], "hexes": d["hexes"]}, open(os.path.join(CACHE, "caps.json"), "w"))
+    split = {"seed": SPLIT_SEED, "heldout_fraction": HELDOUT_FRAC,
+             "packages": PACKAGES, "n_base_emojis": d["n_bases"],
+             "n_images": int(len(d["images"])), "n_heldout_images": int(d["heldout"].sum()),
+             "note": "held-out = base emojis (emoji-datasource `unified` of the base emoji); all their "
+                     "styles and skin tones are excluded from training of every component",
+             "heldout_base_unified": d["held_bases"],
+             "heldout_labels": sorted({c["label"] for c, h in zip(d["caps"], d["heldout"]) if h})}
+    json.dump(split, open(os.path.join(CACHE, "split.json"), "w"), indent=1, ensure_ascii=False)
+    log(f"data: {len(d['images'])} images, {d['n_bases']} bases, held-out images "
+        f"{int(d['heldout'].sum())} ({time.time()-t0:.0f}s)")
+
+
+_DATA = None
+
+
+def load_data():
+    global _DATA
+    if _DATA is None:
+        z = np.load(os.path.join(CACHE, "data.npz"))
+        c = json.load(open(os.path.join(CACHE, "caps.json")))
+        _DATA = dict(images=z["images"], base=z["base"], style=z["style"], heldout=z["heldout"],
+                     caps=c["caps"], hexes=c["hexes"])
+    return _DATA
+
+
+def sample_caption(c, rng):
+    """Sample a training caption among the alternates of one image."""
+    r = rng.random()
+    if r < 0.55 or (not c["alts"] and not c["tags"]):
+        s = c["label"]
+    elif r < 0.75 and c["alts"]:
+        s = rng.choice(c["alts"])
+    elif c["tags"]:
+        k = min(len(c["tags"]), rng.randint(1, 3))
+        s = c["label"] + ", " + ", ".join(rng.sample(c["tags"], k)) if rng.random() < 0.6 \
+            else ", ".join(rng.sample(c["tags"], k))
+    else:
+        s = c["label"]
+    if rng.random() < 0.15:
+        s = s + ", " + c["style"] if rng.random() < 0.5 else c["style"] + " " + s
+    return s
+
+
+# ----------------------------------------------------------------------------------------------
+# tokenizer (HF tokenizer.json, WordPiece model over a whole-word vocabulary => word-level)
+def is_punct(ch):
+    o = ord(ch)
+    if 33 <= o <= 47 or 58 <= o <= 64 or 91 <= o <= 96 or 123 <= o <= 126:
+        return True
+    return unicodedata.category(ch).startswith("P")
+
+
+def pre_tokenize(text):
+    text = text.lower().strip()
+    out, cur = [], []
+    for ch in text:
+        if ch.isspace():
+            if cur:
+                out.append("".join(cur)); cur = []
+        elif is_punct(ch):
+            if cur:
+                out.append("".join(cur)); cur = []
+            out.append(ch)
+        else:
+            cur.append(ch)
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
+class Tok:
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def encode(self, text, max_len=MAX_LEN):
+        ids = [self.vocab.get(w, UNK) for w in pre_tokenize(text)]
+        ids = [BOS] + ids[: max_len - 2] + [EOS]
+        return ids + [EOS] * (max_len - len(ids))
+
+    def batch(self, texts):
+        return torch.tensor([self.encode(t) for t in texts], dtype=torch.long)
+
+
+def tokenizer_files(vocab):
+    tj = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": s, "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": False, "special": True}
+                         for i, s in enumerate(SPECIALS)],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<|startoftext|>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<|startoftext|>", "type_id": 0}},
+                     {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}},
+                     {"SpecialToken": {"id": "<|endoftext|>", "type_id": 1}}],
+            "special_tokens": {
+                "<|startoftext|>": {"id": "<|startoftext|>", "ids": [BOS], "tokens": ["<|startoftext|>"]},
+                "<|endoftext|>": {"id": "<|endoftext|>", "ids": [EOS], "tokens": ["<|endoftext|>"]}}},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab},
+    }
+    tc = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": MAX_LEN,
+          "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+          "pad_token": "<|endoftext|>", "unk_token": "[UNK]", "do_lower_case": True,
+          "clean_up_tokenization_spaces": True,
+          "added_tokens_decoder": {str(i): {"content": s, "lstrip": False, "normalized": False,
+                                            "rstrip": False, "single_word": False, "special": True}
+                                   for i, s in enumerate(SPECIALS)}}
+    return tj, tc
+
+
+def stage_tok(a):
+    path = os.path.join(CACHE, "tokenizer", "tokenizer.json")
+    if os.path.exists(path):
+        return
+    d = load_data()
+    words = {}
+    for c in d["caps"]:
+        for s in [c["label"], c["style"]] + c["alts"] + c["tags"]:
+            for w in pre_tokenize(s):
+                words[w] = words.get(w, 0) + 1
+    vocab = {s: i for i, s in enumerate(SPECIALS)}
+    for w in sorted(words, key=lambda w: (-words[w], w)):
+        if w not in vocab:
+            vocab[w] = len(vocab)
+    tj, tc = tokenizer_files(vocab)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    json.dump(tj, open(path, "w"), ensure_ascii=False, indent=1)
+    json.dump(tc, open(os.path.join(CACHE, "tokenizer", "tokenizer_config.json"), "w"), indent=1)
+    lens = [len(pre_tokenize(c["label"])) for c in d["caps"]]
+    log(f"tok: vocab {len(vocab)} (incl. 3 specials); longest label {max(lens)} words "
+        f"(truncated to {MAX_LEN-2}: {sum(l > MAX_LEN-2 for l in lens)} labels)")
+
+
+_TOK = None
+
+
+def load_tok():
+    global _TOK
+    if _TOK is None:
+        tj = json.load(open(os.path.join(CACHE, "tokenizer", "tokenizer.json")))
+        _TOK = Tok(tj["model"]["vocab"])
+    return _TOK
+
+
+# ----------------------------------------------------------------------------------------------
+# autoencoder
+def gn(c):
+    g = min(32, c // 4) if c >= 8 else 1
+    while c % g:
+        g -= 1
+    return nn.GroupNorm(g, c)
+
+
+class Res(nn.Module):
+    def __init__(self, cin, cout, temb=0):
+        super().__init__()
+        self.n1, self.c1 = gn(cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.n2, self.c2 = gn(cout), nn.Conv2d(cout, cout, 3, padding=1)
+        self.t = nn.Linear(temb, cout) if temb else None
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, t=None):
+        h = self.c1(F.silu(self.n1(x)))
+        if self.t is not None:
+            h = h + self.t(t)[:, :, None, None]
+        h = self.c2(F.silu(self.n2(h)))
+        return self.skip(x) + h
+
+
+class AE(nn.Module):
+    def __init__(self, ch=(32, 64, 128), zc=4):
+        super().__init__()
+        c1, c2, c3 = ch
+        self.enc = nn.Sequential(
+            nn.Conv2d(3, c1, 3, stride=2, padding=1), Res(c1, c1),             # 32
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1), Res(c2, c2),            # 16
+            nn.Conv2d(c2, c3, 3, stride=2, padding=1), Res(c3, c3), Res(c3, c3),  # 8
+            gn(c3), nn.SiLU(), nn.Conv2d(c3, 2 * zc, 3, padding=1))
+        self.dec = nn.Sequential(
+            nn.Conv2d(zc, c3, 3, padding=1), Res(c3, c3), Res(c3, c3),
+            nn.Upsample(scale_factor=2), nn.Conv2d(c3, c2, 3, padding=1), Res(c2, c2),   # 16
+            nn.Upsample(scale_factor=2), nn.Conv2d(c2, c1, 3, padding=1), Res(c1, c1),   # 32
+            nn.Upsample(scale_factor=2), nn.Conv2d(c1, c1, 3, padding=1),                # 64
+            gn(c1), nn.SiLU(), nn.Conv2d(c1, 3, 3, padding=1))
+
+    def encode(self, x):
+        m, lv = self.enc(x).chunk(2, dim=1)
+        return m, lv.clamp(-20, 5)
+
+    def decode(self, z):
+        return self.dec(z)
+
+
+def to_t(imgs_u8):
+    return torch.from_numpy(imgs_u8).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def save_ckpt(path, **kw):
+    tmp = path + ".tmp"
+    torch.save(kw, tmp)
+    os.replace(tmp, path)
+
+
+def lr_at(step, total, peak, warm):
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm)))))
+
+
+def stage_ae(a):
+    final = os.path.join(CACHE, "ae.pt")
+    if os.path.exists(final):
+        return
+    d = load_data()
+    tr = np.where(~d["heldout"])[0]
+    torch.manual_seed(0)
+    model = AE()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    ck = os.path.join(CACHE, "ae_ckpt.pt")
+    step, spent = 0, 0.0
+    if os.path.exists(ck):
+        s = torch.load(ck)
+        model.load_state_dict(s["model"]); opt.load_state_dict(s["opt"]); step, spent = s["step"], s["spent"]
+        log(f"ae: resumed at step {step}")
+    total = CFG["ae_steps"]
+    rng = np.random.default_rng(step)
+    t0 = time.time() - spent
+    run = 0.0
+    while step < total:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, 1e-3, 100)
+        idx = rng.choice(tr, CFG["ae_batch"], replace=False)
+        x = to_t(d["images"][idx])
+        if rng.random() < 0.5:
+            x = x.flip(3)
+        m, lv = model.encode(x)
+        std = torch.sqrt(torch.exp(lv) + 0.01)  # noise floor 0.1 keeps the decoder robust
+        z = m + std * torch.randn_like(m)
+        xr = model.decode(z)
+        rec = (xr - x).abs().mean()
+        kl = 0.5 * (m.pow(2) + lv.exp() - 1 - lv).mean()
+        loss = rec + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run = 0.98 * run + 0.02 * rec.item() if step else rec.item()
+        step += 1
+        if step % 50 == 0 or step == total:
+            log(f"ae step {step}/{total} l1 {run:.4f} kl {kl.item():.3f} {time.time()-t0:.0f}s")
+        if step % 250 == 0 or step == total:
+            save_ckpt(ck, model=model.state_dict(), opt=opt.state_dict(), step=step, spent=time.time() - t0)
+    # scaling factor = 1/std of posterior means on training images
+    model.eval()
+    with torch.no_grad():
+        ms = []
+        for i in range(0, min(len(tr), 2000), 200):
+            ms.append(model.encode(to_t(d["images"][tr[i:i + 200]]))[0])
+        ms = torch.cat(ms)
+        sf = float(1.0 / ms.std())
+        l1 = float((model.decode(ms[:200]) - to_t(d["images"][tr[:200]])).abs().mean())
+    save_ckpt(final, model=model.state_dict(), scaling_factor=sf, seconds=time.time() - t0, l1=l1)
+    log(f"ae: done, scaling_factor {sf:.5f}, mean-latent recon L1 {l1:.4f}, {time.time()-t0:.0f}s")
+
+
+def load_ae():
+    s = torch.load(os.path.join(CACHE, "ae.pt"))
+    m = AE(); m.load_state_dict(s["model"]); m.eval()
+    return m, s["scaling_factor"]
+
+
+# ----------------------------------------------------------------------------------------------
+# mini-CLIP
+class Block(nn.Module):
+    """Pre-LN transformer block: self-attention (optionally causal), optional cross-attention, MLP."""
+
+    def __init__(self, d, heads, ctx=0, mlp=4):
+        super().__init__()
+        self.h = heads
+        self.n1, self.qkv, self.o = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+        if ctx:
+            self.n2, self.q2, self.kv2, self.o2 = nn.LayerNorm(d), nn.Linear(d, d), nn.Linear(ctx, 2 * d), nn.Linear(d, d)
+        self.ctx = ctx
+        self.n3 = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, mlp * d), nn.GELU(), nn.Linear(mlp * d, d))
+
+    def attn(self, q, k, v, mask=None):
+        B, T, D = q.shape
+        S = k.shape[1]
+        hd = D // self.h
+        q = q.reshape(B, T, self.h, hd).transpose(1, 2)
+        k = k.reshape(B, S, self.h, hd).transpose(1, 2)
+        v = v.reshape(B, S, self.h, hd).transpose(1, 2)
+        w = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))
+        if mask is not None:
+            w = w + mask
+        return (w.softmax(-1) @ v).transpose(1, 2).reshape(B, T, D)
+
+    def forward(self, x, mask=None, ctx=None):
+        q, k, v = self.qkv(self.n1(x)).chunk(3, dim=-1)
+        x = x + self.o(self.attn(q, k, v, mask))
+        if self.ctx:
+            k2, v2 = self.kv2(ctx).chunk(2, dim=-1)
+            x = x + self.o2(self.attn(self.q2(self.n2(x)), k2, v2))
+        return x + self.ff(self.n3(x))
+
+
+class TextTower(nn.Module):
+    def __init__(self, vocab, d, layers, heads, emb):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.randn(MAX_LEN, d) * 0.01)
+        self.blocks = nn.ModuleList([Block(d, heads) for _ in range(layers)])
+        self.ln = nn.LayerNorm(d)
+        self.proj = nn.Linear(d, emb, bias=False)
+        self.register_buffer("mask", torch.full((MAX_LEN, MAX_LEN), -1e4).triu(1), persistent=False)
+        nn.init.normal_(self.tok.weight, std=0.02)
+
+    def forward(self, ids):
+        T = ids.shape[1]
+        x = self.tok(ids) + self.pos[:T]
+        m = self.mask[:T, :T]
+        for b in self.blocks:
+            x = b(x, m)
+        h = self.ln(x)
+        pos = (ids == EOS).float().argmax(-1)  # first end-of-text token (pad == eos)
+        pooled = h.gather(1, pos[:, None, None].expand(-1, 1, h.shape[2])).squeeze(1)
+        return h, self.proj(pooled)
+
+
+class ImageTower(nn.Module):
+    def __init__(self, c, emb):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, c, 3, stride=2, padding=1), Res(c, c),                   # 32
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), Res(2 * c, 2 * c),       # 16
+            nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1), Res(4 * c, 4 * c),   # 8
+            nn.Conv2d(4 * c, 4 * c, 3, stride=2, padding=1), Res(4 * c, 4 * c),   # 4
+            gn(4 * c), nn.SiLU())
+        self.proj = nn.Linear(4 * c, emb)
+
+    def forward(self, x):
+        return self.proj(self.net(x).mean(dim=(2, 3)))
+
+
+class CLIP(nn.Module):
+    def __init__(self, vocab, d, layers, heads, c, emb):
+        super().__init__()
+        self.text = TextTower(vocab, d, layers, heads, emb)
+        self.image = ImageTower(c, emb)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+
+CLIP_CFG = {"clip": dict(d=128, layers=4, heads=4, c=32, emb=128, seed=1),
+            "clipeval": dict(d=80, layers=3, heads=4, c=24, emb=80, seed=2)}
+
+
+def make_clip(name):
+    c = CLIP_CFG[name]
+    return CLIP(len(load_tok().vocab), c["d"], c["layers"], c["heads"], c["c"], c["emb"])
+
+
+def train_clip(name):
+    final = os.path.join(CACHE, name + ".pt")
+    if os.path.exists(final):
+        return
+    d, tok = load_data(), load_tok()
+    tr = np.where(~d["heldout"])[0]
+    cc = CLIP_CFG[name]
+    torch.manual_seed(cc["seed"])
+    model = make_clip(name)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    ck = os.path.join(CACHE, name + "_ckpt.pt")
+    step, spent = 0, 0.0
+    if os.path.exists(ck):
+        s = torch.load(ck)
+        model.load_state_dict(s["model"]); opt.load_state_dict(s["opt"]); step, spent = s["step"], s["spent"]
+    total = CFG[name + "_steps"] if name == "clipeval" else CFG["clip_steps"]
+    rng = np.random.default_rng(cc["seed"] * 1000 + step)
+    prng = random.Random(cc["seed"] * 1000 + step)
+    t0 = time.time() - spent
+    run = None
+    while step < total:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, 1e-3, 50)
+        idx = rng.choice(tr, CFG["clip_batch"], replace=False)
+        x = to_t(d["images"][idx])
+        labels = [d["caps"][i]["label"] for i in idx]
+        caps = [sample_caption(d["caps"][i], prng) for i in idx]
+        ie = F.normalize(model.image(x), dim=-1)
+        te = F.normalize(model.text(tok.batch(caps))[1], dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * ie @ te.t()
+        same = torch.tensor([[a == b for b in labels] for a in labels], dtype=torch.float32)
+        tgt = same / same.sum(1, keepdim=True)
+        loss = 0.5 * (-(tgt * logits.log_softmax(1)).sum(1).mean() - (tgt * logits.log_softmax(0)).sum(0).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        acc = (logits.argmax(1) == torch.arange(len(idx))).float().mean().item()
+        run = loss.item() if run is None else 0.95 * run + 0.05 * loss.item()
+        step += 1
+        if step % 25 == 0 or step == total:
+            log(f"{name} step {step}/{total} loss {run:.3f} acc {acc:.2f} {time.time()-t0:.0f}s")
+        if step % 200 == 0 or step == total:
+            save_ckpt(ck, model=model.state_dict(), opt=opt.state_dict(), step=step, spent=time.time() - t0)
+    save_ckpt(final, model=model.state_dict(), seconds=time.time() - t0)
+    log(f"{name}: done {time.time()-t0:.0f}s")
+
+
+def stage_clip(a):
+    train_clip("clip")
+
+
+def stage_clipeval(a):
+    train_clip("clipeval")
+
+
+def load_clip(name):
+    m = make_clip(name)
+    m.load_state_dict(torch.load(os.path.join(CACHE, name + ".pt"))["model"])
+    m.eval()
+    return m
+
+
+# ----------------------------------------------------------------------------------------------
+# latents cache
+def stage_latents(a):
+    path = os.path.join(CACHE, "latents.pt")
+    if os.path.exists(path):
+        return
+    d = load_data()
+    ae, sf = load_ae()
+    ms = []
+    with torch.no_grad():
+        for i in range(0, len(d["images"]), 256):
+            ms.append(ae.encode(to_t(d["images"][i:i + 256]))[0])
+    ms = torch.cat(ms)
+    torch.save({"mean": ms, "scaling_factor": sf}, path)
+    log(f"latents: {tuple(ms.shape)} std(scaled, train) {float((ms[~torch.from_numpy(d['heldout'])] * sf).std()):.3f}")
+
+
+# ----------------------------------------------------------------------------------------------
+# UNet + schedule
+def cosine_alphas_cumprod(T=T_TRAIN):
+    def ab(t):
+        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+    betas = np.array([min(1 - ab((i + 1) / T) / ab(i / T), 0.999) for i in range(T)], dtype=np.float64)
+    return np.cumprod(1.0 - betas)
+
+
+def timestep_embedding(t, dim):
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    a = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(a), torch.sin(a)], dim=-1)
+
+
+class SpatialT(nn.Module):
+    def __init__(self, c, ctx, heads=4):
+        super().__init__()
+        self.norm = gn(c)
+        self.pin = nn.Conv2d(c, c, 1)
+        self.block = Block(c, heads, ctx=ctx, mlp=2)
+        self.pout = nn.Conv2d(c, c, 1)
+
+    def forward(self, x, ctx):
+        B, C, H, W = x.shape
+        h = self.pin(self.norm(x)).flatten(2).transpose(1, 2)
+        h = self.block(h, None, ctx)
+        return x + self.pout(h.transpose(1, 2).reshape(B, C, H, W))
+
+
+UNET_CFG = dict(ch=(96, 160), temb=256, ctx=128)
+
+
+class UNet(nn.Module):
+    def __init__(self, ch=UNET_CFG["ch"], temb=UNET_CFG["temb"], ctx=UNET_CFG["ctx"], zc=4):
+        super().__init__()
+        c0, c1 = ch
+        self.c0 = c0
+        self.temb = nn.Sequential(nn.Linear(c0, temb), nn.SiLU(), nn.Linear(temb, temb))
+        self.cin = nn.Conv2d(zc, c0, 3, padding=1)
+        self.d0r = Res(c0, c0, temb)
+        self.down = nn.Conv2d(c0, c0, 3, stride=2, padding=1)
+        self.d1r, self.d1a = Res(c0, c1, temb), SpatialT(c1, ctx)
+        self.m1, self.ma, self.m2 = Res(c1, c1, temb), SpatialT(c1, ctx), Res(c1, c1, temb)
+        self.u1r = nn.ModuleList([Res(c1 + c1, c1, temb), Res(c1 + c0, c1, temb)])
+        self.u1a = nn.ModuleList([SpatialT(c1, ctx), SpatialT(c1, ctx)])
+        self.up = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c1, c1, 3, padding=1))
+        self.u0r = nn.ModuleList([Res(c1 + c0, c0, temb), Res(c0 + c0, c0, temb)])
+        self.u0a = nn.ModuleList([SpatialT(c0, ctx), nn.Identity()])
+        self.out = nn.Sequential(gn(c0), nn.SiLU(), nn.Conv2d(c0, zc, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight); nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, x, t, ctx):
+        e = self.temb(timestep_embedding(t, self.c0))
+        h = self.cin(x); hs = [h]
+        h = self.d0r(h, e); hs.append(h)
+        h = self.down(h); hs.append(h)
+        h = self.d1a(self.d1r(h, e), ctx); hs.append(h)
+        h = self.m2(self.ma(self.m1(h, e), ctx), e)
+        for r, at in zip(self.u1r, self.u1a):
+            h = at(r(torch.cat([h, hs.pop()], 1), e), ctx)
+        h = self.up(h)
+        h = self.u0a[0](self.u0r[0](torch.cat([h, hs.pop()], 1), e), ctx)
+        h = self.u0r[1](torch.cat([h, hs.pop()], 1), e)
+        return self.out(h)
+
+
+def stage_unet(a):
+    final = os.path.join(CACHE, "unet.pt")
+    if os.path.exists(final):
+        return
+    d, tok = load_data(), load_tok()
+    tr = np.where(~d["heldout"])[0]
+    lat = torch.load(os.path.join(CACHE, "latents.pt"))
+    z_all = lat["mean"] * lat["scaling_factor"]
+    text = load_clip("clip").text
+    for p in text.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(3)
+    model = UNet()
+    ema = UNet(); ema.load_state_dict(model.state_dict()); ema.requires_grad_(False)
+    log(f"unet: {sum(p.numel() for p in model.parameters())/1e6:.2f} M params")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    ac = torch.tensor(cosine_alphas_cumprod(), dtype=torch.float32)
+    ck = os.path.join(CACHE, "unet_ckpt.pt")
+    step, spent, total = 0, 0.0, CFG["unet_steps"]
+    if os.path.exists(ck):
+        s = torch.load(ck)
+        model.load_state_dict(s["model"]); ema.load_state_dict(s["ema"]); opt.load_state_dict(s["opt"])
+        step, spent, total = s["step"], s["spent"], s["total"]
+        log(f"unet: resumed at {step}/{total}")
+    rng = np.random.default_rng(100 + step)
+    prng = random.Random(100 + step)
+    with torch.no_grad():
+        empty = text(tok.batch([""]))[0]
+    t0 = time.time() - spent
+    run, ema_decay, budget = None, 0.997, CFG["unet_minutes"] * 60
+    if CFG.get("unet_deadline_s"):
+        budget = spent + CFG["unet_deadline_s"] - time.time()
+        log(f"unet: budget {budget/60:.1f} min (deadline)")
+    B = CFG["unet_batch"]
+    while step < total:
+        if time.time() - t0 > budget * 1.1:
+            log(f"unet: time budget exceeded, stopping at {step}/{total}")
+            break
+        if step == 30 and spent == 0.0:  # fit the schedule to the time budget, once
+            per = (time.time() - t0) / 30
+            total = int(min(total, budget / per))
+            log(f"unet: {per:.3f}s/step -> total {total} steps")
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, 1e-3, 200)
+        idx = rng.choice(tr, B, replace=False)
+        z = z_all[idx]
+        caps = [sample_caption(d["caps"][i], prng) if prng.random() >= 0.1 else "" for i in idx]
+        with torch.no_grad():
+            ctx = text(tok.batch(caps))[0]
+        t = torch.from_numpy(rng.integers(0, T_TRAIN, B))
+        a_ = ac[t][:, None, None, None]
+        eps = torch.randn_like(z)
+        zt = a_.sqrt() * z + (1 - a_).sqrt() * eps
+        v = a_.sqrt() * eps - (1 - a_).sqrt() * z
+        loss = F.mse_loss(model(zt, t.float(), ctx), v)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        dec = min(ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.mul_(dec).add_(pm, alpha=1 - dec)
+        run = loss.item() if run is None else 0.98 * run + 0.02 * loss.item()
+        step += 1
+        if step % 50 == 0 or step == total:
+            log(f"unet step {step}/{total} loss {run:.4f} {time.time()-t0:.0f}s")
+        if step % 250 == 0 or step == total:
+            save_ckpt(ck, model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
+                      step=step, spent=time.time() - t0, total=total)
+    save_ckpt(final, ema=ema.state_dict(), steps=step, seconds=time.time() - t0)
+    log(f"unet: done {step} steps {time.time()-t0:.0f}s")
+
+
+def load_unet(path=None):
+    m = UNet()
+    s = torch.load(path or os.path.join(CACHE, "unet.pt"))
+    m.load_state_dict(s["ema"]); m.eval()
+    return m
+
+
+# ----------------------------------------------------------------------------------------------
+# sampler (DDIM, v-prediction, trailing spacing, classifier-free guidance) -- as the scheduler config
+@torch.no_grad()
+def ddim_sample(unet, text, ae, sf, prompts, steps=None, guidance=4.0, seed=0, batch=200, decode=True):
+    tok = load_tok()
+    steps = steps or CFG["sample_steps"]
+    ac = torch.tensor(cosine_alphas_cumprod(), dtype=torch.float32)
+    ts = (np.round(np.arange(T_TRAIN, 0, -T_TRAIN / steps)) - 1).astype(np.int64)  # "trailing"
+    g = torch.Generator().manual_seed(seed)
+    uncond = text(tok.batch([""]))[0]
+    outs = []
+    for i in range(0, len(prompts), batch):
+        ps = prompts[i:i + batch]
+        cond = text(tok.batch(ps))[0]
+        ctx = torch.cat([uncond.expand(len(ps), -1, -1), cond])
+        x = torch.randn(len(ps), 4, 8, 8, generator=g)
+        for j, t in enumerate(ts):
+            v_u, v_c = unet(torch.cat([x, x]), torch.full((2 * len(ps),), float(t)), ctx).chunk(2)
+            v = v_u + guidance * (v_c - v_u)
+            a_t = ac[t]
+            a_p = ac[ts[j + 1]] if j + 1 < len(ts) else ac[0]  # set_alpha_to_one=False
+            x0 = a_t.sqrt() * x - (1 - a_t).sqrt() * v
+            eps = a_t.sqrt() * v + (1 - a_t).sqrt() * x
+            x = a_p.sqrt() * x0 + (1 - a_p).sqrt() * eps
+        outs.append(x)
+    z = torch.cat(outs)
+    if not decode:
+        return z
+    return ae.decode(z / sf).clamp(-1, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# export (diffusers ONNX layout)
+class TextEncoderExport(nn.Module):
+    def __init__(self, t):
+        super().__init__(); self.t = t
+
+    def forward(self, input_ids):
+        return self.t(input_ids)
+
+
+class UNetExport(nn.Module):
+    def __init__(self, u):
+        super().__init__(); self.u = u
+
+    def forward(self, sample, timestep, encoder_hidden_states):
+        return self.u(sample, timestep, encoder_hidden_states)
+
+
+class VaeDecoderExport(nn.Module):
+    def __init__(self, ae):
+        super().__init__(); self.ae = ae
+
+    def forward(self, latent_sample):
+        return self.ae.decode(latent_sample).clamp(-1, 1)
+
+
+class VaeEncoderExport(nn.Module):
+    def __init__(self, ae):
+        super().__init__(); self.ae = ae
+
+    def forward(self, sample):
+        return self.ae.encode(sample)[0]
+
+
+class EvalText(nn.Module):
+    def __init__(self, t):
+        super().__init__(); self.t = t
+
+    def forward(self, input_ids):
+        return self.t(input_ids)[1]
+
+
+def onnx_export(model, args, path, inames, onames, axes):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.onnx.export(model, args, path, input_names=inames, output_names=onames, dynamic_axes=axes,
+                      opset_version=14, do_constant_folding=True)
+    import onnx
+    onnx.checker.check_model(onnx.load(path))
+
+
+def stage_export(a):
+    tok = load_tok()
+    ae, sf = load_ae()
+    clip, ev, unet = load_clip("clip"), load_clip("clipeval"), load_unet()
+    D = CLIP_CFG["clip"]["d"]
+    ids = tok.batch(["red heart", "thumbs up: medium skin tone"])
+    ref = {}
+    with torch.no_grad():
+        onnx_export(TextEncoderExport(clip.text), (ids,), os.path.join(OUT, "text_encoder", "model.onnx"),
+                    ["input_ids"], ["last_hidden_state", "text_embeds"],
+                    {"input_ids": {0: "batch", 1: "sequence"}, "last_hidden_state": {0: "batch", 1: "sequence"},
+                     "text_embeds": {0: "batch"}})
+        h, te = clip.text(ids)
+        ref["text_encoder"] = {"input_ids": ids.tolist(), "last_hidden_state": h.flatten().tolist()[:64],
+                               "text_embeds": te.flatten().tolist()}
+        g = torch.Generator().manual_seed(5)
+        x = torch.randn(2, 4, 8, 8, generator=g)
+        t = torch.tensor([999.0, 412.5])
+        onnx_export(UNetExport(unet), (x, t, h), os.path.join(OUT, "unet", "model.onnx"),
+                    ["sample", "timestep", "encoder_hidden_states"], ["out_sample"],
+                    {"sample": {0: "batch"}, "timestep": {0: "batch"},
+                     "encoder_hidden_states": {0: "batch", 1: "sequence"}, "out_sample": {0: "batch"}})
+        ref["unet"] = {"sample": x.flatten().tolist(), "timestep": t.tolist(),
+                       "out_sample": unet(x, t, h).flatten().tolist()}
+        onnx_export(VaeDecoderExport(ae), (x,), os.path.join(OUT, "vae_decoder", "model.onnx"),
+                    ["latent_sample"], ["sample"], {"latent_sample": {0: "batch"}, "sample": {0: "batch"}})
+        img = ae.decode(x).clamp(-1, 1)
+        ref["vae_decoder"] = {"sample": img.flatten().tolist()[:256]}
+        onnx_export(VaeEncoderExport(ae), (img,), os.path.join(OUT, "vae_encoder", "model.onnx"),
+                    ["sample"], ["latent_sample"], {"sample": {0: "batch"}, "latent_sample": {0: "batch"}})
+        ref["vae_encoder"] = {"latent_sample": ae.encode(img)[0].flatten().tolist()}
+        onnx_export(EvalText(ev.text), (ids,), os.path.join(OUT, "clip_eval", "text_model.onnx"),
+                    ["input_ids"], ["text_embeds"],
+                    {"input_ids": {0: "batch", 1: "sequence"}, "text_embeds": {0: "batch"}})
+        ref["clip_eval_text"] = {"text_embeds": ev.text(ids)[1].flatten().tolist()}
+        onnx_export(ev.image, (img,), os.path.join(OUT, "clip_eval", "image_model.onnx"),
+                    ["pixel_values"], ["image_embeds"], {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}})
+        ref["clip_eval_image"] = {"image_embeds": ev.image(img).flatten().tolist()}
+    json.dump(ref, open(os.path.join(CACHE, "onnx_ref.json"), "w"))
+    # tokenizer copies
+    for dst in [os.path.join(OUT, "tokenizer"), os.path.join(OUT, "clip_eval", "tokenizer")]:
+        os.makedirs(dst, exist_ok=True)
+        for f in ["tokenizer.json", "tokenizer_config.json"]:
+            shutil.copy(os.path.join(CACHE, "tokenizer", f), os.path.join(dst, f))
+    shutil.copy(os.path.join(CACHE, "split.json"), os.path.join(OUT, "split.json"))
+    V = len(tok.vocab)
+    W = lambda p, o: json.dump(o, open(os.path.join(OUT, p), "w"), indent=2)
+    W("model_index.json", {
+        "_class_name": "OnnxStableDiffusionPipeline", "_diffusers_version": "0.30.0",
+        "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["diffusers", "OnnxRuntimeModel"],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"], "unet": ["diffusers", "OnnxRuntimeModel"],
+        "vae_decoder": ["diffusers", "OnnxRuntimeModel"], "vae_encoder": ["diffusers", "OnnxRuntimeModel"]})
+    os.makedirs(os.path.join(OUT, "scheduler"), exist_ok=True)
+    W("scheduler/scheduler_config.json", {
+        "_class_name": "DDIMScheduler", "_diffusers_version": "0.30.0", "num_train_timesteps": T_TRAIN,
+        "beta_schedule": "squaredcos_cap_v2", "beta_start": 0.00085, "beta_end": 0.012,
+        "prediction_type": "v_prediction", "timestep_spacing": "trailing", "set_alpha_to_one": False,
+        "steps_offset": 0, "clip_sample": False, "rescale_betas_zero_snr": False, "trained_betas": None})
+    vae_cfg = {"_class_name": "AutoencoderKL", "_diffusers_version": "0.30.0", "in_channels": 3,
+               "out_channels": 3, "latent_channels": 4, "sample_size": 64, "scaling_factor": sf,
+               "block_out_channels": [32, 64, 128], "down_block_types": ["custom"] * 3,
+               "up_block_types": ["custom"] * 3, "latent_sample_size": 8,
+               "encoder_output": "posterior mean (no sampling)", "decoder_output_clamped_to": [-1, 1]}
+    W("vae_decoder/config.json", vae_cfg)
+    W("vae_encoder/config.json", vae_cfg)
+    W("unet/config.json", {"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.30.0",
+                           "sample_size": 8, "in_channels": 4, "out_channels": 4,
+                           "cross_attention_dim": D, "block_out_channels": list(UNET_CFG["ch"]),
+                           "timestep_input": "float [batch], fractional timesteps allowed",
+                           "prediction_type": "v_prediction"})
+    W("text_encoder/config.json", {"_class_name": "CLIPTextModelWithProjection", "architectures": ["MiniCLIPTextModel"],
+                                   "vocab_size": V, "hidden_size": D, "projection_dim": CLIP_CFG["clip"]["emb"],
+                                   "num_hidden_layers": CLIP_CFG["clip"]["layers"],
+                                   "num_attention_heads": CLIP_CFG["clip"]["heads"],
+                                   "max_position_embeddings": MAX_LEN, "bos_token_id": BOS, "eos_token_id": EOS,
+                                   "pad_token_id": EOS, "hidden_act": "gelu", "causal_mask": True,
+                                   "pooling": "hidden state at the first <|endoftext|>, then linear projection"})
+    W("clip_eval/config.json", {"model_type": "mini-clip-eval", "projection_dim": CLIP_CFG["clipeval"]["emb"],
+                                "text_hidden_size": CLIP_CFG["clipeval"]["d"], "vocab_size": V,
+                                "image_size": 64, "embeddings": "unnormalised; L2-normalise before cosine"})
+    W("clip_eval/preprocessor_config.json", {
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": 64},
+        "resample": 3, "do_center_crop": True, "crop_size": {"height": 64, "width": 64},
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_convert_rgb": True,
+        "background": "composite transparent images on white first"})
+    log("export: done")
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation, preview projection, sample grid, metrics fixture
+def to_u8(x):
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def frechet(f1, f2):
+    from scipy import linalg
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    m1, m2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    cs, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    cs = cs.real
+    return float(((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * cs))
+
+
+def r_precision(ie, te):
+    """ie[i] image i, te[j] caption j (100 captions); correct if argmax_j cos(i,j) == i."""
+    ie, te = F.normalize(ie, dim=-1), F.normalize(te, dim=-1)
+    return float(((ie @ te.t()).argmax(1) == torch.arange(len(ie))).float().mean())
+
+
+def stage_eval(a):
+    from PIL import Image
+    d, tok = load_data(), load_tok()
+    ae, sf = load_ae()
+    clip, ev, unet = load_clip("clip"), load_clip("clipeval"), load_unet()
+    text = clip.text
+    rng = np.random.default_rng(7)
+    res = {"sampler": "python DDIM (v-prediction, trailing, eta 0), 20 steps, guidance 4",
+           "metric_model": "clip_eval (second mini-CLIP)"}
+    t0 = time.time()
+    with torch.no_grad():
+        img_emb = lambda x: torch.cat([ev.image(x[i:i + 256]) for i in range(0, len(x), 256)])
+        txt_emb = lambda c: ev.text(tok.batch(c))[1]
+        # R-precision: base emojis (no skin-tone variants), one random style each, 100 distinct captions
+        n = CFG["eval_n"]
+        is_base = np.array([":" not in c["label"] or "flag" in c["label"] for c in d["caps"]])
+        for split, mask in [("train", ~d["heldout"]), ("heldout", d["heldout"])]:
+            cand = np.where(mask & is_base)[0]
+            seen, pick = set(), []
+            for i in rng.permutation(cand):
+                if d["caps"][i]["label"] not in seen:
+                    seen.add(d["caps"][i]["label"]); pick.append(i)
+                if len(pick) == n:
+                    break
+            pick = np.array(pick)
+            caps = [d["caps"][i]["label"] for i in pick]
+            te = txt_emb(caps)
+            real = to_t(d["images"][pick])
+            gen = ddim_sample(unet, text, ae, sf, caps, seed=11)
+            res[f"rprec_real_{split}"] = r_precision(img_emb(real), te)
+            res[f"rprec_gen_{split}"] = r_precision(img_emb(gen), te)
+            res[f"clipscore_real_{split}"] = float(100 * (F.normalize(img_emb(real), dim=-1) * F.normalize(te, dim=-1)).sum(1).mean())
+            res[f"clipscore_gen_{split}"] = float(100 * (F.normalize(img_emb(gen), dim=-1) * F.normalize(te, dim=-1)).sum(1).mean())
+            res[f"rprec_n_{split}"] = len(pick)
+            log(f"eval {split}: R-precision real {res[f'rprec_real_{split}']:.3f} gen {res[f'rprec_gen_{split}']:.3f} "
+                f"({time.time()-t0:.0f}s)")
+            if split == "train":
+                fx = (pick[:32], caps[:32], real[:32], gen[:32])
+        # Frechet distance on clip_eval image_embeds (L2-normalised), training images
+        m = CFG["fd_n"]
+        tr = rng.permutation(np.where(~d["heldout"])[0])
+        A, Bi = tr[:m], tr[m:2 * m]
+        fA = F.normalize(img_emb(to_t(d["images"][A])), dim=-1).numpy()
+        fB = F.normalize(img_emb(to_t(d["images"][Bi])), dim=-1).numpy()
+        xB = to_t(d["images"][Bi])
+        rec = torch.cat([ae.decode(ae.encode(xB[i:i + 200])[0]).clamp(-1, 1) for i in range(0, m, 200)])
+        fR = F.normalize(img_emb(rec), dim=-1).numpy()
+        gen = ddim_sample(unet, text, ae, sf, [d["caps"][i]["label"] for i in Bi], seed=12)
+        fG = F.normalize(img_emb(gen), dim=-1).numpy()
+        res.update(fd_n=m, fd_floor_real_vs_real=frechet(fA, fB), fd_vae_recon=frechet(fA, fR),
+                   fd_generated=frechet(fA, fG),
+                   vae_recon_l1=float((rec - xB).abs().mean()))
+        log(f"eval FD: floor {res['fd_floor_real_vs_real']:.4f} recon {res['fd_vae_recon']:.4f} "
+            f"gen {res['fd_generated']:.4f} ({time.time()-t0:.0f}s)")
+        # sample grid (fixed prompts, seed 0), 128 px tiles
+        grid = to_u8(ddim_sample(unet, text, ae, sf, SAMPLE_PROMPTS, seed=0))
+        G = Image.new("RGB", (4 * 128, 4 * 128), "white")
+        for k, im in enumerate(grid):
+            G.paste(Image.fromarray(im).resize((128, 128), Image.NEAREST), ((k % 4) * 128, (k // 4) * 128))
+        G.save(os.path.join(OUT, "samples.png"))
+        # preview projection: scaled latent pixel -> mean RGB (0..1) of its 8x8 patch, least squares
+        lat = torch.load(os.path.join(CACHE, "latents.pt"))
+        sel = np.where(~d["heldout"])[0][:3000]
+        Z = (lat["mean"][sel] * sf).permute(0, 2, 3, 1).reshape(-1, 4).numpy().astype(np.float64)
+        Y = torch.from_numpy(d["images"][sel]).float().div(255).permute(0, 3, 1, 2)
+        Y = F.avg_pool2d(Y, 8).permute(0, 2, 3, 1).reshape(-1, 3).numpy().astype(np.float64)
+        X = np.concatenate([Z, np.ones((len(Z), 1))], 1)
+        sol = np.linalg.lstsq(X, Y, rcond=None)[0]  # [5,3]
+        err = float(np.abs(np.clip(X @ sol, 0, 1) - Y).mean())
+        os.makedirs(os.path.join(OUT, "preview"), exist_ok=True)
+        json.dump({"input": "scaled_latents", "weights": sol[:4].T.tolist(), "bias": sol[4].tolist(),
+                   "range": [0, 1], "fit": f"least squares on {len(sel)} training images, 8x8 average-pooled RGB; "
+                   f"mean abs error {err:.4f}"},
+                  open(os.path.join(OUT, "preview", "projection.json"), "w"), indent=2)
+        res["preview_mae"] = err
+        # metrics fixture
+        fxdir = os.path.join(ROOT, "test", "fixtures", "emoji-metrics") if not a.quick else os.path.join(OUT, "fixture")
+        os.makedirs(os.path.join(fxdir, "real"), exist_ok=True)
+        os.makedirs(os.path.join(fxdir, "generated"), exist_ok=True)
+        pick, caps, real, gen = fx
+        ir, ig, tt = ev.image(real), ev.image(gen), txt_emb(caps)
+        items = []
+        for k in range(len(caps)):
+            fn = f"{k:02d}.png"
+            Image.fromarray(d["images"][pick[k]]).save(os.path.join(fxdir, "real", fn))
+            Image.fromarray(to_u8(gen[k:k + 1])[0]).save(os.path.join(fxdir, "generated", fn))
+            items.append({"file": fn, "caption": caps[k], "hexcode": d["hexes"][pick[k]],
+                          "style": d["caps"][pick[k]]["style"]})
+        ig_png = ev.image(to_t(np.stack([np.asarray(Image.open(os.path.join(fxdir, "generated", it["file"])))
+                                         for it in items])))  # features of the PNGs as written
+        ir64, ig64, tt64 = ir.double(), ig_png.double(), tt.double()
+        cs = lambda i, t: (100 * F.normalize(i, dim=-1) * F.normalize(t, dim=-1)).sum(1)
+        fixture = {
+            "description": "see README.md", "feature_model": "models/emoji-64/clip_eval",
+            "items": items,
+            "real_image_embeds": ir64.tolist(), "generated_image_embeds": ig64.tolist(), "text_embeds": tt64.tolist(),
+            "clip_score_real": cs(ir64, tt64).tolist(), "clip_score_generated": cs(ig64, tt64).tolist(),
+            "clip_score_real_mean": float(cs(ir64, tt64).mean()), "clip_score_generated_mean": float(cs(ig64, tt64).mean()),
+            "frechet_distance_raw": frechet(ir64.numpy(), ig64.numpy()),
+            "frechet_distance_l2normalised": frechet(F.normalize(ir64, dim=-1).numpy(), F.normalize(ig64, dim=-1).numpy()),
+            "r_precision_real": r_precision(ir64, tt64), "r_precision_generated": r_precision(ig64, tt64),
+        }
+        json.dump(fixture, open(os.path.join(fxdir, "fixture.json"), "w"), indent=1)
+    res["eval_seconds"] = time.time() - t0
+    json.dump(res, open(os.path.join(OUT, "metrics.json"), "w"), indent=2)
+    log("eval: " + json.dumps(res))
+
+
+# ----------------------------------------------------------------------------------------------
+STAGES = ["data", "tok", "ae", "clip", "clipeval", "latents", "unet", "export", "eval"]
+
+
+def main():
+    global CACHE, CFG, OUT
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--unet-minutes", type=float, default=None, help="wall-time budget of the UNet stage")
+    ap.add_argument("--unet-deadline", default=None, help="UTC HH:MM at which the UNet stage must end")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    CFG = dict(QUICK if a.quick else FULL)
+    if a.unet_minutes:
+        CFG["unet_minutes"] = a.unet_minutes
+    if a.unet_deadline:  # UTC "HH:MM" today: the UNet stage's budget ends there
+        hh, mm = map(int, a.unet_deadline.split(":"))
+        now = time.gmtime()
+        left = (hh * 3600 + mm * 60) - (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec)
+        CFG["unet_deadline_s"] = time.time() + left
+    OUT = os.path.abspath(a.out or os.path.join(ROOT, "models", "emoji-64"))
+    if a.quick:
+        if a.out is None:
+            sys.exit("--quick needs --out DIR (never overwrites the committed model)")
+        CACHE = os.path.join(OUT, ".cache")
+    else:
+        CACHE = os.path.join(ROOT, "models", ".cache")
+    os.makedirs(CACHE, exist_ok=True)
+    os.makedirs(OUT, exist_ok=True)
+    for st in a.stages.split(","):
+        t = time.time()
+        globals()["stage_" + st](a)
+        print(f"[stage {st}] {time.time()-t:.1f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
