@@ -54,3 +54,40 @@ export async function imageToTensor(bytes: Uint8Array, size?: { width: number; h
 export function pngDataUrl(png: Uint8Array): string {
   return `data:image/png;base64,${Buffer.from(png.buffer, png.byteOffset, png.byteLength).toString("base64")}`;
 }
+
+/** Read an image file (PNG, JPEG, WebP…) as a [1, 3, H, W] tensor, resized (cover) to width × height. */
+export async function readImage(path: string, width: number, height: number): Promise<Tensor> {
+  const { readFile } = await import("node:fs/promises");
+  return imageToTensor(new Uint8Array(await readFile(path)), { width, height });
+}
+
+/**
+ * The whole batch as one PNG: a grid of `columns` (default ⌈√B⌉) images, each enlarged `scale`×
+ * with nearest-neighbour sampling so small images stay crisp.
+ */
+export async function gridPng(images: Tensor, columns?: number, scale = 1): Promise<Uint8Array> {
+  const [b, , h, w] = images.dims as [number, number, number, number];
+  const cols = Math.max(1, Math.min(b, columns ?? Math.ceil(Math.sqrt(b))));
+  const rows = Math.ceil(b / cols);
+  const s = Math.max(1, Math.floor(scale));
+  const W = cols * w * s;
+  const H = rows * h * s;
+  const out = new Uint8Array(W * H * 3);
+  for (let k = 0; k < b; k++) {
+    const { data } = toRgb8(images, k);
+    const ox = (k % cols) * w * s;
+    const oy = Math.floor(k / cols) * h * s;
+    for (let y = 0; y < h * s; y++) {
+      const sy = Math.floor(y / s);
+      for (let x = 0; x < w * s; x++) {
+        const src = (sy * w + Math.floor(x / s)) * 3;
+        const dst = ((oy + y) * W + ox + x) * 3;
+        out[dst] = data[src]!;
+        out[dst + 1] = data[src + 1]!;
+        out[dst + 2] = data[src + 2]!;
+      }
+    }
+  }
+  const buf = await sharp(out, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer();
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}

@@ -1,0 +1,405 @@
+/**
+ * The job queue: a bounded priority queue, a configurable number of concurrent runs, cancellation
+ * that frees a slot at the next denoising step, and per-subscriber event buffers so a slow client
+ * never slows generation (its intermediate frames are dropped, its final event never is).
+ *
+ * Runs are not batched across jobs: each job is one `Pipeline.run`. Cross-job batching needs the
+ * denoising loop to accept rows from several runs, which core does not offer yet.
+ */
+import type { Pipeline } from "../core/pipeline.ts";
+import type { PipelineEvent, StepEvent } from "../core/node.ts";
+import type { GenerationInput } from "../core/params.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { apiError, ErrorCode } from "./errors.ts";
+import { batchToPng } from "./image.ts";
+import { FINISHED, JobStore, type JobPage, type JobParams, type JobRecord, type JobStatus } from "./store.ts";
+
+/** A PNG the server can hand out by id (`/images/<id>.png`). */
+export interface StoredImage {
+  readonly id: string;
+  readonly width: number;
+  readonly height: number;
+  /** Present for preview frames (kept in memory); final images are read from the store. */
+  readonly png?: Uint8Array;
+}
+
+export interface StepFrame {
+  readonly jobId: string;
+  readonly step: number;
+  readonly totalSteps: number;
+  readonly timestep: number;
+  readonly elapsedMs: number;
+  readonly previews: readonly StoredImage[];
+  /** `performance.now()` when the step ended in the pipeline (for latency measurements). */
+  readonly stepEndedAt: number;
+  /** Frames dropped for this subscriber since its previous step event. */
+  readonly dropped: number;
+}
+
+export type JobEvent =
+  | { readonly type: "snapshot"; readonly job: JobRecord; readonly lastStep: StepFrame | null }
+  | ({ readonly type: "step" } & StepFrame)
+  | { readonly type: "finished"; readonly job: JobRecord };
+
+export interface JobManagerOptions {
+  readonly store: JobStore;
+  /** Jobs run at the same time (default 1). */
+  readonly concurrency?: number;
+  /** Queued (not yet running) jobs accepted before `generate` fails with QUEUE_FULL (default 64). */
+  readonly maxQueue?: number;
+  /** Step events buffered per subscriber before its oldest intermediate frame is dropped (default 32). */
+  readonly subscriberBuffer?: number;
+  /** Bytes of preview PNGs kept in memory for `/images/…` URLs (default 64 MiB). */
+  readonly frameCacheBytes?: number;
+  readonly log?: (message: string) => void;
+}
+
+export interface NewJob {
+  readonly pipeline: Pipeline;
+  readonly params: JobParams;
+  readonly priority: number;
+  readonly image?: Tensor;
+}
+
+/** One subscriber's view of a job's events: bounded, lossy for intermediate frames only. */
+class Subscriber implements AsyncIterable<JobEvent> {
+  private readonly items: JobEvent[] = [];
+  private wake: (() => void) | null = null;
+  private ended = false;
+  private dropped = 0;
+  constructor(
+    private readonly capacity: number,
+    private readonly onClose: () => void,
+  ) {}
+
+  push(e: JobEvent): void {
+    if (this.ended) return;
+    if (e.type === "step") {
+      const steps = this.items.filter((i) => i.type === "step").length;
+      if (steps >= this.capacity) {
+        this.items.splice(this.items.findIndex((i) => i.type === "step"), 1);
+        this.dropped++;
+      }
+    }
+    this.items.push(e);
+    this.wake?.();
+  }
+
+  end(): void {
+    this.ended = true;
+    this.wake?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<JobEvent> {
+    try {
+      for (;;) {
+        const e = this.items.shift();
+        if (e) {
+          if (e.type === "step" && this.dropped) {
+            yield { ...e, dropped: this.dropped };
+            this.dropped = 0;
+            continue;
+          }
+          yield e;
+          if (e.type === "finished") return;
+          continue;
+        }
+        if (this.ended) return;
+        await new Promise<void>((r) => (this.wake = r));
+        this.wake = null;
+      }
+    } finally {
+      this.ended = true;
+      this.onClose();
+    }
+  }
+}
+
+/** Preview PNGs by image id, least recently used evicted first. */
+class FrameCache {
+  private readonly map = new Map<string, StoredImage>();
+  private bytes = 0;
+  constructor(private readonly capacity: number) {}
+  get(id: string): StoredImage | undefined {
+    return this.map.get(id);
+  }
+  set(img: StoredImage): void {
+    this.map.set(img.id, img);
+    this.bytes += img.png!.byteLength;
+    for (const [k, v] of this.map) {
+      if (this.bytes <= this.capacity) break;
+      this.map.delete(k);
+      this.bytes -= v.png!.byteLength;
+    }
+  }
+}
+
+interface LiveJob {
+  record: JobRecord;
+  readonly pipeline: Pipeline;
+  readonly image: Tensor | undefined;
+  readonly abort: AbortController;
+  readonly subscribers: Set<Subscriber>;
+  lastStep: StepFrame | null;
+  /** Frame encoding runs off the generation path, in order; `backlog` bounds it. */
+  chain: Promise<void>;
+  backlog: number;
+}
+
+/** Previews are skipped (the step event still goes out) while this many frames await encoding. */
+const MAX_ENCODE_BACKLOG = 4;
+
+export class JobManager {
+  readonly store: JobStore;
+  readonly concurrency: number;
+  readonly maxQueue: number;
+  private readonly subscriberBuffer: number;
+  private readonly frames: FrameCache;
+  private readonly log: (m: string) => void;
+  private readonly live = new Map<string, LiveJob>();
+  private readonly queued: LiveJob[] = [];
+  private running = 0;
+  private closed = false;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(options: JobManagerOptions) {
+    this.store = options.store;
+    this.concurrency = Math.max(1, options.concurrency ?? 1);
+    this.maxQueue = options.maxQueue ?? 64;
+    this.subscriberBuffer = Math.max(1, options.subscriberBuffer ?? 32);
+    this.frames = new FrameCache(options.frameCacheBytes ?? 64 * 2 ** 20);
+    this.log = options.log ?? (() => {});
+    const n = this.store.failInterrupted();
+    if (n) this.log(`jobs: marked ${n} job(s) interrupted by the previous shutdown as FAILED`);
+  }
+
+  get queueLength(): number {
+    return this.queued.length;
+  }
+
+  get runningCount(): number {
+    return this.running;
+  }
+
+  /** Enqueue a validated job. Throws QUEUE_FULL when the queue is at its bound. */
+  submit(job: NewJob): JobRecord {
+    if (this.closed) throw apiError(ErrorCode.QUEUE_FULL, "the server is shutting down and accepts no new jobs");
+    if (this.queued.length >= this.maxQueue) {
+      throw apiError(ErrorCode.QUEUE_FULL, `the queue is full (${this.maxQueue} jobs waiting); retry later`, { field: "queue", limit: this.maxQueue });
+    }
+    const record = this.store.insert({
+      id: newJobId(),
+      status: "QUEUED",
+      pipeline: job.pipeline.name,
+      params: job.params,
+      priority: job.priority,
+      createdAt: Date.now(),
+      startedAt: null,
+      finishedAt: null,
+      error: null,
+      step: 0,
+      totalSteps: null,
+      metrics: {},
+      imageCount: 0,
+    });
+    const live: LiveJob = {
+      record,
+      pipeline: job.pipeline,
+      image: job.image,
+      abort: new AbortController(),
+      subscribers: new Set(),
+      lastStep: null,
+      chain: Promise.resolve(),
+      backlog: 0,
+    };
+    this.live.set(record.id, live);
+    // Highest priority first; equal priorities in arrival order.
+    const at = this.queued.findIndex((q) => q.record.priority < record.priority);
+    if (at < 0) this.queued.push(live);
+    else this.queued.splice(at, 0, live);
+    queueMicrotask(() => this.pump());
+    return record;
+  }
+
+  get(id: string): JobRecord | null {
+    return this.live.get(id)?.record ?? this.store.get(id);
+  }
+
+  /** Cancel one job, queued or running. Returns it (unchanged when it had already finished). */
+  cancel(id: string): JobRecord | null {
+    const live = this.live.get(id);
+    if (!live) return this.store.get(id);
+    if (live.record.status === "QUEUED") {
+      this.queued.splice(this.queued.indexOf(live), 1);
+      this.finish(live, "CANCELLED", "cancelled by a client before it started");
+    } else if (live.record.status === "RUNNING") {
+      live.abort.abort(new DOMException("cancelled by a client", "AbortError"));
+    }
+    return live.record;
+  }
+
+  /** Cancel every queued job; running jobs finish. Returns the cancelled jobs. */
+  clearQueue(): JobRecord[] {
+    const jobs = this.queued.splice(0);
+    for (const j of jobs) this.finish(j, "CANCELLED", "cancelled by clearQueue before it started");
+    return jobs.map((j) => j.record);
+  }
+
+  /** Events of one job: a snapshot of the current state (or the final event), then live events. */
+  subscribe(id: string): AsyncIterable<JobEvent> | null {
+    const live = this.live.get(id);
+    if (!live) {
+      const record = this.store.get(id);
+      if (!record) return null;
+      return (async function* () {
+        yield { type: "finished", job: record } as const;
+      })();
+    }
+    const sub: Subscriber = new Subscriber(this.subscriberBuffer, () => live.subscribers.delete(sub));
+    if (FINISHED.has(live.record.status)) {
+      sub.push({ type: "finished", job: live.record });
+      sub.end();
+      return sub;
+    }
+    sub.push({ type: "snapshot", job: live.record, lastStep: live.lastStep });
+    live.subscribers.add(sub);
+    return sub;
+  }
+
+  /** Place of a queued job in the queue (0 = next), or null. */
+  position(id: string): number | null {
+    const i = this.queued.findIndex((j) => j.record.id === id);
+    return i < 0 ? null : i;
+  }
+
+  /** A page of jobs from the store, with live progress for unfinished ones. */
+  page(first: number, afterSeq: number | null, status: readonly JobStatus[] | null): JobPage {
+    const page = this.store.page(first, afterSeq, status);
+    return { ...page, jobs: page.jobs.map((j) => this.live.get(j.id)?.record ?? j) };
+  }
+
+  previewImage(id: string): StoredImage | undefined {
+    return this.frames.get(id);
+  }
+
+  /** Resolves when no job is queued or running. */
+  idle(): Promise<void> {
+    if (this.running === 0 && this.queued.length === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  /** Stop accepting jobs, cancel queued ones, abort running ones and wait for them to settle. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.clearQueue();
+    for (const j of this.live.values()) if (j.record.status === "RUNNING") j.abort.abort(new DOMException("the server is shutting down", "AbortError"));
+    await this.idle();
+  }
+
+  private pump(): void {
+    while (this.running < this.concurrency && this.queued.length > 0) {
+      const job = this.queued.shift()!;
+      this.running++;
+      void this.execute(job).finally(() => {
+        this.running--;
+        this.pump();
+        if (this.running === 0 && this.queued.length === 0) for (const w of this.idleWaiters.splice(0)) w();
+      });
+    }
+  }
+
+  private async execute(job: LiveJob): Promise<void> {
+    const r = job.record;
+    this.update(job, { status: "RUNNING", startedAt: Date.now() });
+    const p = r.params;
+    const input: GenerationInput = {
+      prompt: p.prompt,
+      negativePrompt: p.negativePrompt,
+      steps: p.steps,
+      guidanceScale: p.guidanceScale,
+      seed: p.seed,
+      batchSize: p.batchSize,
+      height: p.height,
+      width: p.width,
+      strength: p.strength,
+      ...(p.scheduler ? { scheduler: p.scheduler } : {}),
+      ...(job.image ? { image: job.image } : {}),
+    };
+    try {
+      const result = await job.pipeline.run(input, {
+        signal: job.abort.signal,
+        preview: p.previewEvery > 0 ? p.previewEvery : false,
+        onEvent: (e) => this.onPipelineEvent(job, e),
+      });
+      await job.chain;
+      const pngs = await batchToPng(result.images);
+      await Promise.all(pngs.map((png, i) => this.store.writeImage(`${r.id}-${i}`, png)));
+      job.record = { ...job.record, metrics: { ...result.metrics }, imageCount: pngs.length };
+      this.finish(job, "SUCCEEDED", null);
+    } catch (err) {
+      await job.chain;
+      if (job.abort.signal.aborted) this.finish(job, "CANCELLED", String((job.abort.signal.reason as Error)?.message ?? "cancelled"));
+      else {
+        this.log(`job ${r.id} failed: ${(err as Error)?.stack ?? err}`);
+        this.finish(job, "FAILED", (err as Error)?.message ?? String(err));
+      }
+    }
+  }
+
+  private onPipelineEvent(job: LiveJob, e: PipelineEvent): void {
+    if (e.type !== "step") return;
+    const stepEndedAt = performance.now();
+    job.record = { ...job.record, step: e.step, totalSteps: e.totalSteps };
+    const preview = e.preview && job.backlog < MAX_ENCODE_BACKLOG ? e.preview : undefined;
+    job.backlog++;
+    job.chain = job.chain.then(async () => {
+      try {
+        const frame = await this.encodeFrame(job.record.id, e, preview, stepEndedAt);
+        job.lastStep = frame;
+        for (const s of job.subscribers) s.push({ type: "step", ...frame });
+      } catch (err) {
+        this.log(`job ${job.record.id}: preview of step ${e.step} failed: ${(err as Error).message}`);
+      } finally {
+        job.backlog--;
+      }
+    });
+  }
+
+  private async encodeFrame(jobId: string, e: StepEvent, preview: Tensor | undefined, stepEndedAt: number): Promise<StepFrame> {
+    const previews: StoredImage[] = [];
+    if (preview) {
+      const pngs = await batchToPng(preview, { compressionLevel: 1 });
+      const [, , height, width] = preview.dims as [number, number, number, number];
+      pngs.forEach((png, i) => {
+        const img = { id: `${jobId}-s${e.step}-${i}`, width, height, png };
+        this.frames.set(img);
+        previews.push(img);
+      });
+    }
+    return { jobId, step: e.step, totalSteps: e.totalSteps, timestep: e.timestep, elapsedMs: e.elapsedMs, previews, stepEndedAt, dropped: 0 };
+  }
+
+  private update(job: LiveJob, patch: Partial<JobRecord>): void {
+    job.record = { ...job.record, ...patch };
+    this.store.update(job.record);
+  }
+
+  private finish(job: LiveJob, status: JobStatus, error: string | null): void {
+    this.update(job, { status, error, finishedAt: Date.now() });
+    for (const s of job.subscribers) {
+      s.push({ type: "finished", job: job.record });
+      s.end();
+    }
+    job.subscribers.clear();
+    // Finished jobs are served from the store from now on.
+    this.live.delete(job.record.id);
+  }
+}
+
+function newJobId(): string {
+  const b = crypto.getRandomValues(new Uint8Array(12));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/** Image ids: `<job>-<i>` (final) or `<job>-s<step>-<i>` (preview frame). Anything else is rejected. */
+export const IMAGE_ID = /^[0-9a-f]{24}-(?:s\d{1,4}-)?\d{1,3}$/;

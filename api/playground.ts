@@ -1,0 +1,1 @@
+export const playgroundHtml = `<!doctype html><title>diffgraph</title><p>playground coming</p>`;

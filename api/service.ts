@@ -1,0 +1,215 @@
+/**
+ * What the GraphQL schema resolves against: the registered pipelines (by name), the plugin
+ * registry, the job manager, and input validation. Clients choose pipelines, schedulers and
+ * plugins by name from what is registered here; no client input becomes a path or a module.
+ */
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { Diffgraph } from "../core/diffgraph.ts";
+import { LIMITS, ParamsSchema, type ResolvedParams } from "../core/params.ts";
+import type { Pipeline } from "../core/pipeline.ts";
+import type { PluginKind } from "../core/plugin.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { badInput } from "./errors.ts";
+import { imageToTensor } from "./image.ts";
+import { JobManager, type NewJob } from "./jobs.ts";
+import type { JobParams, JobStore } from "./store.ts";
+
+/** Bounds the API adds to the generation bounds in `core/params.ts` (`LIMITS`). */
+export const API_LIMITS = Object.freeze({
+  priority: { min: -100, max: 100 },
+  previewEvery: { min: 0, max: LIMITS.steps.max },
+  /** Decoded size of an img2img source sent as a data URL. */
+  imageBytes: 8 * 2 ** 20,
+  jobsPageSize: 100,
+  /** Per-job pixel budget: height × width × batchSize. */
+  pixels: 16 * 512 * 512,
+  queryDepth: 10,
+  queryCost: 2000,
+});
+
+export interface RegisteredPipeline {
+  readonly name: string;
+  readonly file: string;
+  readonly pipeline: Pipeline;
+  readonly img2img: boolean;
+}
+
+export interface ServiceOptions {
+  readonly diffgraph: Diffgraph;
+  readonly store: JobStore;
+  /** Folder scanned for `*.json` pipeline documents (default `pipelines`). */
+  readonly pipelinesDir?: string;
+  /** Pipeline used when `generate` names none (default: the first registered, by name). */
+  readonly defaultPipeline?: string;
+  readonly concurrency?: number;
+  readonly maxQueue?: number;
+  readonly subscriberBuffer?: number;
+  /** When set, mutations need `Authorization: Bearer <key>` (or `x-api-key`, or the WebSocket `connectionParams.apiKey`). */
+  readonly apiKey?: string;
+  readonly log?: (message: string) => void;
+}
+
+export interface GenerateArgs {
+  prompt: string;
+  negativePrompt?: string | null;
+  steps?: number | null;
+  guidanceScale?: number | null;
+  seed?: number | null;
+  batchSize?: number | null;
+  height?: number | null;
+  width?: number | null;
+  scheduler?: string | null;
+  pipeline?: string | null;
+  image?: string | null;
+  strength?: number | null;
+  previewEvery?: number | null;
+  priority?: number | null;
+}
+
+export class ApiService {
+  readonly diffgraph: Diffgraph;
+  readonly jobs: JobManager;
+  readonly pipelines: ReadonlyMap<string, RegisteredPipeline>;
+  readonly defaultPipeline: string;
+  readonly apiKey: string | undefined;
+  readonly startedAt = Date.now();
+
+  private constructor(options: ServiceOptions, pipelines: Map<string, RegisteredPipeline>, defaultPipeline: string) {
+    this.diffgraph = options.diffgraph;
+    this.pipelines = pipelines;
+    this.defaultPipeline = defaultPipeline;
+    this.apiKey = options.apiKey || undefined;
+    this.jobs = new JobManager({
+      store: options.store,
+      concurrency: options.concurrency,
+      maxQueue: options.maxQueue,
+      subscriberBuffer: options.subscriberBuffer,
+      log: options.log,
+    });
+  }
+
+  /** Open every pipeline in the folder, skipping (and logging) the ones that fail to load. */
+  static async create(options: ServiceOptions): Promise<ApiService> {
+    const log = options.log ?? ((m: string) => console.error(m));
+    const dir = options.pipelinesDir ?? "pipelines";
+    const files = (await readdir(dir)).filter((f) => f.endsWith(".json")).sort();
+    const pipelines = new Map<string, RegisteredPipeline>();
+    for (const f of files) {
+      const file = join(dir, f);
+      try {
+        const pipeline = await options.diffgraph.openPipeline(file);
+        if (pipelines.has(pipeline.name)) {
+          log(`pipelines: skipping ${file}: the name "${pipeline.name}" is already taken by ${pipelines.get(pipeline.name)!.file}`);
+          await pipeline.dispose();
+          continue;
+        }
+        const img2img = Object.values(pipeline.doc.nodes).some((n) => Object.values(n.inputs ?? {}).includes("$image"));
+        pipelines.set(pipeline.name, { name: pipeline.name, file, pipeline, img2img });
+        log(`pipelines: registered "${pipeline.name}" from ${file}`);
+      } catch (err) {
+        log(`pipelines: skipping ${file}: ${(err as Error).message}`);
+      }
+    }
+    if (pipelines.size === 0) throw new Error(`no pipeline in ${dir}/ could be loaded (see the log lines above)`);
+    const names = [...pipelines.keys()];
+    const def = options.defaultPipeline ?? names[0]!;
+    if (!pipelines.has(def)) throw new Error(`default pipeline "${def}" is not registered (registered: ${names.join(", ")})`);
+    return new ApiService({ ...options, log }, pipelines, def);
+  }
+
+  get registry() {
+    return this.diffgraph.registry;
+  }
+
+  plugins(kind?: PluginKind) {
+    return this.registry.list(kind);
+  }
+
+  /** Validate generate input against every bound and registered name; throws BAD_USER_INPUT naming the field. */
+  async prepare(input: GenerateArgs): Promise<NewJob> {
+    const name = input.pipeline ?? this.defaultPipeline;
+    const reg = this.pipelines.get(name);
+    if (!reg) throw badInput("input.pipeline", `unknown pipeline "${name}" (registered: ${[...this.pipelines.keys()].join(", ")})`);
+    if (input.scheduler != null) {
+      const def = this.registry.get(input.scheduler);
+      if (!def || def.kind !== "scheduler") {
+        throw badInput("input.scheduler", `unknown scheduler "${input.scheduler}" (schedulers: ${this.registry.names("scheduler").join(", ")})`);
+      }
+    }
+    const scalars = {
+      prompt: input.prompt,
+      negativePrompt: input.negativePrompt,
+      steps: input.steps,
+      guidanceScale: input.guidanceScale,
+      seed: input.seed,
+      batchSize: input.batchSize,
+      height: input.height,
+      width: input.width,
+      strength: input.strength,
+      scheduler: input.scheduler,
+    };
+    const merged = { ...reg.pipeline.defaults, ...Object.fromEntries(Object.entries(scalars).filter(([, v]) => v != null)) };
+    const parsed = ParamsSchema.safeParse(merged);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      const field = `input.${issue.path.map(String).join(".")}`;
+      throw badInput(field, issue.message, {
+        issues: parsed.error.issues.map((i) => ({ field: `input.${i.path.map(String).join(".")}`, message: i.message })),
+      });
+    }
+    const params: ResolvedParams = parsed.data;
+    if (params.height * params.width * params.batchSize > API_LIMITS.pixels) {
+      throw badInput("input.batchSize", `height × width × batchSize = ${params.height * params.width * params.batchSize} exceeds the budget of ${API_LIMITS.pixels} pixels per job`, { limit: API_LIMITS.pixels });
+    }
+    const previewEvery = input.previewEvery ?? 1;
+    checkInt("input.previewEvery", previewEvery, API_LIMITS.previewEvery);
+    const priority = input.priority ?? 0;
+    checkInt("input.priority", priority, API_LIMITS.priority);
+
+    let image: Tensor | undefined;
+    if (input.image != null) {
+      if (!reg.img2img) throw badInput("input.image", `pipeline "${reg.name}" has no image input (img2img is not supported by it)`);
+      image = await decodeDataUrl(input.image, { width: params.width, height: params.height });
+    }
+    const jobParams: JobParams = {
+      prompt: params.prompt,
+      negativePrompt: params.negativePrompt,
+      steps: params.steps,
+      guidanceScale: params.guidanceScale,
+      seed: params.seed,
+      batchSize: params.batchSize,
+      height: params.height,
+      width: params.width,
+      strength: params.strength,
+      scheduler: params.scheduler ?? null,
+      img2img: image !== undefined,
+      previewEvery,
+    };
+    return { pipeline: reg.pipeline, params: jobParams, priority, ...(image ? { image } : {}) };
+  }
+
+  async close(): Promise<void> {
+    await this.jobs.close();
+    this.jobs.store.close();
+    await Promise.all([...this.pipelines.values()].map((p) => p.pipeline.dispose()));
+    await this.diffgraph.dispose();
+  }
+}
+
+export function checkInt(field: string, v: number, range: { min: number; max: number }): void {
+  if (!Number.isInteger(v)) throw badInput(field, `must be an integer`);
+  if (v < range.min || v > range.max) throw badInput(field, `must be between ${range.min} and ${range.max}, got ${v}`, { min: range.min, max: range.max });
+}
+
+async function decodeDataUrl(url: string, size: { width: number; height: number }): Promise<Tensor> {
+  if ((url.length * 3) / 4 > API_LIMITS.imageBytes + 64) throw badInput("input.image", `is larger than ${API_LIMITS.imageBytes} bytes`, { limit: API_LIMITS.imageBytes });
+  const m = /^data:image\/(png|jpeg|webp);base64,([A-Za-z0-9+/=]+)$/.exec(url);
+  if (!m) throw badInput("input.image", "must be a data URL: data:image/png;base64,… (png, jpeg or webp)");
+  if ((m[2]!.length * 3) / 4 > API_LIMITS.imageBytes) throw badInput("input.image", `is larger than ${API_LIMITS.imageBytes} bytes`, { limit: API_LIMITS.imageBytes });
+  try {
+    return await imageToTensor(new Uint8Array(Buffer.from(m[2]!, "base64")), size);
+  } catch (err) {
+    throw badInput("input.image", `cannot be decoded: ${(err as Error).message}`);
+  }
+}
