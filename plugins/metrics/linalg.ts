@@ -130,7 +130,7 @@ export function matmul(a: Float64Array, b: Float64Array, n: number): Float64Arra
       if (aik === 0) continue;
       const row = k * n;
       const out = i * n;
-      for (let j = 0; j < n; j++) c[out + j] += aik * b[row + j]!;
+      for (let j = 0; j < n; j++) c[out + j] = c[out + j]! + aik * b[row + j]!;
     }
   }
   return c;

@@ -45,8 +45,8 @@ export class FeatureStats {
     if (rows === 0) return this;
     // Batch mean and centred co-moment, then merge.
     const bm = new Float64Array(d);
-    for (let r = 0; r < rows; r++) for (let j = 0; j < d; j++) bm[j] += data[r * d + j]!;
-    for (let j = 0; j < d; j++) bm[j] /= rows;
+    for (let r = 0; r < rows; r++) for (let j = 0; j < d; j++) bm[j] = bm[j]! + data[r * d + j]!;
+    for (let j = 0; j < d; j++) bm[j] = bm[j]! / rows;
     const bm2 = new Float64Array(d * d);
     const c = new Float64Array(d);
     for (let r = 0; r < rows; r++) {
@@ -55,7 +55,7 @@ export class FeatureStats {
         const ci = c[i]!;
         if (ci === 0) continue;
         const row = i * d;
-        for (let j = i; j < d; j++) bm2[row + j] += ci * c[j]!;
+        for (let j = i; j < d; j++) bm2[row + j] = bm2[row + j]! + ci * c[j]!;
       }
     }
     for (let i = 0; i < d; i++) for (let j = 0; j < i; j++) bm2[i * d + j] = bm2[j * d + i]!;
@@ -87,9 +87,9 @@ export class FeatureStats {
     for (let i = 0; i < d; i++) {
       const di = delta[i]! * f;
       const row = i * d;
-      for (let j = 0; j < d; j++) this.m2[row + j] += m2b[row + j]! + di * delta[j]!;
+      for (let j = 0; j < d; j++) this.m2[row + j] = this.m2[row + j]! + m2b[row + j]! + di * delta[j]!;
     }
-    for (let j = 0; j < d; j++) this.mean[j] += (delta[j]! * nb) / n;
+    for (let j = 0; j < d; j++) this.mean[j] = this.mean[j]! + (delta[j]! * nb) / n;
     this.count = n;
   }
 
