@@ -12,6 +12,7 @@ import { createDiffgraph } from "../core/diffgraph.ts";
 import type { ExecutionProvider } from "../core/onnx.ts";
 import { builtinRegistry } from "../plugins/index.ts";
 import { fileSource } from "../core/adapters/node.ts";
+import type { Tensor } from "../core/tensor.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -41,7 +42,7 @@ for (const provider of providers) {
   const unet = await dg.onnx.load(fileSource(modelDir), "unet/model.onnx"); // the same cached session the pipeline uses
   const params = { prompt: "red heart", steps, seed: 1, guidanceScale: 4, scheduler: "ddim" };
   const first = await pipeline.run(params); // warm-up, and the shapes for the bare loop
-  const [c, h, w] = [first.outputs.denoise!.latents!.dims[1]!, first.outputs.denoise!.latents!.dims[2]!, first.outputs.denoise!.latents!.dims[3]!] as number[];
+  const [, c, h, w] = (first.outputs.denoise!.latents as Tensor).dims;
   const ehs = first.outputs.prompt!.embeddings as { dims: number[]; data: Float32Array };
   const ehs2 = { dims: [2, ...ehs.dims.slice(1)], data: new Float32Array(ehs.data.length * 2) };
   ehs2.data.set(ehs.data, 0);

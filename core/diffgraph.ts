@@ -53,7 +53,7 @@ export async function createDiffgraph(options: DiffgraphOptions): Promise<Diffgr
       const json = await readJson(folder, base);
       const doc = parsePipelineDoc(json);
       if (!doc.model) throw new PipelineConfigError("model", `${path} names no model folder`);
-      const models = adapter.fileSource(`${dir}/${doc.model}`);
+      const models = adapter.fileSource(doc.model.startsWith("/") ? doc.model : `${dir}/${doc.model}`);
       const moduleBase = adapter.host === "browser" ? new URL(path, globalThis.location?.href).href : `file://${absolute(path)}`;
       return Pipeline.load(doc, { registry: options.registry, onnx, models, moduleBase, log });
     },

@@ -17,7 +17,7 @@ import {
   type ComponentRef,
   type PipelineDoc,
 } from "./pipeline-config.ts";
-import type { PluginDefinition, PluginKind, PortType } from "./plugin.ts";
+import type { GraphNodeInstance, PluginDefinition, PluginKind, PortSpec, PortType } from "./plugin.ts";
 import { importPlugin, isModulePath, type PluginRegistry } from "./registry.ts";
 
 export interface PipelineEnv {
@@ -52,7 +52,7 @@ function pluginNodeType(def: PluginDefinition): NodeType {
     configSchema: def.configSchema,
     deterministic: def.deterministic ?? false,
     async create(config, ctx) {
-      const inst = (await def.create(config, ctx)) as unknown as NodeInstance;
+      const inst = (await def.create(config, ctx)) as GraphNodeInstance<PortSpec, PortSpec>;
       return { run: (inputs, run) => inst.run(inputs as never, { signal: run.signal, rng: run.rng }), dispose: inst.dispose?.bind(inst) };
     },
   };

@@ -82,21 +82,30 @@ export interface InstanceByKind {
   "noise-predictor": NoisePredictorInstance;
 }
 
-export interface PluginDefinition<K extends PluginKind = PluginKind, C = any> {
+/** The instance a plugin's `create` returns: typed by kind, and for graph kinds by its declared ports. */
+export type InstanceFor<K extends PluginKind, I extends PortSpec, O extends PortSpec> = K extends "scheduler"
+  ? SchedulerInstance
+  : K extends "noise-predictor"
+    ? NoisePredictorInstance
+    : GraphNodeInstance<I, O>;
+
+export interface PluginDefinition<K extends PluginKind = PluginKind, C = any, I extends PortSpec = PortSpec, O extends PortSpec = PortSpec> {
   readonly name: string;
   readonly kind: K;
   readonly description: string;
   readonly configSchema: z.ZodType<C>;
   /** Ports for graph kinds (encoder, decoder, metric); schedulers and noise predictors are components of the denoise node. */
-  readonly inputs?: PortSpec;
-  readonly outputs?: PortSpec;
+  readonly inputs?: I;
+  readonly outputs?: O;
   /** True when equal config + equal inputs ⇒ equal outputs, so the executor may cache results. */
   readonly deterministic?: boolean;
-  create(config: C, ctx: PluginContext): Promise<InstanceByKind[K]> | InstanceByKind[K];
+  create(config: C, ctx: PluginContext): Promise<InstanceFor<K, I, O>> | InstanceFor<K, I, O>;
 }
 
 /** Typed helper so a plugin module reads `export default definePlugin({...})` with full inference. */
-export function definePlugin<K extends PluginKind, C>(def: PluginDefinition<K, C>): PluginDefinition<K, C> {
+export function definePlugin<K extends PluginKind, C, const I extends PortSpec = {}, const O extends PortSpec = {}>(
+  def: PluginDefinition<K, C, I, O>,
+): PluginDefinition<K, C, I, O> {
   if (!/^[a-z0-9][a-z0-9-]*$/.test(def.name)) {
     throw new Error(`plugin name "${def.name}" must be lowercase letters, digits and dashes`);
   }

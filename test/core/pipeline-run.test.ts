@@ -34,7 +34,8 @@ describe("text-to-image on the tiny-sd fixture", () => {
     const sess = async (p: string) => ort.InferenceSession.create(`${dir}/${p}/model.onnx`);
     const [te, unet, vae] = await Promise.all([sess("text_encoder"), sess("unet"), sess("vae_decoder")]);
     const encode = async (t: string) => ((await te.run({ input_ids: new ort.Tensor("int32", ids(t), [1, 77]) })).last_hidden_state as ort.Tensor).data as Float32Array;
-    const [c, u] = [await encode(prompt), await encode(negative)];
+    const c = await encode(prompt);
+    const u = await encode(negative);
     const ehs = new Float32Array(2 * c.length);
     ehs.set(u, 0);
     ehs.set(c, c.length);
@@ -58,7 +59,7 @@ describe("text-to-image on the tiny-sd fixture", () => {
         sample: new ort.Tensor("float32", both, [2, 4, 8, 8]),
         timestep: new ort.Tensor("float32", Float32Array.from([t, t]), [2]),
         encoder_hidden_states: new ort.Tensor("float32", ehs, [2, 77, 32]),
-      })).out_sample.data as Float32Array;
+      })).out_sample!.data as Float32Array;
       const a = acp[t]!;
       const prev = t - ratio >= 0 ? acp[t - ratio]! : acp[0]!;
       const next = new Float32Array(x.length);
@@ -69,7 +70,7 @@ describe("text-to-image on the tiny-sd fixture", () => {
       }
       x = next;
     }
-    const img = (await vae.run({ latent_sample: new ort.Tensor("float32", x.map((v) => v / 0.18215), [1, 4, 8, 8]) })).sample.data as Float32Array;
+    const img = (await vae.run({ latent_sample: new ort.Tensor("float32", x.map((v) => v / 0.18215), [1, 4, 8, 8]) })).sample!.data as Float32Array;
     const ref = img.map((v) => Math.min(1, Math.max(0, (v + 1) / 2)));
 
     expect(result.images.dims).toEqual([1, 3, 64, 64]);
