@@ -34,7 +34,8 @@ function reference(req: Record<string, unknown>): { clip_scores: number[]; cosin
   return JSON.parse(p.stdout.toString());
 }
 
-async function run(def: typeof clipScore, config: unknown, inputs: Record<string, unknown>): Promise<Record<string, number>> {
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+async function run(def: { configSchema: { parse(c: unknown): any }; create(c: any, ctx: PluginContext): any }, config: unknown, inputs: Record<string, unknown>): Promise<Record<string, number>> {
   const inst = await def.create(def.configSchema.parse(config), ctx);
   const out = await inst.run(inputs as never, { signal: new AbortController().signal, rng: createRng(0) });
   return out.metrics as Record<string, number>;
@@ -107,12 +108,12 @@ describe("frechet-distance", () => {
     const images = randomImages(5, 8);
     const tok = await loadTokenizer(models, "clip_eval/tokenizer");
     const ref = reference({ images: [...images.data], ids: new Array(8).fill(tok.encode("x")), fd: true });
-    const m = await run(frechetDistance as never, {}, { images });
+    const m = await run(frechetDistance, {}, { images });
     const rel = Math.abs(m.distance! - ref.fd!) / ref.fd!;
     console.log(`frechet-distance node (8 images, rank-deficient): ours ${m.distance}, numpy ${ref.fd}, rel ${rel.toExponential(2)}`);
     expect(rel).toBeLessThan(1e-4);
     expect(m.n).toBe(8);
-    const one = await run(frechetDistance as never, {}, { images: randomImages(6, 1) });
+    const one = await run(frechetDistance, {}, { images: randomImages(6, 1) });
     expect(Number.isFinite(one.distance)).toBe(true);
   });
 });
