@@ -6,9 +6,10 @@ import vaeEncoder from "./encoders/vae-encoder.ts";
 import onnxUnet from "./noise-predictors/onnx-unet.ts";
 import vaeDecoder from "./decoders/vae-decoder.ts";
 import latentPreview from "./decoders/latent-preview.ts";
+import upscale from "./decoders/upscale.ts";
 import { schedulerPlugins } from "./schedulers/index.ts";
 
-export const builtinPlugins: readonly PluginDefinition[] = [clipText, vaeEncoder, onnxUnet, vaeDecoder, latentPreview, ...schedulerPlugins];
+export const builtinPlugins: readonly PluginDefinition[] = [clipText, vaeEncoder, onnxUnet, vaeDecoder, latentPreview, upscale, ...schedulerPlugins];
 
 export function builtinRegistry(): PluginRegistry {
   return new PluginRegistry(builtinPlugins);
