@@ -68,6 +68,25 @@ export class PndmScheduler extends BaseScheduler<Config> {
     this.curSample = null;
   }
 
+  /** Entering mid-schedule (img2img) restarts the multistep warm-up there; the Runge–Kutta phase cannot be entered mid-way. */
+  override setBeginIndex(index: number): void {
+    if (index > 0 && !this.config.skip_prk_steps) {
+      throw new SchedulerConfigError(
+        "skip_prk_steps",
+        "skip_prk_steps: pndm's Runge–Kutta warm-up cannot start mid-schedule (img2img); set skip_prk_steps: true",
+      );
+    }
+    if (index === 1) {
+      // timesteps[1] is the warm-up's repeat of timesteps[2]; entering there would evaluate the model
+      // at one noise level and step from another (diffusers silently does; we refuse).
+      throw new RangeError("pndm: cannot begin at index 1 (the multistep warm-up's repeated timestep); begin at 0 or ≥ 2");
+    }
+    super.setBeginIndex(index);
+    // Past the repeated timestep there is no room for the warm-up's second call: start the
+    // multistep history with lower-order Adams–Bashforth steps instead.
+    if (index >= 2) this.counter = 2;
+  }
+
   step(modelOutput: Tensor, timestep: number, sample: Tensor, _rng?: Rng): SchedulerStepOutput {
     this.requireTimesteps();
     sameShape(sample, modelOutput, "pndm step model output");
@@ -133,13 +152,13 @@ export class PndmScheduler extends BaseScheduler<Config> {
     const L = e.length;
     const out = new Float32Array(n);
     let x = sample.data;
-    if (L === 1 && this.counter === 0) {
-      out.set(eps);
-      this.curSample = Float32Array.from(sample.data);
-    } else if (L === 1 && this.counter === 1) {
+    if (L === 1 && this.counter === 1) {
       for (let i = 0; i < n; i++) out[i] = (eps[i]! + e[0]![i]!) / 2;
       x = this.curSample!;
       this.curSample = null;
+    } else if (L === 1) {
+      out.set(eps);
+      if (this.counter === 0) this.curSample = Float32Array.from(sample.data);
     } else if (L === 2) {
       for (let i = 0; i < n; i++) out[i] = (3 * e[1]![i]! - e[0]![i]!) / 2;
     } else if (L === 3) {

@@ -5,7 +5,7 @@ const options: Record<string, Omit<ContractOptions, "name">> = {
   ddpm: { stochastic: true },
   ddim: {},
   // diffusers' PNDM combines raw v outputs before converting them (kept, to match its numbers).
-  pndm: { repeatsTimesteps: true, steps: [4, 7, 10, 50], recoverySteps: [4, 10, 25], agreeingTypes: ["sample"] },
+  pndm: { repeatsTimesteps: true, steps: [4, 7, 10, 50], recoverySteps: [4, 10, 25], agreeingTypes: ["sample"], noBeginIndex: true },
   euler: {},
   "euler-ancestral": { stochastic: true },
   heun: { repeatsTimesteps: true },
@@ -18,7 +18,7 @@ for (const plugin of schedulerPlugins) runSchedulerContract({ name: plugin.name,
 // Variants whose code paths differ from the defaults.
 runSchedulerContract({ name: "ddim", config: { eta: 1 }, stochastic: true });
 runSchedulerContract({ name: "ddpm", config: { variance_type: "fixed_large" }, stochastic: true });
-runSchedulerContract({ name: "pndm", config: { skip_prk_steps: true }, repeatsTimesteps: true, agreeingTypes: ["sample"] });
+runSchedulerContract({ name: "pndm", config: { skip_prk_steps: true }, repeatsTimesteps: true, agreeingTypes: ["sample"], beginSteps: [2, 3, 6] });
 runSchedulerContract({ name: "euler", config: { use_karras_sigmas: true } });
 runSchedulerContract({ name: "heun", config: { use_karras_sigmas: true }, repeatsTimesteps: true });
 runSchedulerContract({ name: "dpmpp-2m", config: { solver_order: 1 } });

@@ -23,6 +23,10 @@ export interface ContractOptions {
   readonly stochastic?: boolean;
   /** Step counts for the x₀-recovery test (default 1, 4, 10, 25). */
   readonly recoverySteps?: readonly number[];
+  /** The solver cannot be entered mid-schedule (PNDM's Runge–Kutta phase). */
+  readonly noBeginIndex?: boolean;
+  /** Steps (in units of `order`) to skip in the img2img test (default 1, 3, 6). */
+  readonly beginSteps?: readonly number[];
   /** Prediction types that must agree with ε (default v_prediction and sample). */
   readonly agreeingTypes?: readonly string[];
 }
@@ -138,6 +142,30 @@ export function runSchedulerContract(opts: ContractOptions): void {
         let err = 0;
         for (let i = 0; i < SIZE; i++) err = Math.max(err, Math.abs(x.data[i]! - x0.data[i]!));
         expect(err, `${n} steps: max |x − x₀| = ${err}`).toBeLessThan(2e-4);
+      }
+    });
+
+    test.skipIf(!!opts.noBeginIndex)("img2img: entered mid-schedule with setBeginIndex, a perfect predictor recovers x₀", () => {
+      for (const skip of opts.beginSteps ?? [1, 3, 6]) {
+        const s = makeScheduler(name, { ...base, set_alpha_to_one: true });
+        s.setTimesteps(10);
+        const start = skip * s.order;
+        const rng = rngFor(skip);
+        const x0 = randomTensor(rng, -0.9, 0.9);
+        const eps = randomTensor(rng);
+        for (let i = 0; i < SIZE; i++) eps.data[i] = rng.normal();
+        const timesteps = s.timesteps.slice(start);
+        s.setBeginIndex(start);
+        let x = s.addNoise(x0, eps, timesteps[0]!);
+        for (const t of timesteps) {
+          const [a, b] = vpCoefficients(s, t);
+          const xIn = s.scaleModelInput(x, t);
+          const e = { dims: SHAPE, data: xIn.data.map((v, i) => (v - a * x0.data[i]!) / b) };
+          x = s.step(e, t, x, opts.stochastic ? rng : undefined).prevSample;
+        }
+        let err = 0;
+        for (let i = 0; i < SIZE; i++) err = Math.max(err, Math.abs(x.data[i]! - x0.data[i]!));
+        expect(err, `from step ${start}: max |x − x₀| = ${err}`).toBeLessThan(2e-4);
       }
     });
 
