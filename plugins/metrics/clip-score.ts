@@ -1,7 +1,8 @@
 /**
  * CLIP score: cosine similarity between each image's and its prompt's embeddings from the
- * evaluation CLIP, ×100 and clipped at 0 as commonly reported (Hessel et al. 2021; torchmetrics'
- * CLIPScore). The node reports the batch mean as `score`, plus `min` and `max` over the batch.
+ * evaluation CLIP, ×100 as commonly reported. Not clipped at 0 by default, as the emoji model's
+ * Python recipe (and its metrics fixture) computes it; `clampAtZero: true` gives torchmetrics'
+ * CLIPScore (max(100·cos, 0)). The node reports the batch mean as `score`, plus `min` and `max`.
  */
 import { z } from "zod";
 import { definePlugin } from "../../core/plugin.ts";
@@ -13,15 +14,15 @@ const Config = z
     ...ClipEvalFiles,
     /** Multiplier on the cosine (100 as commonly reported; 1 for the raw cosine). */
     scale: z.number().positive().default(100),
-    /** Clip negative similarities to 0, as torchmetrics does. */
-    clampAtZero: z.boolean().default(true),
+    /** Clip negative similarities to 0, as torchmetrics does (the recipe does not). */
+    clampAtZero: z.boolean().default(false),
   })
   .strict();
 
 export type ClipScoreConfig = z.output<typeof Config>;
 
 /** Per-image CLIP scores from image and text features of the same batch size. */
-export function clipScores(imageFeatures: import("../../core/tensor.ts").Tensor, textFeatures: import("../../core/tensor.ts").Tensor, scale = 100, clampAtZero = true): number[] {
+export function clipScores(imageFeatures: Tensor, textFeatures: Tensor, scale = 100, clampAtZero = false): number[] {
   const b = imageFeatures.dims[0]!;
   return Array.from({ length: b }, (_, i) => {
     const s = scale * rowCosine(imageFeatures, textFeatures, i);

@@ -12,7 +12,7 @@ import { z } from "zod";
 import { readJson } from "../../core/model-source.ts";
 import { definePlugin } from "../../core/plugin.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { ClipImageTower, ClipEvalFiles } from "./clip-eval.ts";
+import { ClipImageTower, ClipEvalFiles, l2normalize } from "./clip-eval.ts";
 import { frechetDistance } from "./linalg.ts";
 import { FeatureStats, gaussianFromJSON, type GaussianStatsJson } from "./stats.ts";
 
@@ -21,6 +21,8 @@ const Config = z
     imageModel: ClipEvalFiles.imageModel,
     preprocessor: ClipEvalFiles.preprocessor,
     maxBatch: ClipEvalFiles.maxBatch,
+    /** L2-normalise each feature vector first (the emoji model card's variant); the reference must match. */
+    normalize: z.boolean().default(false),
     /** Reference statistics (JSON: n, mu, sigma) in the model folder. */
     reference: z.string().default("clip_eval/reference_stats.json"),
   })
@@ -45,7 +47,8 @@ export default definePlugin({
     return {
       async run(inputs) {
         const images = inputs.images as Tensor;
-        const f = await tower.embed(images);
+        const raw = await tower.embed(images);
+        const f = config.normalize ? l2normalize(raw) : raw;
         if (f.dims[1] !== reference.mu.length) {
           throw new Error(`frechet-distance: ${config.imageModel} gives ${f.dims[1]}-dim features but ${config.reference} has ${reference.mu.length}`);
         }
