@@ -49,6 +49,11 @@ export interface JobManagerOptions {
   readonly maxQueue?: number;
   /** Step events buffered per subscriber before its oldest intermediate frame is dropped (default 32). */
   readonly subscriberBuffer?: number;
+  /**
+   * Steps whose preview awaits PNG encoding before new previews are skipped (the step event still
+   * goes out, with no frame), so encoding can never queue up behind a fast model (default 32).
+   */
+  readonly encodeBacklog?: number;
   /** Bytes of preview PNGs kept in memory for `/images/…` URLs (default 64 MiB). */
   readonly frameCacheBytes?: number;
   readonly log?: (message: string) => void;
@@ -146,14 +151,13 @@ interface LiveJob {
   backlog: number;
 }
 
-/** Previews are skipped (the step event still goes out) while this many frames await encoding. */
-const MAX_ENCODE_BACKLOG = 4;
 
 export class JobManager {
   readonly store: JobStore;
   readonly concurrency: number;
   readonly maxQueue: number;
   private readonly subscriberBuffer: number;
+  private readonly encodeBacklog: number;
   private readonly frames: FrameCache;
   private readonly log: (m: string) => void;
   private readonly live = new Map<string, LiveJob>();
@@ -167,6 +171,7 @@ export class JobManager {
     this.concurrency = Math.max(1, options.concurrency ?? 1);
     this.maxQueue = options.maxQueue ?? 64;
     this.subscriberBuffer = Math.max(1, options.subscriberBuffer ?? 32);
+    this.encodeBacklog = Math.max(1, options.encodeBacklog ?? 32);
     this.frames = new FrameCache(options.frameCacheBytes ?? 64 * 2 ** 20);
     this.log = options.log ?? (() => {});
     const n = this.store.failInterrupted();
@@ -350,7 +355,7 @@ export class JobManager {
     if (e.type !== "step") return;
     const stepEndedAt = performance.now();
     job.record = { ...job.record, step: e.step, totalSteps: e.totalSteps };
-    const preview = e.preview && job.backlog < MAX_ENCODE_BACKLOG ? e.preview : undefined;
+    const preview = e.preview && job.backlog < this.encodeBacklog ? e.preview : undefined;
     job.backlog++;
     job.chain = job.chain.then(async () => {
       try {
