@@ -1,6 +1,7 @@
 /**
  * Query depth and cost limits as one GraphQL validation rule, so an expensive query is refused
- * before anything executes. Cost counts one per field, multiplied by the page size of the list
+ * before anything executes. Depth counts every field, introspection included; cost counts one per
+ * non-introspection field, multiplied by the page size of the list
  * fields above it (`first`, or the largest page when `first` is a variable).
  */
 import {
@@ -30,8 +31,8 @@ export function queryLimitsRule(limits: QueryLimits) {
       let cost = 0;
       for (const sel of set.selections) {
         if (sel.kind === Kind.FIELD) {
-          if (sel.name.value.startsWith("__")) continue;
-          cost += mult;
+          // Introspection counts toward depth (its types recurse), not toward cost.
+          if (!sel.name.value.startsWith("__")) cost += mult;
           if (sel.selectionSet) {
             const first = sel.arguments?.find((a) => a.name.value === "first");
             const page = first?.value.kind === Kind.INT ? Number(first.value.value) : sel.name.value === "jobs" ? limits.defaultPage : 1;

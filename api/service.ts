@@ -24,7 +24,8 @@ export const API_LIMITS = Object.freeze({
   jobsPageSize: 100,
   /** Per-job pixel budget: height × width × batchSize. */
   pixels: 16 * 512 * 512,
-  queryDepth: 10,
+  /** Deep enough for GraphiQL's introspection query (11), too shallow for recursive introspection abuse. */
+  queryDepth: 15,
   queryCost: 2000,
 });
 

@@ -116,3 +116,33 @@ export function pngSize(png: Uint8Array): { width: number; height: number } {
   const v = new DataView(png.buffer, png.byteOffset, png.byteLength);
   return { width: v.getUint32(16), height: v.getUint32(20) };
 }
+
+/** The app without a socket (`app.request(path)`), for HTTP-only checks. */
+export async function createTestApp(options: { apiKey?: string; corsOrigins?: "*" | string[]; maxQueue?: number; concurrency?: number } = {}) {
+  const { createDiffgraph } = await import("../../core/diffgraph.ts");
+  const { builtinRegistry } = await import("../../plugins/index.ts");
+  const { ApiService } = await import("../../api/service.ts");
+  const { JobStore } = await import("../../api/store.ts");
+  const { createApp } = await import("../../api/app.ts");
+  const dataDir = mkdtempSync(join(tmpdir(), "diffgraph-app-"));
+  const log = () => {};
+  const diffgraph = await createDiffgraph({ registry: builtinRegistry(), log, threads: 1 });
+  const service = await ApiService.create({ diffgraph, store: new JobStore(dataDir), log, ...options });
+  const { app } = createApp({ service, corsOrigins: options.corsOrigins });
+  return {
+    app,
+    service,
+    async gql<T = any>(query: string, variables?: Record<string, unknown>, headers: Record<string, string> = {}): Promise<{ data?: T; errors?: GqlError[] }> {
+      const res = await app.request("/graphql", {
+        method: "POST",
+        headers: { "content-type": "application/json", accept: "application/json", ...headers },
+        body: JSON.stringify({ query, variables }),
+      });
+      return (await res.json()) as never;
+    },
+    async close() {
+      await service.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
