@@ -12,6 +12,7 @@ import {
   resolveSchedulerConfig,
   schedulerConfigSchema,
   SchedulerConfigError,
+  type ConfigWith,
   type ResolvedSchedulerConfig,
 } from "./config.ts";
 import { checkInferenceSteps, trainSchedule, type TrainSchedule } from "./schedule.ts";
@@ -185,8 +186,8 @@ export interface SchedulerSpec<D extends Record<string, unknown>> {
   /** diffusers' `__init__` defaults for this class. */
   readonly defaults: D;
   /** Reject config values this scheduler would have to honour but does not implement. */
-  readonly validate?: (cfg: ResolvedSchedulerConfig & D) => void;
-  readonly create: (cfg: ResolvedSchedulerConfig & D) => Scheduler;
+  readonly validate?: (cfg: ConfigWith<D>) => void;
+  readonly create: (cfg: ConfigWith<D>) => Scheduler;
 }
 
 export type SchedulerPlugin = PluginDefinition<"scheduler", ResolvedSchedulerConfig> & {
@@ -198,8 +199,8 @@ export type SchedulerPlugin = PluginDefinition<"scheduler", ResolvedSchedulerCon
 
 /** Wrap a scheduler class as a `scheduler` plugin whose config is a diffusers config. */
 export function defineScheduler<D extends Record<string, unknown>>(spec: SchedulerSpec<D>): SchedulerPlugin {
-  const resolve = (raw: unknown): ResolvedSchedulerConfig & D => {
-    const cfg = resolveSchedulerConfig(spec.defaults, raw ?? {});
+  const resolve = (raw: unknown): ConfigWith<D> => {
+    const cfg = resolveSchedulerConfig(spec.defaults, raw ?? {}) as ConfigWith<D>;
     spec.validate?.(cfg);
     return cfg;
   };

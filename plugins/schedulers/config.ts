@@ -25,14 +25,14 @@ const KNOWN = {
   beta_start: positiveNumber,
   beta_end: positiveNumber,
   beta_schedule: z.enum(BETA_SCHEDULES, {
-    error: (i) => `unknown beta_schedule ${JSON.stringify(i.input)} (expected one of ${BETA_SCHEDULES.join(", ")})`,
+    error: (i) => `beta_schedule ${JSON.stringify(i.input)} is unknown (expected one of ${BETA_SCHEDULES.join(", ")})`,
   }),
   trained_betas: z.array(z.number().finite().gt(0).lt(1)).nullable(),
   prediction_type: z.enum(PREDICTION_TYPES, {
-    error: (i) => `unknown prediction_type ${JSON.stringify(i.input)} (expected one of ${PREDICTION_TYPES.join(", ")})`,
+    error: (i) => `prediction_type ${JSON.stringify(i.input)} is unknown (expected one of ${PREDICTION_TYPES.join(", ")})`,
   }),
   timestep_spacing: z.enum(TIMESTEP_SPACINGS, {
-    error: (i) => `unknown timestep_spacing ${JSON.stringify(i.input)} (expected one of ${TIMESTEP_SPACINGS.join(", ")})`,
+    error: (i) => `timestep_spacing ${JSON.stringify(i.input)} is unknown (expected one of ${TIMESTEP_SPACINGS.join(", ")})`,
   }),
   steps_offset: z.number().int().nonnegative(),
   clip_sample: bool,
@@ -96,6 +96,19 @@ export interface ResolvedSchedulerConfig extends Readonly<Record<string, unknown
   readonly steps_offset: number;
   readonly rescale_betas_zero_snr: boolean;
 }
+
+/** A scheduler's resolved config: the shared keys keep their full types, its own keys come from its defaults. */
+export type ConfigWith<D> = ResolvedSchedulerConfig & Omit<D, SharedKey>;
+export type SharedKey =
+  | "num_train_timesteps"
+  | "beta_start"
+  | "beta_end"
+  | "beta_schedule"
+  | "trained_betas"
+  | "prediction_type"
+  | "timestep_spacing"
+  | "steps_offset"
+  | "rescale_betas_zero_snr";
 
 /** Error for a bad config or argument; `key` names the config key (or argument) at fault. */
 export class SchedulerConfigError extends Error {

@@ -7,7 +7,7 @@
 import type { Rng } from "../../core/random.ts";
 import type { SchedulerStepOutput } from "../../core/scheduler.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { BASE_DEFAULTS, type ResolvedSchedulerConfig } from "./config.ts";
+import { BASE_DEFAULTS, type ConfigWith } from "./config.ts";
 import { BaseScheduler, defineScheduler, like, predictEps, predictX0, requireRng, rows, sameShape } from "./base.ts";
 import { clipInPlace, dynamicThreshold, spacedTimesteps } from "./schedule.ts";
 
@@ -21,7 +21,7 @@ const DEFAULTS = {
   sample_max_value: 1.0,
   eta: 0,
 };
-type Config = ResolvedSchedulerConfig & typeof DEFAULTS;
+type Config = ConfigWith<typeof DEFAULTS>;
 
 export class DdimScheduler extends BaseScheduler<Config> {
   private readonly finalAlphaCumprod: number;

@@ -11,7 +11,7 @@
 import type { Rng } from "../../core/random.ts";
 import type { SchedulerStepOutput } from "../../core/scheduler.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { BASE_DEFAULTS, requireSupported, type ResolvedSchedulerConfig } from "./config.ts";
+import { BASE_DEFAULTS, requireSupported, type ConfigWith } from "./config.ts";
 import { BaseScheduler, defineScheduler, like, predictX0, requireRng, rows, sameShape } from "./base.ts";
 import { clipInPlace, dynamicThreshold, spacedTimesteps } from "./schedule.ts";
 
@@ -24,7 +24,7 @@ const DEFAULTS = {
   dynamic_thresholding_ratio: 0.995,
   sample_max_value: 1.0,
 };
-type Config = ResolvedSchedulerConfig & typeof DEFAULTS;
+type Config = ConfigWith<typeof DEFAULTS>;
 
 /** One DDPM step's scalars, exposed for term-by-term tests. */
 export interface DdpmCoefficients {

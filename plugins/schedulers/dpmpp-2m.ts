@@ -10,7 +10,7 @@
 import type { Rng } from "../../core/random.ts";
 import type { ScheduleData, SchedulerStepOutput } from "../../core/scheduler.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { BASE_DEFAULTS, requireSupported, type ResolvedSchedulerConfig } from "./config.ts";
+import { BASE_DEFAULTS, requireSupported, type ConfigWith } from "./config.ts";
 import { axpby, BaseScheduler, defineScheduler, like, predictX0, rows, sameShape } from "./base.ts";
 import { dynamicThreshold, karrasSigmas, linspace, roundHalfEven, sigmaAt, sigmaToT, trainSigmas } from "./schedule.ts";
 
@@ -33,7 +33,7 @@ const DEFAULTS = {
   lambda_min_clipped: -Infinity,
   variance_type: null as string | null,
 };
-type Config = ResolvedSchedulerConfig & typeof DEFAULTS;
+type Config = ConfigWith<typeof DEFAULTS>;
 
 /** α_t = 1/√(σ²+1), σ_t = σ·α_t: the VP coefficients of a σ-space noise level. */
 function alphaSigma(sigma: number): [number, number] {

@@ -8,11 +8,12 @@ import type { Rng } from "../../core/random.ts";
 import type { SchedulerStepOutput } from "../../core/scheduler.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { BASE_DEFAULTS } from "./config.ts";
+import type { SharedKey } from "./config.ts";
 import { defineScheduler, like, requireRng, sameShape } from "./base.ts";
 import { denoised, SigmaScheduler, type SigmaConfig } from "./discrete-sigma.ts";
 
 const DEFAULTS = { ...BASE_DEFAULTS, timestep_spacing: "linspace" as const };
-type Config = SigmaConfig & typeof DEFAULTS;
+type Config = SigmaConfig & Omit<typeof DEFAULTS, SharedKey | "use_karras_sigmas" | "final_sigmas_type">;
 
 export class EulerAncestralScheduler extends SigmaScheduler<Config> {
   constructor(config: Config) {

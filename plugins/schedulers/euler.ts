@@ -8,6 +8,7 @@ import type { Rng } from "../../core/random.ts";
 import type { SchedulerStepOutput } from "../../core/scheduler.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { BASE_DEFAULTS, requireSupported } from "./config.ts";
+import type { SharedKey } from "./config.ts";
 import { defineScheduler, like, sameShape } from "./base.ts";
 import { denoised, SigmaScheduler, type SigmaConfig } from "./discrete-sigma.ts";
 
@@ -23,7 +24,7 @@ const DEFAULTS = {
   sigma_min: null,
   sigma_max: null,
 };
-type Config = SigmaConfig & typeof DEFAULTS;
+type Config = SigmaConfig & Omit<typeof DEFAULTS, SharedKey | "use_karras_sigmas" | "final_sigmas_type">;
 
 export class EulerScheduler extends SigmaScheduler<Config> {
   constructor(config: Config) {

@@ -9,6 +9,7 @@ import type { Rng } from "../../core/random.ts";
 import type { SchedulerStepOutput } from "../../core/scheduler.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { BASE_DEFAULTS } from "./config.ts";
+import type { SharedKey } from "./config.ts";
 import { defineScheduler, like, sameShape } from "./base.ts";
 import { clipInPlace } from "./schedule.ts";
 import { denoised, SigmaScheduler, type SigmaConfig } from "./discrete-sigma.ts";
@@ -22,7 +23,7 @@ const DEFAULTS = {
   clip_sample: false,
   clip_sample_range: 1.0,
 };
-type Config = SigmaConfig & typeof DEFAULTS;
+type Config = SigmaConfig & Omit<typeof DEFAULTS, SharedKey | "use_karras_sigmas" | "final_sigmas_type">;
 
 export class HeunScheduler extends SigmaScheduler<Config> {
   override order = 2;

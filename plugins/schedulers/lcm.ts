@@ -9,7 +9,7 @@
 import type { Rng } from "../../core/random.ts";
 import type { SchedulerStepOutput } from "../../core/scheduler.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { BASE_DEFAULTS, SchedulerConfigError, type ResolvedSchedulerConfig } from "./config.ts";
+import { BASE_DEFAULTS, SchedulerConfigError, type ConfigWith } from "./config.ts";
 import { BaseScheduler, defineScheduler, like, predictX0, requireRng, rows, sameShape } from "./base.ts";
 import { clipInPlace, dynamicThreshold } from "./schedule.ts";
 
@@ -27,7 +27,7 @@ const DEFAULTS = {
   sample_max_value: 1.0,
   timestep_scaling: 10.0,
 };
-type Config = ResolvedSchedulerConfig & typeof DEFAULTS;
+type Config = ConfigWith<typeof DEFAULTS>;
 
 const SIGMA_DATA = 0.5;
 

@@ -12,12 +12,12 @@
 import type { Rng } from "../../core/random.ts";
 import type { SchedulerStepOutput } from "../../core/scheduler.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { BASE_DEFAULTS, SchedulerConfigError, type ResolvedSchedulerConfig } from "./config.ts";
+import { BASE_DEFAULTS, SchedulerConfigError, type ConfigWith } from "./config.ts";
 import { BaseScheduler, defineScheduler, like, predictEps, sameShape } from "./base.ts";
 import { roundHalfEven, linspace } from "./schedule.ts";
 
 const DEFAULTS = { ...BASE_DEFAULTS, skip_prk_steps: false, set_alpha_to_one: false };
-type Config = ResolvedSchedulerConfig & typeof DEFAULTS;
+type Config = ConfigWith<typeof DEFAULTS>;
 
 export class PndmScheduler extends BaseScheduler<Config> {
   private readonly finalAlphaCumprod: number;

@@ -79,7 +79,7 @@ export function betasFor(cfg: ResolvedSchedulerConfig): Float64Array {
   } else if (cfg.beta_schedule === "squaredcos_cap_v2") {
     betas = cosineBetas(T);
   } else {
-    throw new SchedulerConfigError("beta_schedule", `unknown beta_schedule ${JSON.stringify(cfg.beta_schedule)}`);
+    throw new SchedulerConfigError("beta_schedule", `beta_schedule ${JSON.stringify(cfg.beta_schedule)} is unknown`);
   }
   for (let i = 0; i < T; i++) {
     if (!(betas[i]! > 0 && betas[i]! < 1)) {

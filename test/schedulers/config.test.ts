@@ -78,7 +78,7 @@ describe("scheduler config", () => {
 
   test("bad configs are rejected with an error naming the key", () => {
     rejects({ beta_start: 0.001, beta_end: 0.0001 }, "beta_end", /beta_end \(0\.0001\) must be ≥ beta_start \(0\.001\)/);
-    rejects({ beta_schedule: "cosine" }, "beta_schedule", /unknown beta_schedule "cosine"/);
+    rejects({ beta_schedule: "cosine" }, "beta_schedule", /beta_schedule "cosine" is unknown \(expected one of linear, scaled_linear, squaredcos_cap_v2\)/);
     rejects({ prediction_type: "noise" }, "prediction_type");
     rejects({ timestep_spacing: "uniform" }, "timestep_spacing");
     rejects({ num_train_timesteps: -5 }, "num_train_timesteps");

@@ -50,8 +50,8 @@ export function sumAbs(t: Tensor): number {
 }
 export const meanAbs = (t: Tensor): number => sumAbs(t) / t.data.length;
 
-export function makeScheduler(name: string, config: Record<string, unknown> = {}): Scheduler {
+export function makeScheduler(name: string, config: Record<string, unknown> = {}): Scheduler & { readonly config: Readonly<Record<string, unknown>> } {
   const plugin = getSchedulerPlugin(name);
   const instance = plugin.create(plugin.resolve(config), undefined as never) as SchedulerInstance;
-  return instance.createScheduler();
+  return instance.createScheduler() as Scheduler & { readonly config: Readonly<Record<string, unknown>> };
 }
