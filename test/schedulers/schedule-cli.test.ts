@@ -85,7 +85,7 @@ describe("plot helper", () => {
   test("nice ticks", () => {
     expect(niceTicks(0, 1000)).toEqual([0, 200, 400, 600, 800, 1000]);
     expect(niceTicks(0, 1)).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1]);
-    expect(niceTicks(-3, 7, 5)).toEqual([-2, 0, 2, 4, 6]);
+    expect(niceTicks(-3, 7, 6)).toEqual([-2, 0, 2, 4, 6]);
   });
   test("SVG has title, axes labels, one path per line series and escapes text", () => {
     const svg = linePlotSvg({
