@@ -1,0 +1,61 @@
+/**
+ * `bun run eval` end to end on tiny-sd with the test evaluation CLIP: report files, and resuming a
+ * grid that was cut off (only missing cells are recomputed).
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import type { Results } from "../../api/report.ts";
+
+const ARGS = ["--pipeline", "pipelines/tiny-sd.json", "--eval-models", "test/metrics/fixtures/clip-eval", "--schedulers", "ddim,euler",
+  "--steps", "2,3", "--limit", "2", "--per-prompt", "2", "--provider", "cpu", "--threads", "1"];
+
+function evalCli(out: string, extra: string[] = []) {
+  const p = Bun.spawnSync(["./node_modules/.bin/bun", "api/cli/eval.ts", ...ARGS, "--out", out, ...extra]);
+  return { code: p.exitCode, stdout: p.stdout.toString(), stderr: p.stderr.toString() };
+}
+
+describe("bun run eval", () => {
+  test("writes results.json, CSV, PNG plots, grids and HTML; resumes a cut-off grid", () => {
+    const out = `${mkdtempSync(`${tmpdir()}/diffgraph-eval-`)}/report`;
+    const first = evalCli(out);
+    expect(first.stderr).not.toContain("eval:");
+    expect(first.code).toBe(0);
+    const results = JSON.parse(readFileSync(`${out}/results.json`, "utf8")) as Results;
+    expect(results.cells).toHaveLength(4);
+    for (const c of results.cells) {
+      expect(c.images).toBe(4);
+      expect(Number.isFinite(c.clipScore) && Number.isFinite(c.rPrecision) && Number.isFinite(c.fd!)).toBe(true);
+      expect(existsSync(`${out}/${c.grid}`)).toBe(true);
+    }
+    const csv = readFileSync(`${out}/results.csv`, "utf8").trim().split("\n");
+    expect(csv).toHaveLength(5);
+    expect(csv[0]).toStartWith("scheduler,steps,guidance");
+    for (const p of ["clipScore", "rPrecision", "fd", "secondsPerImage"]) {
+      const png = readFileSync(`${out}/plots/${p}.png`);
+      expect([...png.subarray(1, 4)]).toEqual([0x50, 0x4e, 0x47]); // "PNG"
+    }
+    const html = readFileSync(`${out}/index.html`, "utf8");
+    expect(html).toContain("plots/clipScore.png");
+    expect(html).toContain("grids/ddim-3steps-g7.5.png");
+    expect(first.stderr).toContain("16/16 images");
+
+    // Cut the grid: drop the last cell as if the run had been killed during it.
+    const cut = { ...results, cells: results.cells.slice(0, 3) };
+    writeFileSync(`${out}/results.json`, JSON.stringify(cut));
+    const second = evalCli(out);
+    expect(second.code).toBe(0);
+    expect(second.stderr).toContain("3 of 4 cells already done");
+    const resumed = JSON.parse(readFileSync(`${out}/results.json`, "utf8")) as Results;
+    expect(resumed.cells).toHaveLength(4);
+    expect(resumed.cells.slice(0, 3)).toEqual(results.cells.slice(0, 3)); // untouched, not recomputed
+    // Same seeds, same numbers for the recomputed cell.
+    expect(resumed.cells[3]!.clipScore).toBeCloseTo(results.cells[3]!.clipScore, 10);
+    expect(resumed.cells[3]!.fd!).toBeCloseTo(results.cells[3]!.fd!, 8);
+
+    // Different settings into the same folder are refused, not mixed.
+    const clash = evalCli(out, ["--seed", "5"]);
+    expect(clash.code).toBe(1);
+    expect(clash.stderr).toContain('different "seed"');
+  });
+});
