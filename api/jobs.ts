@@ -72,6 +72,7 @@ class Subscriber implements AsyncIterable<JobEvent> {
   private wake: (() => void) | null = null;
   private ended = false;
   private dropped = 0;
+  private closed = false;
   constructor(
     private readonly capacity: number,
     private readonly onClose: () => void,
@@ -95,28 +96,46 @@ class Subscriber implements AsyncIterable<JobEvent> {
     this.wake?.();
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<JobEvent> {
-    try {
+  // A hand-written iterator rather than an async generator: `return()` (a client that disconnects)
+  // must take effect at once, even while `next()` is waiting for the job's next step.
+  [Symbol.asyncIterator](): AsyncIterator<JobEvent> {
+    const done = (): IteratorResult<JobEvent> => ({ value: undefined, done: true });
+    const close = () => {
+      if (this.closed) return;
+      this.closed = true;
+      this.ended = true;
+      this.items.length = 0;
+      this.wake?.();
+      this.onClose();
+    };
+    const next = async (): Promise<IteratorResult<JobEvent>> => {
       for (;;) {
+        if (this.closed) return done();
         const e = this.items.shift();
         if (e) {
+          if (e.type === "finished") close();
           if (e.type === "step" && this.dropped) {
-            yield { ...e, dropped: this.dropped };
+            const out = { ...e, dropped: this.dropped };
             this.dropped = 0;
-            continue;
+            return { value: out, done: false };
           }
-          yield e;
-          if (e.type === "finished") return;
-          continue;
+          return { value: e, done: false };
         }
-        if (this.ended) return;
+        if (this.ended) {
+          close();
+          return done();
+        }
         await new Promise<void>((r) => (this.wake = r));
         this.wake = null;
       }
-    } finally {
-      this.ended = true;
-      this.onClose();
-    }
+    };
+    return {
+      next,
+      return: async () => {
+        close();
+        return done();
+      },
+    };
   }
 }
 
