@@ -34,6 +34,18 @@ export interface CellResult {
   readonly finishedAt: string;
 }
 
+/** The same metrics on real images with their captions (the ceiling), when a real set is given. */
+export interface RealResult {
+  readonly images: number;
+  readonly clipScore: number;
+  readonly clipScoreStd: number;
+  readonly rPrecision: number;
+  readonly meanRank: number;
+  /** Real set vs the reference features (the floor when they are disjoint samples of the same data). */
+  readonly fd: number | null;
+  readonly fdL2: number | null;
+}
+
 export interface ReportSettings {
   readonly pipeline: string;
   readonly evalModels: string;
@@ -42,6 +54,7 @@ export interface ReportSettings {
   readonly seed: number;
   readonly candidates: number;
   readonly captionPool: string;
+  readonly realSet: string | null;
   readonly reference: { readonly source: string; readonly n: number } | null;
   readonly size: { readonly height: number; readonly width: number };
 }
@@ -52,6 +65,7 @@ export interface Results {
   /** Grid axes as last requested (cells from earlier, larger grids are kept). */
   readonly grid: { readonly schedulers: readonly string[]; readonly steps: readonly number[]; readonly guidance: readonly number[] };
   readonly cells: CellResult[];
+  readonly real?: RealResult | null;
   readonly environment?: Record<string, string | number>;
 }
 
@@ -112,6 +126,14 @@ function sortCells(cells: readonly CellResult[]): CellResult[] {
   return [...cells].sort((a, b) => a.guidance - b.guidance || a.scheduler.localeCompare(b.scheduler) || a.steps - b.steps);
 }
 
+/** The real-image value as a dashed horizontal line across the steps range. */
+function realSeries(real: RealResult | null | undefined, key: MetricSpec["key"], steps: readonly number[]): Series[] {
+  if (!real || key === "secondsPerImage" || key === "meanRank") return [];
+  const v = real[key];
+  if (v === null || v === undefined) return [];
+  return [{ name: key === "fd" || key === "fdL2" ? "real images vs reference" : "real images (ceiling)", x: [Math.min(...steps), Math.max(...steps)], y: [v, v], color: "#555555", dashed: true }];
+}
+
 /** One series per (scheduler, guidance) present in the cells. */
 function seriesFor(cells: readonly CellResult[], key: MetricSpec["key"]): Series[] {
   const groups = new Map<string, CellResult[]>();
@@ -143,8 +165,8 @@ export async function writeReport(dir: string, results: Results, title = "diffgr
       title: `${m.title} vs steps`,
       subtitle: `${s.pipeline} · ${s.prompts.length} prompts × ${s.imagesPerPrompt} image(s) per cell · ${m.better}`,
       x: { label: "denoising steps", min: 0, max: niceMax(Math.max(...stepsSeen)) },
-      y: { label: m.label, ...(m.key === "rPrecision" ? { min: 0, max: 1.02 } : padded(cells.map((c) => c[m.key]))) },
-      series: seriesFor(cells, m.key),
+      y: { label: m.label, ...(m.key === "rPrecision" ? { min: 0, max: 1.02 } : padded([...cells.map((c) => c[m.key]), ...(m.key !== "secondsPerImage" && m.key !== "meanRank" && results.real ? [results.real[m.key]] : [])])) },
+      series: [...seriesFor(cells, m.key), ...realSeries(results.real, m.key, stepsSeen)],
     });
     await writeFile(`${dir}/${file}`, png);
     plots.push(file);
@@ -209,7 +231,8 @@ R-precision: top-1 among ${s.candidates} captions (pool: ${esc(s.captionPool)}).
 CLIP score is 100 × cosine (unclamped).</p>
 <h2>Results</h2>
 <table><tr><th>scheduler</th><th>steps</th><th>guidance</th><th>images</th><th>CLIP score</th><th>R-precision</th><th>mean rank</th><th>FD</th><th>FD (L2)</th><th>s / image</th></tr>
-${rows}</table>
+${rows}
+${results.real ? `<tr><td><b>real images</b></td><td>–</td><td>–</td><td>${results.real.images}</td><td>${fmt(results.real.clipScore)} ± ${fmt(results.real.clipScoreStd, 3)}</td><td>${fmt(results.real.rPrecision, 3)}</td><td>${fmt(results.real.meanRank, 3)}</td><td>${fmt(results.real.fd)}</td><td>${fmt(results.real.fdL2)}</td><td>–</td></tr>` : ""}</table>
 <p><a href="results.csv">results.csv</a> · <a href="results.json">results.json</a></p>
 <h2>Plots</h2><div class="plots">${plots.map((p) => `<a href="${esc(p)}"><img src="${esc(p)}" alt="${esc(p)}"></a>`).join("\n")}</div>
 <h2>Sample grids</h2><p>First image of each prompt: ${s.prompts.slice(0, 16).map((p) => esc(p)).join(" · ")}</p>

@@ -22,7 +22,7 @@ import { frechetDistance, type Gaussian } from "../../plugins/metrics/linalg.ts"
 import { candidateCaptions, promptRank } from "../../plugins/metrics/r-precision.ts";
 import { FeatureStats, gaussianFromJSON, type GaussianStatsJson } from "../../plugins/metrics/stats.ts";
 import { gridPng, readImage } from "../image.ts";
-import { cellKey, cellSlug, loadResults, sameSettings, saveResults, writeReport, type CellResult, type ReportSettings, type Results } from "../report.ts";
+import { cellKey, cellSlug, loadResults, sameSettings, saveResults, writeReport, type CellResult, type RealResult, type ReportSettings, type Results } from "../report.ts";
 import { DEFAULT_PIPELINE } from "./generate.ts";
 
 const DEFAULT_PROMPTS = ["red heart", "grinning face", "thumbs up", "pizza", "cat face", "rocket", "sun", "crying face"];
@@ -41,6 +41,8 @@ const HELP = `diffgraph eval — metrics over a grid of schedulers × steps × g
   --eval-models DIR      folder holding clip_eval/ (default: the pipeline's model folder)
   --caption-pool FILE    R-precision captions (default clip_eval/captions.json if present, else the prompts)
   --candidates N         R-precision candidates per image, prompt included (default 100, capped by the pool)
+  --real-set FILE        real images with captions (JSON [{file, caption}]): the real-image ceiling for
+                         CLIP score / R-precision; its captions are the prompt set unless --prompts
   --reference-images DIR real images for the Fréchet distance (PNG/JPEG/WebP, resized to the output size)
   --reference-stats FILE saved reference statistics (JSON n/mu/sigma; raw features)
   --save-reference FILE  write the reference statistics computed from --reference-images
@@ -73,6 +75,22 @@ function readPrompts(file: string): string[] {
     return arr.map((x) => (typeof x === "string" ? x : String((x as { caption?: string; prompt?: string }).caption ?? (x as { prompt?: string }).prompt)));
   }
   return text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+}
+
+/** Real images with captions: a JSON array of {file, caption} (or {items: [...]}, as the metrics fixture), paths relative to the file. */
+function readRealSet(path: string): { file: string; caption: string }[] {
+  const j = JSON.parse(readFileSync(path, "utf8")) as unknown;
+  const arr = Array.isArray(j) ? j : (j as { items?: unknown }).items;
+  if (!Array.isArray(arr)) throw new Error(`--real-set ${path}: expected an array of {file, caption}`);
+  const dir = path.replace(/[^/]*$/, "") || "./";
+  return arr.map((x, i) => {
+    const { file, caption } = x as { file?: string; caption?: string };
+    if (typeof file !== "string" || typeof caption !== "string") throw new Error(`--real-set ${path}: item ${i} needs "file" and "caption"`);
+    const candidates = [file.startsWith("/") ? file : `${dir}${file}`, `${dir}real/${file}`];
+    const found = candidates.find((c) => existsSync(c));
+    if (!found) throw new Error(`--real-set ${path}: item ${i}: ${candidates[0]} not found`);
+    return { file: found, caption };
+  });
 }
 
 function duration(s: number): string {
@@ -176,7 +194,7 @@ export async function main(argv: string[]): Promise<number> {
       pipeline: { type: "string" }, schedulers: { type: "string" }, steps: { type: "string" }, guidance: { type: "string" },
       prompts: { type: "string" }, limit: { type: "string" }, "per-prompt": { type: "string" }, seed: { type: "string" },
       "eval-models": { type: "string" }, "caption-pool": { type: "string" }, candidates: { type: "string" },
-      "reference-images": { type: "string" }, "reference-stats": { type: "string" }, "save-reference": { type: "string" },
+      "reference-images": { type: "string" }, "real-set": { type: "string" }, "reference-stats": { type: "string" }, "save-reference": { type: "string" },
       out: { type: "string" }, fresh: { type: "boolean" }, provider: { type: "string" }, threads: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -202,8 +220,10 @@ export async function main(argv: string[]): Promise<number> {
     }
     const steps = list("steps", values.steps, number("steps"), [10, 20, 50]);
     const guidance = list("guidance", values.guidance, number("guidance"), [pipeline.defaults.guidanceScale ?? 7.5]);
-    let prompts = values.prompts ? readPrompts(values.prompts) : DEFAULT_PROMPTS;
+    const realSet = values["real-set"] ? readRealSet(values["real-set"]) : null;
+    let prompts = values.prompts ? readPrompts(values.prompts) : realSet ? realSet.map((r) => r.caption) : DEFAULT_PROMPTS;
     if (values.limit) prompts = prompts.slice(0, Number(values.limit));
+    const real = realSet?.filter((r) => prompts.includes(r.caption)) ?? null;
     if (prompts.length === 0) throw new Error("the prompt set is empty");
     const perPrompt = values["per-prompt"] ? Number(values["per-prompt"]) : 1;
     const seed = values.seed ? Number(values.seed) : 0;
@@ -239,6 +259,41 @@ export async function main(argv: string[]): Promise<number> {
     const candidates = Math.min(values.candidates ? Number(values.candidates) : 100, new Set([...pool, ...prompts]).size);
 
     const reference = await referenceStats(values, evalModels, tower, size);
+
+    // Real images with their captions: the ceiling for CLIP score and R-precision on the same candidates.
+    const realResult = async (): Promise<RealResult | null> => {
+      if (!real || real.length === 0) return null;
+      const scores: number[] = [];
+      let hits = 0;
+      let ranks = 0;
+      let stats: FeatureStats | null = null;
+      let statsL2: FeatureStats | null = null;
+      for (let i = 0; i < real.length; i += 32) {
+        const chunk = real.slice(i, i + 32);
+        const f = await tower.embed(concat0(await Promise.all(chunk.map((r) => readImage(r.file, size.width, size.height)))));
+        stats ??= new FeatureStats(f.dims[1]!);
+        statsL2 ??= new FeatureStats(f.dims[1]!);
+        stats.add(f.data, f.dims[0]!);
+        statsL2.add(l2normalize(f).data, f.dims[0]!);
+        scores.push(...clipScores(f, await text.embed(chunk.map((r) => r.caption))));
+        for (const [k, r] of chunk.entries()) {
+          const rank = promptRank(f, k, await text.embed(candidateCaptions(r.caption, pool, candidates, 0)));
+          ranks += rank;
+          if (rank === 1) hits++;
+        }
+      }
+      const n = scores.length;
+      const mean = scores.reduce((a, x) => a + x, 0) / n;
+      return {
+        images: n,
+        clipScore: mean,
+        clipScoreStd: Math.sqrt(scores.reduce((a, x) => a + (x - mean) ** 2, 0) / Math.max(n - 1, 1)),
+        rPrecision: hits / n,
+        meanRank: ranks / n,
+        fd: reference ? frechetDistance(stats!.gaussian(), reference.raw) : null,
+        fdL2: reference?.l2 ? frechetDistance(statsL2!.gaussian(), reference.l2) : null,
+      };
+    };
     const out = values.out ?? `reports/${pipeline.name}`;
     await mkdir(`${out}/grids`, { recursive: true });
     const settings: ReportSettings = {
@@ -249,6 +304,7 @@ export async function main(argv: string[]): Promise<number> {
       seed,
       candidates,
       captionPool: poolName,
+      realSet: values["real-set"] ?? null,
       reference: reference ? { source: reference.source, n: reference.n } : null,
       size,
     };
@@ -258,11 +314,13 @@ export async function main(argv: string[]): Promise<number> {
       if (differs) throw new Error(`${out}/results.json was made with a different "${differs}"; use another --out, or --fresh to start over`);
     }
     const cells: CellResult[] = [...(previous?.cells ?? [])];
+    const realRes = previous?.real ?? (await realResult());
     const results = (): Results => ({
       version: 1,
       settings,
       grid: { schedulers, steps, guidance },
       cells,
+      real: realRes,
       environment: { host: dg.adapter.host, provider: dg.onnx.executionProvider, platform: `${process.platform}-${process.arch}` },
     });
     const done = new Set(cells.map(cellKey));
@@ -348,6 +406,9 @@ export async function main(argv: string[]): Promise<number> {
     console.log(`scheduler   steps  guidance   CLIP    R-prec   FD        FD(L2)    s/img`);
     for (const c of mine) {
       console.log(`${c.scheduler.padEnd(10)} ${String(c.steps).padStart(6)} ${String(c.guidance).padStart(9)}  ${c.clipScore.toFixed(2).padStart(6)}  ${c.rPrecision.toFixed(3).padStart(6)}  ${(c.fd?.toFixed(4) ?? "–").padStart(8)}  ${(c.fdL2?.toFixed(4) ?? "–").padStart(8)}  ${c.secondsPerImage.toFixed(3)}`);
+    }
+    if (realRes) {
+      console.log(`${"real".padEnd(10)} ${"–".padStart(6)} ${"–".padStart(9)}  ${realRes.clipScore.toFixed(2).padStart(6)}  ${realRes.rPrecision.toFixed(3).padStart(6)}  ${(realRes.fd?.toFixed(4) ?? "–").padStart(8)}  ${(realRes.fdL2?.toFixed(4) ?? "–").padStart(8)}`);
     }
     console.log(`report: ${out}/index.html (${plots.length} plots, results.json, results.csv)`);
     return 0;

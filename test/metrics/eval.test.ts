@@ -6,6 +6,8 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import type { Results } from "../../api/report.ts";
+import { tensorToPng } from "../../api/image.ts";
+import { createRng } from "../../core/random.ts";
 
 const ARGS = ["--pipeline", "pipelines/tiny-sd.json", "--eval-models", "test/metrics/fixtures/clip-eval", "--schedulers", "ddim,euler",
   "--steps", "2,3", "--limit", "2", "--per-prompt", "2", "--provider", "cpu", "--threads", "1"];
@@ -57,5 +59,25 @@ describe("bun run eval", () => {
     const clash = evalCli(out, ["--seed", "5"]);
     expect(clash.code).toBe(1);
     expect(clash.stderr).toContain('different "seed"');
+  });
+
+  test("a real set gives the real-image ceiling row and its prompts", async () => {
+    const dir = mkdtempSync(`${tmpdir()}/diffgraph-real-`);
+    const rng = createRng(9);
+    const items = [];
+    for (const [i, caption] of ["red heart", "pizza", "rocket"].entries()) {
+      const img = { dims: [1, 3, 64, 64], data: Float32Array.from({ length: 3 * 64 * 64 }, () => rng.uniform()) };
+      writeFileSync(`${dir}/${i}.png`, await tensorToPng(img));
+      items.push({ file: `${i}.png`, caption });
+    }
+    writeFileSync(`${dir}/set.json`, JSON.stringify(items));
+    const r = Bun.spawnSync(["./node_modules/.bin/bun", "api/cli/eval.ts", ...ARGS.filter((a, i) => a !== "--limit" && ARGS[i - 1] !== "--limit"),
+      "--steps", "2", "--schedulers", "ddim", "--real-set", `${dir}/set.json`, "--out", `${dir}/report`]);
+    expect(r.stderr.toString()).not.toContain("eval:");
+    const results = JSON.parse(readFileSync(`${dir}/report/results.json`, "utf8")) as Results;
+    expect(results.settings.prompts).toEqual(["red heart", "pizza", "rocket"]);
+    expect(results.real!.images).toBe(3);
+    expect(Number.isFinite(results.real!.clipScore) && Number.isFinite(results.real!.fd!)).toBe(true);
+    expect(readFileSync(`${dir}/report/index.html`, "utf8")).toContain("real images");
   });
 });
