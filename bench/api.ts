@@ -1,0 +1,166 @@
+/**
+ * `bun bench/api.ts [--pipeline NAME] [--steps N] [--clients K] [--jobs J]`
+ *
+ * The API's live path, measured against a real server on a loopback port (same process, so the
+ * server's step-end clock and the client's receive clock are the same `performance.now()`):
+ *   1. frames/s delivered to one client and the added latency from a step's end in the pipeline to
+ *      its event at the client (p50/p95/max), over SSE (graphql-sse) and WebSocket (graphql-ws);
+ *   2. the same with K clients watching one job (fan-out);
+ *   3. generation time of a job with no subscriber vs. with K subscribers that never read
+ *      (a slow client must not slow generation);
+ *   4. jobs/s at concurrency 1 vs. 2. Cross-job batching into shared noise-predictor calls is not
+ *      implemented (see api/jobs.ts), so there is no batching gain to report.
+ * Writes bench/results/api.json; asserts nothing.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { GENERATE, PROGRESS, sseTransport, startTestServer, wsTransport, type TestServer, type Transport } from "../test/api/helpers.ts";
+
+const { values } = parseArgs({
+  args: process.argv.slice(2),
+  options: { pipeline: { type: "string" }, steps: { type: "string" }, clients: { type: "string" }, jobs: { type: "string" } },
+});
+const steps = Number(values.steps ?? 50);
+const clients = Number(values.clients ?? 8);
+const jobsN = Number(values.jobs ?? 12);
+const pipeline = values.pipeline;
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : NaN;
+};
+const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : "–");
+
+const STEP_ONLY = PROGRESS.replace("jobId step", "jobId serverTime step");
+
+async function generate(server: TestServer, input: Record<string, unknown> = {}): Promise<string> {
+  const r = await server.gql(GENERATE, { input: { prompt: "benchmark", steps, scheduler: "ddim", ...(pipeline ? { pipeline } : {}), ...input } });
+  if (r.errors) throw new Error(JSON.stringify(r.errors));
+  return r.data.generate.id;
+}
+
+/** Hold the single slot with a long job until `fn` has subscribed, so the watched job's every step is seen. */
+async function whileBusy<T>(server: TestServer, fn: (release: () => Promise<void>) => Promise<T>): Promise<T> {
+  const blocker = await generate(server, { steps: 500 });
+  const release = async () => void (await server.gql(`mutation($id: ID!) { cancelJob(id: $id) { id } }`, { id: blocker }));
+  try {
+    return await fn(release);
+  } finally {
+    await release();
+    await server.service.jobs.idle();
+  }
+}
+
+interface LiveResult {
+  transport: string;
+  clients: number;
+  framesPerClient: number;
+  framesPerSecond: number;
+  latencyMs: { p50: number; p95: number; max: number };
+  dropped: number;
+}
+
+async function live(server: TestServer, make: () => Transport, k: number): Promise<LiveResult> {
+  const transport = make();
+  try {
+    return await whileBusy(server, async (release) => {
+      const id = await generate(server);
+      const lat: number[] = [];
+      const firstLast: [number, number][] = [];
+      let frames = 0;
+      let dropped = 0;
+      let subscribed = 0;
+      const all = Array.from({ length: k }, async () => {
+        let first = 0;
+        let last = 0;
+        await transport.subscribe(server, STEP_ONLY, { id }, async (d) => {
+          const e = d.jobProgress;
+          const now = performance.now();
+          if (e.__typename === "JobSnapshot" && ++subscribed === k) await release();
+          if (e.__typename !== "JobStep") return;
+          lat.push(now - e.serverTime);
+          frames++;
+          dropped += e.dropped;
+          first ||= now;
+          last = now;
+        });
+        firstLast.push([first, last]);
+      });
+      await Promise.all(all);
+      const spans = firstLast.map(([a, b]) => (b - a) / 1000);
+      const perClient = frames / k;
+      return {
+        transport: transport.name,
+        clients: k,
+        framesPerClient: perClient,
+        framesPerSecond: (perClient - 1) / (spans.reduce((a, b) => a + b, 0) / spans.length),
+        latencyMs: { p50: pct(lat, 50), p95: pct(lat, 95), max: Math.max(...lat) },
+        dropped,
+      };
+    });
+  } finally {
+    transport.dispose();
+  }
+}
+
+async function generationTime(server: TestServer, stalledReaders: number): Promise<number> {
+  const id = await generate(server);
+  const its = Array.from({ length: stalledReaders }, () => server.service.jobs.subscribe(id)![Symbol.asyncIterator]());
+  const t0 = performance.now();
+  await server.service.jobs.idle();
+  const ms = performance.now() - t0;
+  for (const it of its) await it.return?.();
+  return ms;
+}
+
+async function throughput(concurrency: number): Promise<number> {
+  const server = await startTestServer({ concurrency, maxQueue: jobsN + 1, ...(pipeline ? { defaultPipeline: pipeline } : {}) });
+  try {
+    await generate(server, { steps: 2 }); // warm-up
+    await server.service.jobs.idle();
+    const t0 = performance.now();
+    for (let i = 0; i < jobsN; i++) await generate(server, { seed: i, steps: 20 });
+    await server.service.jobs.idle();
+    return jobsN / ((performance.now() - t0) / 1000);
+  } finally {
+    await server.close();
+  }
+}
+
+const server = await startTestServer({ concurrency: 1, subscriberBuffer: 64, ...(pipeline ? { defaultPipeline: pipeline } : {}) });
+const name = pipeline ?? server.service.defaultPipeline;
+console.log(`diffgraph API benchmark — pipeline ${name}, ${steps} steps (ddim), previews every step; host bun ${Bun.version}, ${navigator.hardwareConcurrency} cores\n`);
+await generationTime(server, 0); // warm-up
+
+const results: LiveResult[] = [];
+for (const make of [sseTransport, wsTransport]) {
+  for (const k of [1, clients]) results.push(await live(server, make, k));
+}
+console.log("transport              | clients | frames/client | frames/s per client | step end → client ms p50 / p95 / max | dropped");
+for (const r of results) {
+  console.log(
+    `${r.transport.padEnd(22)} | ${String(r.clients).padStart(7)} | ${f(r.framesPerClient, 0).padStart(13)} | ${f(r.framesPerSecond).padStart(19)} | ${`${f(r.latencyMs.p50, 2)} / ${f(r.latencyMs.p95, 2)} / ${f(r.latencyMs.max, 2)}`.padStart(36)} | ${r.dropped}`,
+  );
+}
+
+const alone = [] as number[];
+const stalled = [] as number[];
+for (let i = 0; i < 3; i++) {
+  alone.push(await generationTime(server, 0));
+  stalled.push(await generationTime(server, 20));
+}
+const med = (xs: number[]) => pct(xs, 50);
+console.log(`\ngeneration of one ${steps}-step job: ${f(med(alone))} ms alone, ${f(med(stalled))} ms with 20 subscribers that never read (median of 3)`);
+await server.close();
+
+const jps1 = await throughput(1);
+const jps2 = await throughput(2);
+console.log(`throughput, ${jobsN} jobs of 20 steps: ${f(jps1, 2)} jobs/s at concurrency 1, ${f(jps2, 2)} jobs/s at concurrency 2 (×${f(jps2 / jps1, 2)})`);
+console.log("batching gain: not measured — jobs are not batched across noise-predictor calls (core's denoise loop runs one job per call)");
+
+mkdirSync("bench/results", { recursive: true });
+writeFileSync(
+  "bench/results/api.json",
+  JSON.stringify({ pipeline: name, steps, live: results, generationMs: { alone: med(alone), with20StalledSubscribers: med(stalled) }, jobsPerSecond: { concurrency1: jps1, concurrency2: jps2 } }, null, 2),
+);
+console.log("\nwrote bench/results/api.json");
