@@ -78,8 +78,8 @@ export function createYogaServer(options: AppOptions): ApiYoga {
     cors: false, // Hono's middleware handles CORS for every route
     healthCheckEndpoint: "/graphql/health",
     context: (initial) => {
-      const i = initial as { request?: Request; connectionParams?: Record<string, unknown> };
-      return { service, baseUrl: options.publicUrl ?? "", apiKey: presentedKey(i.request, i.connectionParams) };
+      const i = initial as { request?: Request; upgradeRequest?: Request; connectionParams?: Record<string, unknown> };
+      return { service, baseUrl: options.publicUrl ?? "", apiKey: presentedKey(i.request ?? i.upgradeRequest, i.connectionParams) };
     },
     plugins: [useQueryLimits(), useApiKey(service.apiKey), ...(options.plugins ?? [])],
     logging: "warn",

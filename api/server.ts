@@ -63,7 +63,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       const request = (ctx.extra.socket as unknown as { data: { request: Request } }).data.request;
       const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
         ...ctx,
-        request,
+        // Not `request`: yoga would treat the upgrade GET as the operation's HTTP request and refuse mutations.
+        upgradeRequest: request,
         connectionParams: ctx.connectionParams,
         params,
       });
