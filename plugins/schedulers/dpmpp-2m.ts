@@ -8,11 +8,12 @@
  * (stabler at few steps); `final_sigmas_type` chooses whether the last step lands on σ = 0.
  */
 import type { Rng } from "../../core/random.ts";
-import type { ScheduleData, SchedulerStepOutput } from "../../core/scheduler.ts";
+import type { SchedulerStepOutput } from "../../core/scheduler.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { BASE_DEFAULTS, requireSupported, type ConfigWith } from "./config.ts";
-import { axpby, BaseScheduler, defineScheduler, like, predictX0, rows, sameShape } from "./base.ts";
-import { dynamicThreshold, karrasSigmas, linspace, roundHalfEven, sigmaAt, sigmaToT, trainSigmas } from "./schedule.ts";
+import { defineScheduler, like, predictX0, rows, sameShape } from "./base.ts";
+import { alphaSigma, lambdaOf, MultistepScheduler } from "./multistep.ts";
+import { dynamicThreshold } from "./schedule.ts";
 
 const DEFAULTS = {
   ...BASE_DEFAULTS,
@@ -35,56 +36,16 @@ const DEFAULTS = {
 };
 type Config = ConfigWith<typeof DEFAULTS>;
 
-/** α_t = 1/√(σ²+1), σ_t = σ·α_t: the VP coefficients of a σ-space noise level. */
-function alphaSigma(sigma: number): [number, number] {
-  const a = 1 / Math.sqrt(sigma * sigma + 1);
-  return [a, sigma * a];
-}
-
-export class DpmSolverMultistepScheduler extends BaseScheduler<Config> {
-  sigmas: number[] = [];
-  private readonly trainSig: Float64Array;
+export class DpmSolverMultistepScheduler extends MultistepScheduler<Config> {
   private history: Float32Array[] = [];
   private lowerOrderNums = 0;
   private scratch = new Float32Array(0);
 
   constructor(config: Config) {
     super("dpmpp-2m", config);
-    this.trainSig = trainSigmas(this.train.alphasCumprod);
   }
 
-  protected build(n: number): void {
-    const c = this.config;
-    const T = this.train.numTrainTimesteps;
-    // λ_min clipping (for cosine schedules): skip the noisiest training steps whose λ is below it.
-    let clipped = 0;
-    const abar = this.train.alphasCumprod;
-    for (let t = 0; t < T; t++) {
-      const lambda = 0.5 * Math.log(abar[t]!) - 0.5 * Math.log(1 - abar[t]!);
-      if (lambda < c.lambda_min_clipped) clipped++;
-    }
-    const last = T - clipped;
-    let ts: number[];
-    if (c.timestep_spacing === "linspace") {
-      const l = linspace(0, last - 1, n + 1);
-      ts = Array.from(l, roundHalfEven).reverse().slice(0, -1);
-    } else if (c.timestep_spacing === "leading") {
-      const ratio = Math.floor(last / (n + 1));
-      ts = Array.from({ length: n + 1 }, (_, i) => i * ratio).reverse().slice(0, -1).map((t) => t + c.steps_offset);
-    } else {
-      const ratio = T / n;
-      ts = Array.from({ length: Math.ceil(last / ratio) }, (_, i) => roundHalfEven(last - i * ratio) - 1);
-    }
-    let sig: number[];
-    if (c.use_karras_sigmas) {
-      sig = karrasSigmas(this.trainSig[0]!, this.trainSig[T - 1]!, n);
-      ts = sig.map((s) => roundHalfEven(sigmaToT(s, this.trainSig.map(Math.log))));
-    } else {
-      sig = ts.map((t) => sigmaAt(t, this.trainSig));
-    }
-    const final = c.final_sigmas_type === "sigma_min" ? this.trainSig[0]! : 0;
-    this.timesteps = ts;
-    this.sigmas = [...sig, final].map(Math.fround);
+  protected reset(): void {
     this.history = [];
     this.lowerOrderNums = 0;
   }
@@ -115,14 +76,9 @@ export class DpmSolverMultistepScheduler extends BaseScheduler<Config> {
     return { prevSample: like(sample, prev), predOriginalSample: like(sample, x0) };
   }
 
-  private lambda(sigma: number): [number, number, number] {
-    const [a, s] = alphaSigma(sigma);
-    return [a, s, Math.log(a) - Math.log(s)];
-  }
-
   private firstOrder(i: number, x: Float32Array, x0: Float32Array): Float32Array {
-    const [, ss, ls] = this.lambda(this.sigmas[i]!);
-    const [at, st, lt] = this.lambda(this.sigmas[i + 1]!);
+    const [, ss, ls] = lambdaOf(this.sigmas[i]!);
+    const [at, st, lt] = lambdaOf(this.sigmas[i + 1]!);
     const h = lt - ls;
     const cx = st / ss;
     const c0 = -at * Math.expm1(-h);
@@ -132,9 +88,9 @@ export class DpmSolverMultistepScheduler extends BaseScheduler<Config> {
   }
 
   private secondOrder(i: number, x: Float32Array): Float32Array {
-    const [, s0, l0] = this.lambda(this.sigmas[i]!);
-    const [, , l1] = this.lambda(this.sigmas[i - 1]!);
-    const [at, st, lt] = this.lambda(this.sigmas[i + 1]!);
+    const [, s0, l0] = lambdaOf(this.sigmas[i]!);
+    const [, , l1] = lambdaOf(this.sigmas[i - 1]!);
+    const [at, st, lt] = lambdaOf(this.sigmas[i + 1]!);
     const m0 = this.history[this.history.length - 1]!;
     const m1 = this.history[this.history.length - 2]!;
     const h = lt - l0;
@@ -150,20 +106,6 @@ export class DpmSolverMultistepScheduler extends BaseScheduler<Config> {
     }
     return out;
   }
-
-  /** √ᾱ·x₀ + √(1−ᾱ)·ε at the (possibly Karras) noise level of `timestep`. */
-  override addNoise(original: Tensor, noise: Tensor, timestep: number): Tensor {
-    sameShape(original, noise, "addNoise noise");
-    this.requireTimesteps();
-    const i = this.beginIndex === null ? this.indexForTimestep(timestep) : (this.stepIndex ?? this.beginIndex);
-    const [a, s] = alphaSigma(this.sigmas[i]!);
-    return axpby(original, a, noise, s);
-  }
-
-  override schedule(): ScheduleData {
-    const visited = this.sigmas.slice(0, this.timesteps.length);
-    return this.scheduleData([...this.sigmas], visited.map((s) => -2 * Math.log(s)));
-  }
 }
 
 export default defineScheduler({
@@ -173,9 +115,10 @@ export default defineScheduler({
   defaults: DEFAULTS,
   validate: (cfg) =>
     requireSupported("dpmpp-2m", cfg, {
-      algorithm_type: ["dpmsolver++"],
+      algorithm_type: ["dpmsolver++", "deis"],
       solver_order: [1, 2],
-      solver_type: ["midpoint", "heun"],
+      // UniPC/DEIS solver types in a reused config mean midpoint here, as in diffusers.
+      solver_type: ["midpoint", "heun", "bh1", "bh2", "logrho"],
       use_exponential_sigmas: [false, null],
       use_beta_sigmas: [false, null],
       use_lu_lambdas: [false, null],

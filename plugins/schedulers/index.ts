@@ -21,6 +21,7 @@ import euler from "./euler.ts";
 import heun from "./heun.ts";
 import lcm from "./lcm.ts";
 import pndm from "./pndm.ts";
+import unipc from "./unipc.ts";
 
 /** Every scheduler plugin definition, for the plugin registry. */
 export const schedulerPlugins: readonly SchedulerPlugin[] = Object.freeze([
@@ -32,9 +33,10 @@ export const schedulerPlugins: readonly SchedulerPlugin[] = Object.freeze([
   heun,
   dpmpp2m,
   lcm,
+  unipc,
 ]);
 
-/** diffusers class name → diffgraph scheduler name. `UniPCMultistepScheduler` is mapped but not implemented yet. */
+/** diffusers class name → diffgraph scheduler name. */
 export const DIFFUSERS_CLASS_TO_SCHEDULER: Readonly<Record<string, string>> = Object.freeze({
   DDPMScheduler: "ddpm",
   DDIMScheduler: "ddim",

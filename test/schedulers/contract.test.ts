@@ -11,6 +11,7 @@ const options: Record<string, Omit<ContractOptions, "name">> = {
   heun: { repeatsTimesteps: true },
   "dpmpp-2m": {},
   lcm: { stochastic: true },
+  unipc: {},
 };
 
 for (const plugin of schedulerPlugins) runSchedulerContract({ name: plugin.name, ...options[plugin.name] });
@@ -26,3 +27,5 @@ runSchedulerContract({ name: "dpmpp-2m", config: { use_karras_sigmas: true, fina
 runSchedulerContract({ name: "dpmpp-2m", config: { solver_type: "heun", lower_order_final: false } });
 runSchedulerContract({ name: "ddim", config: { beta_schedule: "squaredcos_cap_v2", set_alpha_to_one: false } });
 runSchedulerContract({ name: "euler", config: { beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012 } });
+runSchedulerContract({ name: "unipc", config: { solver_order: 3, solver_type: "bh1" } });
+runSchedulerContract({ name: "unipc", config: { use_karras_sigmas: true, disable_corrector: [0, 1] } });

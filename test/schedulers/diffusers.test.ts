@@ -13,7 +13,7 @@ import type { Scheduler } from "../../core/scheduler.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { DdimScheduler } from "../../plugins/schedulers/ddim.ts";
 import { DdpmScheduler } from "../../plugins/schedulers/ddpm.ts";
-import { dummyModel, dummyNoiseDeter, dummySampleDeter, makeScheduler, meanAbs, scale, sumAbs } from "./harness.ts";
+import { dummyModel, dummyNoiseDeter, dummySampleDeter, makeScheduler, meanAbs, scale, SHAPE_1D, sumAbs } from "./harness.ts";
 
 interface LoopOptions {
   /** `set_timesteps(n)`; null walks every training timestep (DDPM's tests). */
@@ -23,16 +23,18 @@ interface LoopOptions {
   /** Start at `timesteps[tStart·order]` after `add_noise(sample, dummy_noise_deter, t)`. */
   readonly tStart?: number;
   readonly rng?: Rng;
+  /** Sample shape (diffusers' 1-D test classes use [4, 3, 8]). */
+  readonly dims?: readonly number[];
 }
 
 function fullLoop(name: string, config: Record<string, unknown>, o: LoopOptions): Tensor {
   const s: Scheduler = makeScheduler(name, config);
   if (o.steps !== null) s.setTimesteps(o.steps);
-  let x = scale(dummySampleDeter(), s.initNoiseSigma);
+  let x = scale(dummySampleDeter(o.dims), s.initNoiseSigma);
   let ts = s.timesteps;
   if (o.tStart !== undefined) {
     ts = ts.slice(o.tStart * s.order);
-    x = s.addNoise(x, dummyNoiseDeter(), ts[0]!);
+    x = s.addNoise(x, dummyNoiseDeter(o.dims), ts[0]!);
   }
   for (const t of ts) {
     if (o.scaled) x = s.scaleModelInput(x, t);
@@ -221,5 +223,36 @@ describe("LCMScheduler (test_scheduler_lcm.py)", () => {
     const s = makeScheduler("lcm", cfg);
     s.setTimesteps(4);
     expect(s.timesteps).toEqual([999, 759, 499, 259]);
+  });
+});
+
+describe("UniPCMultistepScheduler (test_scheduler_unipc.py)", () => {
+  const cfg = { ...LINEAR, solver_order: 2, solver_type: "bh2", final_sigmas_type: "sigma_min" };
+  for (const [label, dims, want] of [
+    ["2-D", undefined, { plain: 0.2464, karras: 0.2925, v: 0.1014, karrasV: 0.1966, noiseSum: 315.5757, noiseMean: 0.4109 }],
+    ["1-D", SHAPE_1D, { plain: 0.2441, karras: 0.2898, v: 0.1014, karrasV: 0.1944, noiseSum: 39.087, noiseMean: 0.4072 }],
+  ] as const) {
+    const o = { steps: 10, dims };
+    test(`${label} test_full_loop_no_noise / test_switch`, () => expectPublished(fullLoop("unipc", cfg, o), null, want.plain));
+    test(`${label} test_full_loop_with_karras`, () => expectPublished(fullLoop("unipc", { ...cfg, use_karras_sigmas: true }, o), null, want.karras));
+    test(`${label} test_full_loop_with_v_prediction`, () =>
+      expectPublished(fullLoop("unipc", { ...cfg, prediction_type: "v_prediction" }, o), null, want.v));
+    test(`${label} test_full_loop_with_karras_and_v_prediction`, () =>
+      expectPublished(fullLoop("unipc", { ...cfg, prediction_type: "v_prediction", use_karras_sigmas: true }, o), null, want.karrasV));
+    test(`${label} test_full_loop_with_noise`, () =>
+      expectPublished(fullLoop("unipc", cfg, { ...o, tStart: 8 }), want.noiseSum, want.noiseMean));
+  }
+  test("test_switch: DPM-Solver's config (solver_type midpoint) reused by UniPC means bh2", () => {
+    const viaDpm = makeScheduler("dpmpp-2m", makeScheduler("unipc", cfg).config as never).config;
+    expectPublished(fullLoop("unipc", viaDpm as never, { steps: 10 }), null, 0.2464);
+  });
+  test("test_solver_order_and_type: no NaN for orders 1–3, bh1/bh2, ε and x₀, final σ zero or σ_min", () => {
+    for (const solver_order of [1, 2, 3])
+      for (const solver_type of ["bh1", "bh2"])
+        for (const prediction_type of ["epsilon", "sample"])
+          for (const final_sigmas_type of ["zero", "sigma_min"]) {
+            const x = fullLoop("unipc", { ...cfg, solver_order, solver_type, prediction_type, final_sigmas_type }, { steps: 10 });
+            expect(x.data.some(Number.isNaN), `${solver_order} ${solver_type} ${prediction_type} ${final_sigmas_type}`).toBe(false);
+          }
   });
 });

@@ -8,27 +8,27 @@ import type { SchedulerInstance } from "../../core/plugin.ts";
 import { getSchedulerPlugin } from "../../plugins/schedulers/index.ts";
 import type { Scheduler } from "../../core/scheduler.ts";
 
-const B = 4;
-const C = 3;
-const H = 8;
-const W = 8;
-const N = B * C * H * W;
-
-/** torch.arange(N).reshape(C, H, W, B) / N, permuted to [B, C, H, W] (flip: the noise variant). */
-function deter(flip: boolean): Tensor {
+/**
+ * torch.arange(N).reshape(*rest, B) / N permuted to [B, *rest] (diffusers' 2-D [4, 3, 8, 8] and
+ * 1-D [4, 3, 8] variants); `flip` reverses the arange first (the noise variant).
+ */
+function deter(flip: boolean, dims: readonly number[]): Tensor {
+  const B = dims[0]!;
+  const rest = dims.slice(1).reduce((a, b) => a * b, 1);
+  const N = B * rest;
   const data = new Float32Array(N);
   for (let b = 0; b < B; b++)
-    for (let c = 0; c < C; c++)
-      for (let h = 0; h < H; h++)
-        for (let w = 0; w < W; w++) {
-          const idx = ((c * H + h) * W + w) * B + b;
-          data[((b * C + c) * H + h) * W + w] = (flip ? N - 1 - idx : idx) / N;
-        }
-  return { dims: [B, C, H, W], data };
+    for (let r = 0; r < rest; r++) {
+      const idx = r * B + b;
+      data[b * rest + r] = (flip ? N - 1 - idx : idx) / N;
+    }
+  return { dims: [...dims], data };
 }
 
-export const dummySampleDeter = (): Tensor => deter(false);
-export const dummyNoiseDeter = (): Tensor => deter(true);
+export const SHAPE_2D = [4, 3, 8, 8] as const;
+export const SHAPE_1D = [4, 3, 8] as const;
+export const dummySampleDeter = (dims: readonly number[] = SHAPE_2D): Tensor => deter(false, dims);
+export const dummyNoiseDeter = (dims: readonly number[] = SHAPE_2D): Tensor => deter(true, dims);
 
 /** `sample * t / (t + 1)` with float32 rounding at each torch op. */
 export function dummyModel(sample: Tensor, t: number): Tensor {
