@@ -4,6 +4,7 @@
  * plugin wrapper. Per-step updates write float32 outputs from float64 coefficients in one loop per
  * tensor: no per-element allocation.
  */
+import { z } from "zod";
 import { definePlugin, type PluginDefinition, type SchedulerInstance } from "../../core/plugin.ts";
 import type { Rng } from "../../core/random.ts";
 import type { ScheduleData, Scheduler, SchedulerStepOutput } from "../../core/scheduler.ts";
@@ -208,7 +209,17 @@ export function defineScheduler<D extends Record<string, unknown>>(spec: Schedul
     name: spec.name,
     kind: "scheduler",
     description: spec.description,
-    configSchema: schedulerConfigSchema.transform((raw) => resolve(raw)) as never,
+    // Errors found while resolving (e.g. a value this scheduler does not support) become zod issues
+    // at the offending key, so `safeParse` reports them like any other validation error.
+    configSchema: schedulerConfigSchema.transform((raw, ctx) => {
+      try {
+        return resolve(raw);
+      } catch (err) {
+        if (!(err instanceof SchedulerConfigError)) throw err;
+        ctx.issues.push({ code: "custom", path: [err.key], message: err.message, input: raw });
+        return z.NEVER;
+      }
+    }) as never,
     deterministic: true,
     create(config): SchedulerInstance {
       const cfg = resolve(config);

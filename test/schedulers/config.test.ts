@@ -92,6 +92,16 @@ describe("scheduler config", () => {
     rejects({ use_exponential_sigmas: true }, "use_exponential_sigmas", /euler/, "euler");
   });
 
+  test("the plugin's configSchema reports bad values as issues at the key (for pipeline validation)", () => {
+    const bad = getSchedulerPlugin("dpmpp-2m").configSchema.safeParse({ solver_order: 3 });
+    expect(bad.success).toBe(false);
+    expect(bad.error!.issues[0]!.path).toEqual(["solver_order"]);
+    const unknown = getSchedulerPlugin("ddim").configSchema.safeParse({ beta_strat: 1 });
+    expect(unknown.error!.issues[0]!.path).toEqual(["beta_strat"]);
+    const order = getSchedulerPlugin("ddim").configSchema.safeParse({ beta_start: 0.5, beta_end: 0.1 });
+    expect(order.error!.issues[0]!.message).toBe("beta_end (0.1) must be ≥ beta_start (0.5)");
+  });
+
   test("metadata keys are accepted; keys of schedulers not implemented here are accepted too", () => {
     expect(() => getSchedulerPlugin("ddim").resolve({ _class_name: "X", _use_default_values: ["a"], solver_p: null })).not.toThrow();
   });
