@@ -1,5 +1,5 @@
 /**
- * `bun bench/api.ts [--pipeline NAME] [--steps N] [--clients K] [--jobs J]`
+ * `bun bench/api.ts [--pipeline NAME] [--steps N] [--size PX] [--clients K] [--jobs J]`
  *
  * The API's live path, measured against a real server on a loopback port (same process, so the
  * server's step-end clock and the client's receive clock are the same `performance.now()`):
@@ -18,12 +18,14 @@ import { GENERATE, PROGRESS, sseTransport, startTestServer, wsTransport, type Te
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
-  options: { pipeline: { type: "string" }, steps: { type: "string" }, clients: { type: "string" }, jobs: { type: "string" } },
+  options: { pipeline: { type: "string" }, steps: { type: "string" }, clients: { type: "string" }, jobs: { type: "string" }, size: { type: "string" } },
 });
 const steps = Number(values.steps ?? 50);
 const clients = Number(values.clients ?? 8);
 const jobsN = Number(values.jobs ?? 12);
 const pipeline = values.pipeline;
+/** Larger images make slower steps: closer to a real model's pace than tiny-sd at 64×64. */
+const size = values.size ? Number(values.size) : undefined;
 
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -34,7 +36,7 @@ const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : "–");
 const STEP_ONLY = PROGRESS.replace("jobId step", "jobId serverTime step");
 
 async function generate(server: TestServer, input: Record<string, unknown> = {}): Promise<string> {
-  const r = await server.gql(GENERATE, { input: { prompt: "benchmark", steps, scheduler: "ddim", ...(pipeline ? { pipeline } : {}), ...input } });
+  const r = await server.gql(GENERATE, { input: { prompt: "benchmark", steps, scheduler: "ddim", ...(size ? { height: size, width: size } : {}), ...(pipeline ? { pipeline } : {}), ...input } });
   if (r.errors) throw new Error(JSON.stringify(r.errors));
   return r.data.generate.id;
 }
@@ -129,7 +131,7 @@ async function throughput(concurrency: number): Promise<number> {
 
 const server = await startTestServer({ concurrency: 1, subscriberBuffer: 64, ...(pipeline ? { defaultPipeline: pipeline } : {}) });
 const name = pipeline ?? server.service.defaultPipeline;
-console.log(`diffgraph API benchmark — pipeline ${name}, ${steps} steps (ddim), previews every step; host bun ${Bun.version}, ${navigator.hardwareConcurrency} cores\n`);
+console.log(`diffgraph API benchmark — pipeline ${name}${size ? ` at ${size}×${size}` : ""}, ${steps} steps (ddim), previews every step; host bun ${Bun.version}, ${navigator.hardwareConcurrency} cores\n`);
 await generationTime(server, 0); // warm-up
 
 const results: LiveResult[] = [];
@@ -161,6 +163,6 @@ console.log("batching gain: not measured — jobs are not batched across noise-p
 mkdirSync("bench/results", { recursive: true });
 writeFileSync(
   "bench/results/api.json",
-  JSON.stringify({ pipeline: name, steps, live: results, generationMs: { alone: med(alone), with20StalledSubscribers: med(stalled) }, jobsPerSecond: { concurrency1: jps1, concurrency2: jps2 } }, null, 2),
+  JSON.stringify({ pipeline: name, size: size ?? null, steps, live: results, generationMs: { alone: med(alone), with20StalledSubscribers: med(stalled) }, jobsPerSecond: { concurrency1: jps1, concurrency2: jps2 } }, null, 2),
 );
 console.log("\nwrote bench/results/api.json");
