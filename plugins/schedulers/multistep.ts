@@ -68,6 +68,12 @@ export abstract class MultistepScheduler<C extends MultistepConfig> extends Base
     } else {
       sig = ts.map((t) => sigmaAt(t, this.trainSig));
     }
+    // Rounding can repeat a timestep when steps approach num_train_timesteps (linspace over T+1
+    // points) or with Karras σ; a repeated one is a zero-length step (h = 0) that turns the next
+    // multistep ratio into 0/0, so it is dropped (diffusers keeps it and yields NaN).
+    const keep = ts.map((t, i) => i === 0 || t !== ts[i - 1]);
+    ts = ts.filter((_, i) => keep[i]);
+    sig = sig.filter((_, i) => keep[i]);
     const final = c.final_sigmas_type === "sigma_min" ? this.trainSig[0]! : 0;
     this.timesteps = ts;
     this.sigmas = [...sig, final].map(Math.fround);

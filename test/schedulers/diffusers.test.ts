@@ -197,12 +197,19 @@ describe("DPMSolverMultistepScheduler (test_scheduler_dpm_multi.py)", () => {
     for (const [k, v] of Object.entries(dpm.config)) expect((viaEuler.config as Record<string, unknown>)[k], k).toEqual(v);
     expectPublished(fullLoop("dpmpp-2m", viaEuler.config as never, { steps: 10 }), null, 0.3301);
   });
-  test("test_inference_steps: every step count from 1 to num_train_timesteps runs", () => {
-    for (const n of [1, 2, 3, 5, 10, 50, 100, 999, 1000]) {
-      const s = makeScheduler("dpmpp-2m", cfg);
-      s.setTimesteps(n);
-      expect(s.timesteps.length).toBe(n);
-    }
+  test("test_inference_steps / test_duplicated_timesteps: every step count up to num_train_timesteps runs, without NaN", () => {
+    for (const name of ["dpmpp-2m", "unipc"])
+      for (const n of [1, 2, 3, 5, 10, 50, 100, 999, 1000]) {
+        const s = makeScheduler(name, cfg);
+        s.setTimesteps(n);
+        // At 1000 steps over 1000 training steps, rounding repeats one timestep; it is dropped.
+        expect(s.timesteps.length).toBe(n === 1000 ? 999 : n);
+        expect(new Set(s.timesteps).size).toBe(s.timesteps.length);
+        if (n >= 999) {
+          const x = fullLoop(name, cfg, { steps: n });
+          expect(x.data.some(Number.isNaN), `${name} ${n}`).toBe(false);
+        }
+      }
   });
   test("test_solver_order_and_type: no NaN for orders 1–2, midpoint and heun, ε and x₀", () => {
     for (const solver_order of [1, 2])
