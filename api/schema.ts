@@ -29,7 +29,7 @@ const builder = new SchemaBuilder<{
   Context: ApiContext;
   Scalars: { JSON: { Input: unknown; Output: unknown } };
   DefaultFieldNullability: false;
-}>({} as never);
+}>({ defaultFieldNullability: false });
 
 function literal(ast: ValueNode): unknown {
   switch (ast.kind) {
