@@ -119,6 +119,7 @@ export default defineScheduler({
   className: "DDPMScheduler",
   description: "DDPM ancestral sampling (Ho et al. 2020, Algorithm 2); σ_t² = β_t or β̃_t via variance_type",
   defaults: DEFAULTS,
-  validate: (cfg) => requireSupported("ddpm", cfg, { variance_type: ["fixed_small", "fixed_large"] }),
+  // null (from a reused DPM-Solver config) is the posterior variance, as in diffusers.
+  validate: (cfg) => requireSupported("ddpm", cfg, { variance_type: ["fixed_small", "fixed_large", null] }),
   create: (cfg) => new DdpmScheduler(cfg),
 });

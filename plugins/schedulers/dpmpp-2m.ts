@@ -122,7 +122,9 @@ export default defineScheduler({
       use_exponential_sigmas: [false, null],
       use_beta_sigmas: [false, null],
       use_lu_lambdas: [false, null],
-      variance_type: [null],
+      // learned variances would need the model's extra channels split off; the fixed ones a reused
+      // DDPM config carries mean nothing to this solver (diffusers ignores them too).
+      variance_type: [null, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"],
     }),
   create: (cfg) => new DpmSolverMultistepScheduler(cfg),
 });

@@ -59,6 +59,16 @@ describe("scheduler config", () => {
     expect(s.timesteps).toEqual([999, 749, 499, 249]);
   });
 
+  test("every scheduler's resolved config builds every other scheduler (from_config both ways)", () => {
+    for (const a of schedulerPlugins)
+      for (const b of schedulerPlugins) {
+        const { config } = schedulerFromDiffusersConfig(a.resolve({}), { scheduler: b.name });
+        const s = b.create(config, undefined as never).createScheduler();
+        s.setTimesteps(10);
+        expect(s.timesteps.length, `${a.name} → ${b.name}`).toBeGreaterThanOrEqual(10);
+      }
+  });
+
   test("every diffusers class maps to a plugin name; plugins carry their class", () => {
     for (const p of schedulerPlugins) expect(DIFFUSERS_CLASS_TO_SCHEDULER[p.className]).toBe(p.name);
     expect(schedulerFromDiffusersConfig({ ...SD15, _class_name: "UniPCMultistepScheduler" }).plugin.name).toBe("unipc");
