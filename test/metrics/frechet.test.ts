@@ -118,7 +118,7 @@ describe("symmetric eigensolvers", () => {
     // Rank-5 PSD (a covariance of 6 samples), the identity (repeated eigenvalues) and zero.
     const x = Float64Array.from({ length: 5 * n }, () => rng.normal());
     const psd = new Float64Array(n * n);
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let k = 0; k < 5; k++) psd[i * n + j] += x[k * n + i]! * x[k * n + j]!;
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let k = 0; k < 5; k++) psd[i * n + j] = psd[i * n + j]! + x[k * n + i]! * x[k * n + j]!;
     const eye = new Float64Array(n * n);
     for (let i = 0; i < n; i++) eye[i * n + i] = 1;
     return [["random symmetric", sym, n], ["rank-5 PSD", psd, n], ["identity", eye, n], ["zero", new Float64Array(n * n), n], ["1×1", Float64Array.from([3]), 1], ["2×2", Float64Array.from([2, 1, 1, 2]), 2]];
