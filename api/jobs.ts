@@ -12,7 +12,7 @@ import type { GenerationInput } from "../core/params.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { apiError, ErrorCode } from "./errors.ts";
 import { batchToPng } from "./image.ts";
-import { FINISHED, JobStore, type JobPage, type JobParams, type JobRecord, type JobStatus } from "./store.ts";
+import { FINISHED, INTERRUPTED_REASON, JobStore, type JobPage, type JobParams, type JobRecord, type JobStatus } from "./store.ts";
 
 /** A PNG the server can hand out by id (`/images/<id>.png`). */
 export interface StoredImage {
@@ -312,11 +312,14 @@ export class JobManager {
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
-  /** Stop accepting jobs, cancel queued ones, abort running ones and wait for them to settle. */
+  /**
+   * Stop accepting jobs and stop the running ones at their next step. Unfinished jobs are FAILED
+   * with the same reason a crash leaves (`INTERRUPTED_REASON`), so a shutdown and a crash read alike.
+   */
   async close(): Promise<void> {
     this.closed = true;
-    this.clearQueue();
-    for (const j of this.live.values()) if (j.record.status === "RUNNING") j.abort.abort(new DOMException("the server is shutting down", "AbortError"));
+    for (const j of this.queued.splice(0)) this.finish(j, "FAILED", INTERRUPTED_REASON);
+    for (const j of this.live.values()) if (j.record.status === "RUNNING") j.abort.abort(new ShutdownError());
     await this.idle();
   }
 
@@ -362,7 +365,9 @@ export class JobManager {
       this.finish(job, "SUCCEEDED", null);
     } catch (err) {
       await job.chain;
-      if (job.abort.signal.aborted) this.finish(job, "CANCELLED", String((job.abort.signal.reason as Error)?.message ?? "cancelled"));
+      const reason = job.abort.signal.reason as Error | undefined;
+      if (reason instanceof ShutdownError) this.finish(job, "FAILED", INTERRUPTED_REASON);
+      else if (job.abort.signal.aborted) this.finish(job, "CANCELLED", String(reason?.message ?? "cancelled"));
       else {
         this.log(`job ${r.id} failed: ${(err as Error)?.stack ?? err}`);
         this.finish(job, "FAILED", (err as Error)?.message ?? String(err));
@@ -417,6 +422,12 @@ export class JobManager {
     job.subscribers.clear();
     // Finished jobs are served from the store from now on.
     this.live.delete(job.record.id);
+  }
+}
+
+class ShutdownError extends DOMException {
+  constructor() {
+    super("the server is shutting down", "AbortError");
   }
 }
 

@@ -88,6 +88,12 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     idleTimeout: 0, // subscriptions stay open as long as a job runs
     fetch(request, srv) {
       if (request.headers.get("upgrade")?.toLowerCase() === "websocket" && new URL(request.url).pathname === "/graphql") {
+        // Browsers apply no CORS to WebSocket: check the origin here when origins are configured.
+        const origin = request.headers.get("origin");
+        const allowed = options.corsOrigins;
+        if (origin && Array.isArray(allowed) && !allowed.includes(origin) && origin !== new URL(request.url).origin) {
+          return new Response(`origin ${origin} is not allowed`, { status: 403 });
+        }
         if (!handleProtocols(request.headers.get("sec-websocket-protocol") ?? "")) {
           return new Response("unsupported WebSocket subprotocol (use graphql-transport-ws)", { status: 400 });
         }

@@ -55,3 +55,20 @@ test("a restart keeps finished jobs and their images, and fails the interrupted 
   }
   expect(existsSync(dataDir)).toBe(false);
 });
+
+test("a shutdown fails unfinished jobs with the same reason a crash leaves", async () => {
+  const s = await startTestServer({ concurrency: 1 });
+  const running = await s.gql(GENERATE, { input: { prompt: "long", steps: 500, scheduler: "ddim", height: 128, width: 128 } });
+  const queued = await s.gql(GENERATE, { input: { prompt: "waiting", steps: 2, scheduler: "ddim" } });
+  await Bun.sleep(50);
+  await s.close(true);
+  const again = await startTestServer({ dataDir: s.dataDir });
+  try {
+    for (const id of [running.data.generate.id, queued.data.generate.id]) {
+      const j = await again.gql(`query($id: ID!) { job(id: $id) { status error } }`, { id });
+      expect(j.data.job).toEqual({ status: "FAILED", error: INTERRUPTED_REASON });
+    }
+  } finally {
+    await again.close();
+  }
+});

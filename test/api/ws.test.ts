@@ -29,3 +29,22 @@ describe("API key over WebSocket", () => {
     }
   });
 });
+
+describe("WebSocket origin check", () => {
+  test("with CORS origins configured, a WebSocket from another origin is refused", async () => {
+    const { startTestServer } = await import("./helpers.ts");
+    const server = await startTestServer({ corsOrigins: ["https://ok.test"] });
+    const open = (origin: string) =>
+      new Promise<boolean>((resolve) => {
+        const ws = new WebSocket(server.url.replace(/^http/, "ws") + "/graphql", { protocols: ["graphql-transport-ws"], headers: { origin } } as never);
+        ws.onopen = () => (ws.close(), resolve(true));
+        ws.onerror = () => resolve(false);
+      });
+    try {
+      expect(await open("https://evil.test")).toBe(false);
+      expect(await open("https://ok.test")).toBe(true);
+    } finally {
+      await server.close();
+    }
+  });
+});
