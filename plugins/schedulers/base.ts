@@ -5,7 +5,7 @@
  * tensor: no per-element allocation.
  */
 import { z } from "zod";
-import { definePlugin, type PluginDefinition, type SchedulerInstance } from "../../core/plugin.ts";
+import { definePlugin, type PluginContext, type PluginDefinition, type SchedulerInstance } from "../../core/plugin.ts";
 import type { Rng } from "../../core/random.ts";
 import type { ScheduleData, Scheduler, SchedulerStepOutput } from "../../core/scheduler.ts";
 import type { Tensor } from "../../core/tensor.ts";
@@ -191,7 +191,9 @@ export interface SchedulerSpec<D extends Record<string, unknown>> {
   readonly create: (cfg: ConfigWith<D>) => Scheduler;
 }
 
-export type SchedulerPlugin = PluginDefinition<"scheduler", ResolvedSchedulerConfig> & {
+export type SchedulerPlugin = Omit<PluginDefinition<"scheduler", ResolvedSchedulerConfig>, "create"> & {
+  /** Synchronous (schedulers load nothing); accepts a raw or resolved diffusers config; needs no context. */
+  create(config: unknown, ctx?: PluginContext): SchedulerInstance;
   readonly className: string;
   readonly defaults: Readonly<Record<string, unknown>>;
   /** Resolve a raw diffusers config (this scheduler's defaults under it). */
@@ -222,12 +224,18 @@ export function defineScheduler<D extends Record<string, unknown>>(spec: Schedul
     }) as never,
     deterministic: true,
     create(config): SchedulerInstance {
-      const cfg = resolve(config);
+      const cfg = resolve(config ?? {});
       spec.create(cfg); // build once so a bad config fails at load time, not on the first generation
       return { config: cfg, createScheduler: () => spec.create(cfg) };
     },
   });
-  return Object.freeze({ ...plugin, className: spec.className, defaults: Object.freeze({ ...spec.defaults }), resolve });
+  return Object.freeze({
+    ...plugin,
+    create: plugin.create as SchedulerPlugin["create"],
+    className: spec.className,
+    defaults: Object.freeze({ ...spec.defaults }),
+    resolve,
+  });
 }
 
 export { SchedulerConfigError };

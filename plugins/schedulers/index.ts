@@ -111,7 +111,7 @@ export function schedulerFromDiffusersConfig(
 /** Build a scheduler plugin instance straight from a model folder's `scheduler_config.json` object. */
 export function createSchedulerFromDiffusersConfig(json: unknown, options: FromDiffusersOptions = {}): SchedulerInstance {
   const { plugin, config } = schedulerFromDiffusersConfig(json, options);
-  return plugin.create(config, undefined as never) as SchedulerInstance;
+  return plugin.create(config);
 }
 
 export { SchedulerConfigError, type ResolvedSchedulerConfig } from "./config.ts";
