@@ -8,8 +8,9 @@
  *   2. the same with K clients watching one job (fan-out);
  *   3. generation time of a job with no subscriber vs. with K subscribers that never read
  *      (a slow client must not slow generation);
- *   4. jobs/s at concurrency 1 vs. 2. Cross-job batching into shared noise-predictor calls is not
- *      implemented (see api/jobs.ts), so there is no batching gain to report.
+ *   4. jobs/s at concurrency 1 vs. 2;
+ *   5. the ceiling of cross-job batching: images/s as single-image jobs vs. batchSize-4 jobs. Merging
+ *      different clients' jobs into shared noise-predictor calls is not implemented (see api/jobs.ts).
  * Writes bench/results/api.json; asserts nothing.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -158,11 +159,29 @@ await server.close();
 const jps1 = await throughput(1);
 const jps2 = await throughput(2);
 console.log(`throughput, ${jobsN} jobs of 20 steps: ${f(jps1, 2)} jobs/s at concurrency 1, ${f(jps2, 2)} jobs/s at concurrency 2 (×${f(jps2 / jps1, 2)})`);
-console.log("batching gain: not measured — jobs are not batched across noise-predictor calls (core's denoise loop runs one job per call)");
+// What cross-job batching could gain: the same images as batchSize-4 jobs (one noise-predictor call
+// per step for 4 images) instead of single-image jobs. The API does not merge jobs (core runs one
+// prompt per run), so this is the ceiling such batching would reach, not a measured feature.
+async function imagesPerSecond(batch: number): Promise<number> {
+  const server = await startTestServer({ concurrency: 1, maxQueue: jobsN + 1, ...(pipeline ? { defaultPipeline: pipeline } : {}) });
+  try {
+    await generate(server, { steps: 2, batchSize: batch });
+    await server.service.jobs.idle();
+    const t0 = performance.now();
+    for (let i = 0; i < jobsN / batch; i++) await generate(server, { seed: i * batch, steps: 20, batchSize: batch });
+    await server.service.jobs.idle();
+    return jobsN / ((performance.now() - t0) / 1000);
+  } finally {
+    await server.close();
+  }
+}
+const ips1 = await imagesPerSecond(1);
+const ips4 = await imagesPerSecond(4);
+console.log(`batching ceiling, ${jobsN} images of 20 steps: ${f(ips1, 2)} images/s as single jobs, ${f(ips4, 2)} images/s in batches of 4 (×${f(ips4 / ips1, 2)}); cross-job batching itself is not implemented`);
 
 mkdirSync("bench/results", { recursive: true });
 writeFileSync(
   "bench/results/api.json",
-  JSON.stringify({ pipeline: name, size: size ?? null, steps, live: results, generationMs: { alone: med(alone), with20StalledSubscribers: med(stalled) }, jobsPerSecond: { concurrency1: jps1, concurrency2: jps2 } }, null, 2),
+  JSON.stringify({ pipeline: name, size: size ?? null, steps, live: results, generationMs: { alone: med(alone), with20StalledSubscribers: med(stalled) }, jobsPerSecond: { concurrency1: jps1, concurrency2: jps2 }, batchingCeilingImagesPerSecond: { batch1: ips1, batch4: ips4 } }, null, 2),
 );
 console.log("\nwrote bench/results/api.json");
