@@ -61,6 +61,8 @@ export async function plotSchedule(data: ScheduleData, subtitle: string): Promis
   const T = data.alphasCumprod.length;
   const t = Array.from({ length: T }, (_, i) => i);
   const rows = scheduleRows(data);
+  // Past ~60 visited steps, markers would bury the curves they sit on.
+  const marked = rows.length <= 60;
   return linePlotPng({
     title: `${data.scheduler}: ${data.numInferenceSteps} steps`,
     subtitle,
@@ -70,8 +72,12 @@ export async function plotSchedule(data: ScheduleData, subtitle: string): Promis
     series: [
       { name: "ᾱ_t", x: t, y: data.alphasCumprod, color: "#1f77b4" },
       { name: "σ_t", x: t, y: data.alphasCumprod.map((a) => Math.sqrt((1 - a) / a)), axis: "right", color: "#d62728", dashed: true },
-      { name: "ᾱ_t, visited", x: rows.map((r) => r.timestep), y: rows.map((r) => r.alphaCumprod), style: "markers", color: "#1f77b4" },
-      { name: "σ_t, visited", x: rows.map((r) => r.timestep), y: rows.map((r) => r.sigma), axis: "right", style: "markers", color: "#d62728" },
+      ...(marked
+        ? [
+            { name: "ᾱ_t, visited", x: rows.map((r) => r.timestep), y: rows.map((r) => r.alphaCumprod), style: "markers" as const, color: "#1f77b4" },
+            { name: "σ_t, visited", x: rows.map((r) => r.timestep), y: rows.map((r) => r.sigma), axis: "right" as const, style: "markers" as const, color: "#d62728" },
+          ]
+        : []),
     ],
   });
 }
@@ -151,7 +157,9 @@ export async function main(argv: string[]): Promise<number> {
     else console.log(formatTable(data));
     if (values.plot) {
       const c = instance.config;
-      const subtitle = `${c.beta_schedule} β ${c.beta_start}…${c.beta_end}, T = ${c.num_train_timesteps}, ${c.timestep_spacing} spacing${c.use_karras_sigmas ? ", Karras σ" : ""}${c.rescale_betas_zero_snr ? ", zero terminal SNR" : ""}`;
+      const betas = c.trained_betas ? "trained β" : c.beta_schedule === "squaredcos_cap_v2" ? "cosine β" : `${c.beta_schedule} β ${c.beta_start}…${c.beta_end}`;
+      const visited = data.timesteps.length > 60 ? `, ${data.timesteps.length} visited steps (not marked)` : "";
+      const subtitle = `${betas}, T = ${c.num_train_timesteps}, ${c.timestep_spacing} spacing${c.use_karras_sigmas ? ", Karras σ" : ""}${c.rescale_betas_zero_snr ? ", zero terminal SNR" : ""}${visited}`;
       await writeFile(values.plot, await plotSchedule(data, subtitle));
       if (!values.json) console.log(`\nplot written to ${values.plot}`);
     }
