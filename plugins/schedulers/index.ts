@@ -59,11 +59,7 @@ export function schedulerNames(): string[] {
 export function getSchedulerPlugin(name: string): SchedulerPlugin {
   const plugin = byName.get(name);
   if (!plugin) {
-    const mapped = Object.values(DIFFUSERS_CLASS_TO_SCHEDULER).includes(name);
-    throw new SchedulerConfigError(
-      "scheduler",
-      `scheduler: ${mapped ? `"${name}" is not implemented yet` : `unknown scheduler "${name}"`} (available: ${schedulerNames().join(", ")})`,
-    );
+    throw new SchedulerConfigError("scheduler", `scheduler: unknown scheduler "${name}" (available: ${schedulerNames().join(", ")})`);
   }
   return plugin;
 }
