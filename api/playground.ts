@@ -92,7 +92,8 @@ async function drawSchedule() {
   const steps = Number($("steps").value);
   if (!scheduler || !(steps >= 1 && steps <= 1000)) return;
   try {
-    const d = await gql("query($s: String!, $n: Int!) { schedule(scheduler: $s, steps: $n) { timesteps alphasCumprod sigmas } }", { s: scheduler, n: steps });
+    // The selected pipeline's scheduler config (its model's β schedule), with the chosen scheduler.
+    const d = await gql("query($p: String, $s: String!, $n: Int!) { schedule(pipeline: $p, scheduler: $s, steps: $n) { timesteps alphasCumprod sigmas } }", { p: $("pipeline").value || null, s: scheduler, n: steps });
     if (token !== plotToken) return;
     plot(d.schedule);
     $("schedule-label").textContent = "(" + scheduler + ", " + d.schedule.timesteps.length + " steps)";
@@ -188,6 +189,7 @@ $("form").addEventListener("submit", async (ev) => {
   finally { $("generate").disabled = false; }
 });
 $("scheduler").addEventListener("change", drawSchedule);
+$("pipeline").addEventListener("change", drawSchedule);
 $("steps").addEventListener("input", drawSchedule);
 loadOptions().catch(showError);
 </script>

@@ -115,14 +115,6 @@ const PipelineNodeRef = builder.objectRef<{ name: string; use: string }>("Pipeli
   }),
 });
 
-function schedulerOf(p: RegisteredPipeline): string | null {
-  for (const n of Object.values(p.pipeline.doc.nodes)) {
-    const s = (n.config as { scheduler?: { use?: string } } | undefined)?.scheduler?.use;
-    if (s) return s;
-  }
-  return null;
-}
-
 const PipelineRef = builder.objectRef<RegisteredPipeline>("Pipeline").implement({
   description: "A pipeline the server registered at startup. Choose one by name in `generate`.",
   fields: (t) => ({
@@ -130,7 +122,8 @@ const PipelineRef = builder.objectRef<RegisteredPipeline>("Pipeline").implement(
     description: t.string({ nullable: true, description: "What the pipeline makes.", resolve: (p) => p.pipeline.doc.description ?? null }),
     model: t.string({ nullable: true, description: "Name of the model folder it runs.", resolve: (p) => modelName(p.pipeline.doc.model) }),
     isDefault: t.boolean({ description: "True for the pipeline `generate` uses when it names none.", resolve: (p, _a, ctx) => p.name === ctx.service.defaultPipeline }),
-    scheduler: t.string({ nullable: true, description: "Its scheduler plugin (override per job with `input.scheduler`).", resolve: schedulerOf }),
+    scheduler: t.string({ nullable: true, description: "Its scheduler plugin (override per job with `input.scheduler`).", resolve: (p) => p.scheduler?.use ?? null }),
+    schedulerConfig: t.field({ type: "JSON", nullable: true, description: "That scheduler's config (diffusers keys), which an override reuses.", resolve: (p) => p.scheduler?.config ?? null }),
     img2img: t.boolean({ description: "True when it accepts a source image (`input.image`).", resolve: (p) => p.img2img }),
     preview: t.string({ nullable: true, description: "The preview decoder plugin that draws per-step frames, if any.", resolve: (p) => p.pipeline.doc.preview?.use ?? null }),
     defaults: t.field({ type: PipelineDefaultsRef, description: "Defaults for parameters a job leaves out.", resolve: (p) => p.pipeline.defaults }),
@@ -353,28 +346,42 @@ builder.queryType({
     }),
     schedule: t.field({
       type: ScheduleRef,
-      description: "The noise schedule a scheduler plugin makes for a number of steps.",
+      description:
+        "The noise schedule a scheduler makes for a number of steps. With `pipeline`, it starts from that pipeline's scheduler config (the model's schedule), as `generate` would run it; `config` keys override.",
       args: {
-        scheduler: t.arg.string({ required: true, description: "Scheduler plugin name." }),
+        scheduler: t.arg.string({ description: "Scheduler plugin name; default: the pipeline's." }),
         steps: t.arg.int({ required: true, description: `Inference steps (${LIMITS.steps.min}–${LIMITS.steps.max}).` }),
-        config: t.arg({ type: "JSON", description: "Scheduler config (diffusers keys, e.g. {beta_schedule: \"scaled_linear\"}); default {}." }),
+        config: t.arg({ type: "JSON", description: "Scheduler config (diffusers keys, e.g. {beta_schedule: \"scaled_linear\"}), over the pipeline's when one is named." }),
+        pipeline: t.arg.string({ description: "Registered pipeline whose scheduler config to start from. Default: none (plugin defaults) when `scheduler` is given, else the default pipeline." }),
       },
       resolve: async (_r, a, ctx) => {
-        const def = ctx.service.registry.get(a.scheduler);
+        const { service } = ctx;
+        const pipelineName = a.pipeline ?? (a.scheduler ? null : service.defaultPipeline);
+        let base: Record<string, unknown> = {};
+        let name = a.scheduler ?? null;
+        if (pipelineName !== null) {
+          const reg = service.pipelines.get(pipelineName);
+          if (!reg) throw badInput("pipeline", `unknown pipeline "${pipelineName}" (registered: ${[...service.pipelines.keys()].join(", ")})`);
+          if (reg.scheduler) {
+            base = { ...reg.scheduler.config };
+            name ??= reg.scheduler.use;
+          }
+        }
+        if (!name) throw badInput("scheduler", "name a scheduler (the pipeline has none)");
+        const def = service.registry.get(name);
         if (!def || def.kind !== "scheduler") {
-          throw badInput("scheduler", `unknown scheduler "${a.scheduler}" (schedulers: ${ctx.service.registry.names("scheduler").join(", ")})`);
+          throw badInput("scheduler", `unknown scheduler "${name}" (schedulers: ${service.registry.names("scheduler").join(", ")})`);
         }
         checkInt("steps", a.steps, LIMITS.steps);
         const raw = a.config ?? {};
-        if (typeof raw !== "object" || Array.isArray(raw)) throw badInput("config", "must be a JSON object");
-        const parsed = def.configSchema.safeParse(raw);
+        if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw badInput("config", "must be a JSON object");
+        const parsed = def.configSchema.safeParse({ ...base, ...(raw as Record<string, unknown>) });
         if (!parsed.success) {
           const issue = parsed.error.issues[0]!;
           throw badInput(["config", ...issue.path.map(String)].join("."), issue.message);
         }
-        let inst: SchedulerInstance;
         try {
-          inst = (await def.create(parsed.data, undefined as never)) as SchedulerInstance;
+          const inst = (await def.create(parsed.data, undefined as never)) as SchedulerInstance;
           const s = inst.createScheduler();
           s.setTimesteps(a.steps);
           return s.schedule();

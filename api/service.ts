@@ -4,8 +4,9 @@
  * plugins by name from what is registered here; no client input becomes a path or a module.
  */
 import { readdir } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Diffgraph } from "../core/diffgraph.ts";
+import { readJson } from "../core/model-source.ts";
 import { LIMITS, ParamsSchema, type ResolvedParams } from "../core/params.ts";
 import type { Pipeline } from "../core/pipeline.ts";
 import type { PluginKind } from "../core/plugin.ts";
@@ -34,6 +35,8 @@ export interface RegisteredPipeline {
   readonly file: string;
   readonly pipeline: Pipeline;
   readonly img2img: boolean;
+  /** The denoise node's scheduler and its config (configFile merged), for `schedule(pipeline:)`. */
+  readonly scheduler: { readonly use: string; readonly config: Readonly<Record<string, unknown>> } | null;
 }
 
 export interface ServiceOptions {
@@ -106,7 +109,8 @@ export class ApiService {
           continue;
         }
         const img2img = Object.values(pipeline.doc.nodes).some((n) => Object.values(n.inputs ?? {}).includes("$image"));
-        pipelines.set(pipeline.name, { name: pipeline.name, file, pipeline, img2img });
+        const scheduler = await schedulerOf(options.diffgraph, file, pipeline);
+        pipelines.set(pipeline.name, { name: pipeline.name, file, pipeline, img2img, scheduler });
         log(`pipelines: registered "${pipeline.name}" from ${file}`);
       } catch (err) {
         log(`pipelines: skipping ${file}: ${(err as Error).message}`);
@@ -196,6 +200,21 @@ export class ApiService {
     await Promise.all([...this.pipelines.values()].map((p) => p.pipeline.dispose()));
     await this.diffgraph.dispose();
   }
+}
+
+/** The scheduler reference of the pipeline's denoise node, with its configFile (in the model folder) merged in. */
+async function schedulerOf(dg: Diffgraph, file: string, pipeline: Pipeline): Promise<RegisteredPipeline["scheduler"]> {
+  for (const node of Object.values(pipeline.doc.nodes)) {
+    const ref = (node.config as { scheduler?: { use?: string; config?: Record<string, unknown>; configFile?: string } } | undefined)?.scheduler;
+    if (!ref?.use) continue;
+    let fromFile: Record<string, unknown> = {};
+    if (ref.configFile && pipeline.doc.model) {
+      const models = dg.adapter.fileSource(join(dirname(file), pipeline.doc.model));
+      fromFile = (await readJson(models, ref.configFile)) as Record<string, unknown>;
+    }
+    return { use: ref.use, config: Object.freeze({ ...fromFile, ...(ref.config ?? {}) }) };
+  }
+  return null;
 }
 
 export function checkInt(field: string, v: number, range: { min: number; max: number }): void {

@@ -55,6 +55,24 @@ describe("queries", () => {
     expect(s.alphas[0]).toBeCloseTo(1 - 0.00085, 8);
   });
 
+  test("schedule from a pipeline's own scheduler config, with another scheduler reusing it", async () => {
+    const q = `query($p: String, $s: String) { schedule(pipeline: $p, scheduler: $s, steps: 10) { scheduler timesteps betas } }`;
+    const own = await t.gql(q, { p: "tiny-sd" });
+    expect(own.errors).toBeUndefined();
+    expect(own.data.schedule.scheduler).toBe("pndm");
+    expect(own.data.schedule.betas[0]).toBeCloseTo(0.00085, 8); // from models/tiny-sd/scheduler/scheduler_config.json
+    const euler = await t.gql(q, { p: "tiny-sd", s: "euler" });
+    expect(euler.data.schedule.scheduler).toBe("euler");
+    expect(euler.data.schedule.betas[999]).toBeCloseTo(0.012, 8);
+    expect((await t.gql(`{ schedule(steps: 10) { scheduler } }`)).data.schedule.scheduler).toBe("pndm"); // the default pipeline's
+    const plain = await t.gql(q, { s: "euler" });
+    expect(plain.data.schedule.betas[0]).toBeCloseTo(0.0001, 8); // plugin defaults
+    const cfg = await t.gql(`{ pipelines { name schedulerConfig } }`);
+    expect(cfg.data.pipelines[0].schedulerConfig).toMatchObject({ beta_schedule: "scaled_linear", steps_offset: 1 });
+    const bad = await t.gql(q, { p: "../models/tiny-sd" });
+    expect(bad.errors?.[0]?.extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "pipeline" });
+  });
+
   test("generate → job → jobs connection with status filter and cursors", async () => {
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) {
