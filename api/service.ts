@@ -119,7 +119,10 @@ export class ApiService {
     if (pipelines.size === 0) throw new Error(`no pipeline in ${dir}/ could be loaded (see the log lines above)`);
     const names = [...pipelines.keys()];
     const def = options.defaultPipeline ?? names[0]!;
-    if (!pipelines.has(def)) throw new Error(`default pipeline "${def}" is not registered (registered: ${names.join(", ")})`);
+    if (!pipelines.has(def)) {
+      await Promise.all([...pipelines.values()].map((p) => p.pipeline.dispose()));
+      throw new Error(`default pipeline "${def}" is not registered (registered: ${names.join(", ")})`);
+    }
     return new ApiService({ ...options, log }, pipelines, def);
   }
 

@@ -1,0 +1,56 @@
+/** Startup registers every pipelines/*.json by name, skips broken ones with a log line, and checks the default. */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative, resolve } from "node:path";
+import { createDiffgraph, type Diffgraph } from "../../core/diffgraph.ts";
+import { builtinRegistry } from "../../plugins/index.ts";
+import { ApiService } from "../../api/service.ts";
+import { JobStore } from "../../api/store.ts";
+
+let dir: string;
+let diffgraph: Diffgraph;
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "diffgraph-pipelines-"));
+  const doc = JSON.parse(readFileSync("pipelines/tiny-sd.json", "utf8"));
+  doc.model = relative(join(dir, "pipelines"), resolve("models/tiny-sd"));
+  const p = join(dir, "pipelines");
+  mkdirSync(p);
+  writeFileSync(join(p, "a-good.json"), JSON.stringify(doc));
+  writeFileSync(join(p, "b-same-name.json"), JSON.stringify(doc));
+  writeFileSync(join(p, "c-other.json"), JSON.stringify({ ...doc, name: "tiny-other" }));
+  writeFileSync(join(p, "d-broken.json"), "{ not json");
+  writeFileSync(join(p, "e-missing-model.json"), JSON.stringify({ ...doc, name: "ghost", model: "../nowhere" }));
+  writeFileSync(join(p, "f-bad-plugin.json"), JSON.stringify({ ...doc, name: "bad", nodes: { ...doc.nodes, decode: { use: "no-such-plugin", inputs: {} } } }));
+  diffgraph = await createDiffgraph({ registry: builtinRegistry(), log: () => {}, threads: 1 });
+});
+afterAll(async () => {
+  await diffgraph.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test("good pipelines are registered by name; duplicates and broken ones are skipped with a reason", async () => {
+  const log: string[] = [];
+  const service = await ApiService.create({ diffgraph, store: new JobStore(join(dir, "data")), pipelinesDir: join(dir, "pipelines"), defaultPipeline: "tiny-other", log: (m) => log.push(m) });
+  try {
+    expect([...service.pipelines.keys()].sort()).toEqual(["tiny-other", "tiny-sd"]);
+    expect(service.defaultPipeline).toBe("tiny-other");
+    const skipped = log.filter((l) => l.includes("skipping"));
+    expect(skipped).toHaveLength(4);
+    expect(skipped.find((l) => l.includes("b-same-name.json"))).toContain('"tiny-sd" is already taken');
+    expect(skipped.find((l) => l.includes("f-bad-plugin.json"))).toContain("no-such-plugin");
+    expect(skipped.some((l) => l.includes("d-broken.json"))).toBe(true);
+    expect(skipped.some((l) => l.includes("e-missing-model.json"))).toBe(true);
+  } finally {
+    await service.jobs.close();
+    service.jobs.store.close();
+  }
+});
+
+test("an unknown default pipeline is an error that lists the registered ones", async () => {
+  const store = new JobStore(join(dir, "data2"));
+  await expect(ApiService.create({ diffgraph, store, pipelinesDir: join(dir, "pipelines"), defaultPipeline: "emoji-64", log: () => {} })).rejects.toThrow(
+    /default pipeline "emoji-64" is not registered \(registered: tiny-sd, tiny-other\)/,
+  );
+  store.close();
+});
