@@ -2,10 +2,12 @@
  * diffusers' own scheduler tests (tests/schedulers/test_scheduler_*.py), reproduced: same configs,
  * same deterministic dummy model and sample, their published sums/means and tolerances.
  *
- * Stochastic loops in diffusers draw noise from `torch.manual_seed(0)`, which no JavaScript RNG
- * reproduces; those published numbers are checked statistically instead: over seeds of our RNG, the
- * published value must be a plausible draw (|z| < 4). Affected: DDPM (all three loops), Euler
- * ancestral, LCM multistep.
+ * Stochastic loops in diffusers draw noise from `torch.manual_seed(0)`. diffgraph's own RNG
+ * (core/random.ts) is a different generator, so for those tests the harness passes `torchRng`, a
+ * test-only replay of torch's CPU `randn` stream (MT19937 + ATen's 16-wide Box–Muller), through the
+ * same `rng` argument the pipeline uses: DDPM, Euler ancestral and LCM multistep then reproduce the
+ * published numbers too. With diffgraph's RNG the same loops are checked statistically (the
+ * published value must be a plausible draw).
  */
 import { describe, expect, test } from "bun:test";
 import { createRng, type Rng } from "../../core/random.ts";
@@ -14,6 +16,10 @@ import type { Tensor } from "../../core/tensor.ts";
 import { DdimScheduler } from "../../plugins/schedulers/ddim.ts";
 import { DdpmScheduler } from "../../plugins/schedulers/ddpm.ts";
 import { dummyModel, dummyNoiseDeter, dummySampleDeter, makeScheduler, meanAbs, scale, SHAPE_1D, sumAbs } from "./harness.ts";
+import { torchRng } from "./torch-rng.ts";
+
+/** torch.manual_seed(seed) followed by one randn([4, 3, 8, 8]) per step. */
+const torchSeed = (seed = 0) => torchRng(seed, 768);
 
 interface LoopOptions {
   /** `set_timesteps(n)`; null walks every training timestep (DDPM's tests). */
@@ -68,14 +74,20 @@ describe("DDPMScheduler (test_scheduler_ddpm.py)", () => {
     expect(Math.abs(s.coefficients(487).variance - 0.00979)).toBeLessThan(1e-5);
     expect(Math.abs(s.coefficients(999).variance - 0.02)).toBeLessThan(1e-5);
   });
-  test("test_full_loop_no_noise (stochastic: 258.9606 statistically)", () => {
-    expectPlausible((rng) => fullLoop("ddpm", cfg, { steps: null, rng }), 258.9606);
+  test("test_full_loop_no_noise (torch noise replayed)", () =>
+    expectPublished(fullLoop("ddpm", cfg, { steps: null, rng: torchSeed() }), 258.9606, 0.3372));
+  test("test_full_loop_with_v_prediction (torch noise replayed)", () =>
+    expectPublished(fullLoop("ddpm", { ...cfg, prediction_type: "v_prediction" }, { steps: null, rng: torchSeed() }), 202.0296, 0.2631));
+  test("test_full_loop_with_noise (torch noise replayed; mean to their 1e-3, sum to 6e-5 relative, see note)", () => {
+    // At t = 1, β_t = 1 − ᾱ_1/ᾱ_0 ≈ 1.2e-4 loses ~4 digits to cancellation in diffusers' float32;
+    // our float64 lands 0.021 from their sum. Emulating their float32 ᾱ and ratio reproduces
+    // 387.9466 exactly (checked while writing this test), so the gap is their rounding, not the method.
+    const x = fullLoop("ddpm", cfg, { steps: null, tStart: 998, rng: torchSeed() });
+    expectPublished(x, null, 0.5051);
+    expect(Math.abs(sumAbs(x) - 387.9466) / 387.9466).toBeLessThan(6e-5);
   });
-  test("test_full_loop_with_v_prediction (stochastic: 202.0296 statistically)", () => {
-    expectPlausible((rng) => fullLoop("ddpm", { ...cfg, prediction_type: "v_prediction" }, { steps: null, rng }), 202.0296);
-  });
-  test("test_full_loop_with_noise (stochastic: 387.9466 statistically)", () => {
-    expectPlausible((rng) => fullLoop("ddpm", cfg, { steps: null, tStart: 998, rng }), 387.9466, 24);
+  test("with diffgraph's own RNG the published sums are plausible draws", () => {
+    expectPlausible((rng) => fullLoop("ddpm", cfg, { steps: null, rng }), 258.9606, 8);
   });
   test("test_custom_timesteps-style previous_timestep after set_timesteps", () => {
     const s = makeScheduler("ddpm", cfg) as DdpmScheduler;
@@ -144,10 +156,12 @@ describe("EulerDiscreteScheduler (test_scheduler_euler.py)", () => {
 });
 
 describe("EulerAncestralDiscreteScheduler (test_scheduler_euler_ancestral.py)", () => {
-  test("test_full_loop_no_noise (stochastic: 152.3192 statistically)", () =>
+  test("test_full_loop_no_noise / test_full_loop_device (torch noise replayed)", () =>
+    expectPublished(fullLoop("euler-ancestral", T1100, { steps: 10, scaled: true, rng: torchSeed() }), 152.3192, 0.1983));
+  test("test_full_loop_with_v_prediction (torch noise replayed)", () =>
+    expectPublished(fullLoop("euler-ancestral", { ...T1100, prediction_type: "v_prediction" }, { steps: 10, scaled: true, rng: torchSeed() }), 108.4439, 0.1412));
+  test("with diffgraph's own RNG the published sum is a plausible draw", () =>
     expectPlausible((rng) => fullLoop("euler-ancestral", T1100, { steps: 10, scaled: true, rng }), 152.3192, 48));
-  test("test_full_loop_with_v_prediction (stochastic: 108.4439 statistically)", () =>
-    expectPlausible((rng) => fullLoop("euler-ancestral", { ...T1100, prediction_type: "v_prediction" }, { steps: 10, scaled: true, rng }), 108.4439, 48));
 });
 
 describe("HeunDiscreteScheduler (test_scheduler_heun.py)", () => {
@@ -224,7 +238,9 @@ describe("DPMSolverMultistepScheduler (test_scheduler_dpm_multi.py)", () => {
 describe("LCMScheduler (test_scheduler_lcm.py)", () => {
   const cfg = { ...LINEAR, beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear", prediction_type: "epsilon" };
   test("test_full_loop_onestep", () => expectPublished(fullLoop("lcm", cfg, { steps: 1 }), 18.7097, 0.0244, 1e-3, 1e-3));
-  test("test_full_loop_multistep (stochastic: 197.7616 statistically)", () =>
+  test("test_full_loop_multistep (torch noise replayed)", () =>
+    expectPublished(fullLoop("lcm", cfg, { steps: 10, rng: torchSeed() }), 197.7616, 0.2575, 1e-3, 1e-3));
+  test("with diffgraph's own RNG the published sum is a plausible draw", () =>
     expectPlausible((rng) => fullLoop("lcm", cfg, { steps: 10, rng }), 197.7616, 48));
   test("timesteps are a subsequence of the 50 distillation steps", () => {
     const s = makeScheduler("lcm", cfg);

@@ -56,3 +56,13 @@ describe("schedule arithmetic", () => {
     expect(s.schedule().alphasCumprod.map((v) => Number(v.toFixed(12)))).toEqual([0.9, 0.72, 0.504, 0.3024]);
   });
 });
+
+describe("torchRng (test helper)", () => {
+  test("replays torch.manual_seed(0); torch.randn(16)", async () => {
+    const { torchRng } = await import("./torch-rng.ts");
+    const r = torchRng(0, 16);
+    const first = Array.from({ length: 4 }, () => r.normal());
+    // The widely quoted first values of torch.randn after torch.manual_seed(0).
+    [-1.1258, -1.1524, -0.2506, -0.4339].forEach((v, i) => expect(first[i]).toBeCloseTo(v, 4));
+  });
+});
