@@ -118,7 +118,7 @@ export function pngSize(png: Uint8Array): { width: number; height: number } {
 }
 
 /** The app without a socket (`app.request(path)`), for HTTP-only checks. */
-export async function createTestApp(options: { apiKey?: string; corsOrigins?: "*" | string[]; maxQueue?: number; concurrency?: number } = {}) {
+export async function createTestApp(options: { apiKey?: string; corsOrigins?: "*" | string[]; maxQueue?: number; concurrency?: number; pipelinesDir?: string } = {}) {
   const { createDiffgraph } = await import("../../core/diffgraph.ts");
   const { builtinRegistry } = await import("../../plugins/index.ts");
   const { ApiService } = await import("../../api/service.ts");

@@ -7,6 +7,7 @@ import { createDiffgraph, type Diffgraph } from "../../core/diffgraph.ts";
 import { builtinRegistry } from "../../plugins/index.ts";
 import { ApiService } from "../../api/service.ts";
 import { JobStore } from "../../api/store.ts";
+import { createTestApp, GENERATE } from "./helpers.ts";
 
 let dir: string;
 let diffgraph: Diffgraph;
@@ -21,6 +22,10 @@ beforeAll(async () => {
   writeFileSync(join(p, "c-other.json"), JSON.stringify({ ...doc, name: "tiny-other" }));
   writeFileSync(join(p, "d-broken.json"), "{ not json");
   writeFileSync(join(p, "e-missing-model.json"), JSON.stringify({ ...doc, name: "ghost", model: "../nowhere" }));
+  writeFileSync(
+    join(p, "g-metrics.json"),
+    JSON.stringify({ ...doc, name: "tiny-metrics", nodes: { ...doc.nodes, bright: { use: `file://${resolve("test/fixtures/plugins/mean-brightness.ts")}`, config: { scale: 100 }, inputs: { images: "decode.images" } } } }),
+  );
   writeFileSync(join(p, "f-bad-plugin.json"), JSON.stringify({ ...doc, name: "bad", nodes: { ...doc.nodes, decode: { use: "no-such-plugin", inputs: {} } } }));
   diffgraph = await createDiffgraph({ registry: builtinRegistry(), log: () => {}, threads: 1 });
 });
@@ -33,7 +38,7 @@ test("good pipelines are registered by name; duplicates and broken ones are skip
   const log: string[] = [];
   const service = await ApiService.create({ diffgraph, store: new JobStore(join(dir, "data")), pipelinesDir: join(dir, "pipelines"), defaultPipeline: "tiny-other", log: (m) => log.push(m) });
   try {
-    expect([...service.pipelines.keys()].sort()).toEqual(["tiny-other", "tiny-sd"]);
+    expect([...service.pipelines.keys()].sort()).toEqual(["tiny-metrics", "tiny-other", "tiny-sd"]);
     expect(service.defaultPipeline).toBe("tiny-other");
     const skipped = log.filter((l) => l.includes("skipping"));
     expect(skipped).toHaveLength(4);
@@ -50,7 +55,27 @@ test("good pipelines are registered by name; duplicates and broken ones are skip
 test("an unknown default pipeline is an error that lists the registered ones", async () => {
   const store = new JobStore(join(dir, "data2"));
   await expect(ApiService.create({ diffgraph, store, pipelinesDir: join(dir, "pipelines"), defaultPipeline: "emoji-64", log: () => {} })).rejects.toThrow(
-    /default pipeline "emoji-64" is not registered \(registered: tiny-sd, tiny-other\)/,
+    /default pipeline "emoji-64" is not registered \(registered: tiny-sd, tiny-other, tiny-metrics\)/,
   );
   store.close();
+});
+
+test("a pipeline's metric nodes reach the job and its final event", async () => {
+  const t = await createTestApp({ pipelinesDir: join(dir, "pipelines") });
+  try {
+    const r = await t.gql(GENERATE, { input: { prompt: "bright", steps: 2, scheduler: "ddim", pipeline: "tiny-metrics" } });
+    expect(r.errors).toBeUndefined();
+    const events = t.service.jobs.subscribe(r.data.generate.id)!;
+    let finished: any;
+    for await (const e of events) if (e.type === "finished") finished = e.job;
+    expect(Object.keys(finished.metrics)).toEqual(["bright.mean"]);
+    const j = await t.gql(`query($id: ID!) { job(id: $id) { pipeline metrics { name value } } }`, { id: r.data.generate.id });
+    expect(j.data.job.pipeline).toBe("tiny-metrics");
+    expect(j.data.job.metrics).toHaveLength(1);
+    expect(j.data.job.metrics[0].name).toBe("bright.mean");
+    expect(j.data.job.metrics[0].value).toBeGreaterThan(0);
+    expect(j.data.job.metrics[0].value).toBeLessThan(100);
+  } finally {
+    await t.close();
+  }
 });
