@@ -8,7 +8,7 @@ const options: Record<string, Omit<ContractOptions, "name">> = {
   pndm: { repeatsTimesteps: true, steps: [4, 7, 10, 50], recoverySteps: [4, 10, 25], agreeingTypes: ["sample"], noBeginIndex: true },
   euler: {},
   "euler-ancestral": { stochastic: true },
-  heun: { repeatsTimesteps: true },
+  heun: { repeatsTimesteps: true, heunPairs: true },
   "dpmpp-2m": {},
   lcm: { stochastic: true },
   unipc: {},
@@ -21,7 +21,7 @@ runSchedulerContract({ name: "ddim", config: { eta: 1 }, stochastic: true });
 runSchedulerContract({ name: "ddpm", config: { variance_type: "fixed_large" }, stochastic: true });
 runSchedulerContract({ name: "pndm", config: { skip_prk_steps: true }, repeatsTimesteps: true, agreeingTypes: ["sample"], beginSteps: [2, 3, 6] });
 runSchedulerContract({ name: "euler", config: { use_karras_sigmas: true } });
-runSchedulerContract({ name: "heun", config: { use_karras_sigmas: true }, repeatsTimesteps: true });
+runSchedulerContract({ name: "heun", config: { use_karras_sigmas: true }, repeatsTimesteps: true, heunPairs: true });
 runSchedulerContract({ name: "dpmpp-2m", config: { solver_order: 1 } });
 runSchedulerContract({ name: "dpmpp-2m", config: { use_karras_sigmas: true, final_sigmas_type: "zero" } });
 runSchedulerContract({ name: "dpmpp-2m", config: { solver_type: "heun", lower_order_final: false } });

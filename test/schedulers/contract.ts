@@ -19,6 +19,8 @@ export interface ContractOptions {
   readonly steps?: readonly number[];
   /** Solver visits each timestep after the first twice (Heun) or in pseudo-RK pairs (PNDM). */
   readonly repeatsTimesteps?: boolean;
+  /** Heun's layout exactly: t₀ once, then every later timestep twice in a row. */
+  readonly heunPairs?: boolean;
   /** Step draws noise from the rng. */
   readonly stochastic?: boolean;
   /** Step counts for the x₀-recovery test (default 1, 4, 10, 25). */
@@ -108,6 +110,10 @@ export function runSchedulerContract(opts: ContractOptions): void {
             const where = `${spacing}, steps_offset ${offset}, ${n} steps: [${ts.join(", ")}]`;
             expect(ts.length, where).toBeGreaterThanOrEqual(n);
             for (const t of ts) expect(t >= 0 && t <= T - 1, where).toBe(true);
+            if (opts.heunPairs) {
+              expect(ts.length, where).toBe(2 * n - 1);
+              for (let k = 1; k < n; k++) expect(ts[2 * k - 1], where).toBe(ts[2 * k]!);
+            }
             // Unique values strictly decrease; a value repeats at most once in a row (Heun, PNDM's RK).
             let run = 1;
             for (let i = 1; i < ts.length; i++) {
