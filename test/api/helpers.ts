@@ -4,7 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient as createSseClient } from "graphql-sse";
 import { createClient as createWsClient } from "graphql-ws";
+import { setDefaultTimeout } from "bun:test";
 import { startServer, type RunningServer, type ServerOptions } from "../../api/server.ts";
+
+// These suites start servers and load ONNX sessions; on a busy 2-core machine 5 s is too tight.
+setDefaultTimeout(30_000);
 
 export interface TestServer extends RunningServer {
   readonly dataDir: string;

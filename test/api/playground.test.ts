@@ -19,11 +19,11 @@ describe.skipIf(!executablePath)("playground in headless Chromium", () => {
       executablePath,
       args: ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
     });
-  });
+  }, 60_000);
   afterAll(async () => {
     await browser?.close();
     await server?.close();
-  });
+  }, 30_000);
 
   test("prompt → live frames → final image", async () => {
     const page = await browser.newPage();
@@ -54,7 +54,7 @@ describe.skipIf(!executablePath)("playground in headless Chromium", () => {
     expect(await page.textContent("#step")).toContain("step 6 / 6");
     expect(errors).toEqual([]);
     await page.close();
-  });
+  }, 60_000);
 
   test("a bound violation shows the server's message", async () => {
     const page = await browser.newPage();
@@ -66,5 +66,5 @@ describe.skipIf(!executablePath)("playground in headless Chromium", () => {
     await page.waitForFunction(() => document.getElementById("error")!.textContent!.includes("BAD_USER_INPUT"));
     expect(await page.textContent("#error")).toContain("input.steps");
     await page.close();
-  });
+  }, 60_000);
 });
