@@ -9,7 +9,7 @@ diffusers ONNX layout, a preview projection, samples, metrics and the metrics te
     /usr/bin/python3 models/recipes/train.py [--quick] [--out DIR] [--stages a,b,...]
 
 Stages (each resumable; checkpoints and logs under models/.cache/ or <out>/.cache when --quick):
-    data tok ae clip clipeval latents unet export eval
+    data tok ae latents clip unet clipeval export eval
 Use Debian's /usr/bin/python3 (torch 1.13, onnx). Needs `npm` to fetch the data packages.
 """
 import argparse, json, math, os, random, subprocess, sys, time, unicodedata, shutil
@@ -41,9 +41,9 @@ SAMPLE_PROMPTS = ["red heart", "grinning face", "thumbs up", "pizza", "cat face"
 
 # ----------------------------------------------------------------------------------------------
 # configuration (full vs --quick)
-FULL = dict(ae_steps=1000, ae_batch=32, clip_steps=400, clip_batch=192, clipeval_steps=300,
+FULL = dict(ae_steps=750, ae_batch=32, clip_steps=300, clip_batch=256, clipeval_steps=250, clipeval_batch=128,
             unet_steps=4200, unet_batch=128, unet_minutes=36.0, eval_n=100, fd_n=400, sample_steps=20)
-QUICK = dict(ae_steps=4, ae_batch=8, clip_steps=3, clip_batch=32, clipeval_steps=3,
+QUICK = dict(ae_steps=4, ae_batch=8, clip_steps=3, clip_batch=32, clipeval_steps=3, clipeval_batch=32,
              unet_steps=4, unet_batch=8, unet_minutes=1.0, eval_n=8, fd_n=16, sample_steps=3)
 
 
@@ -499,10 +499,13 @@ class TextTower(nn.Module):
 
 
 class ImageTower(nn.Module):
+    """Pixel image encoder [B,3,64,64] in [-1,1]; average-pools to 32x32 first (CPU budget)."""
+
     def __init__(self, c, emb):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, c, 3, stride=2, padding=1), Res(c, c),                   # 32
+            nn.AvgPool2d(2),                                                      # 32
+            nn.Conv2d(3, c, 3, padding=1), Res(c, c),                             # 32
             nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), Res(2 * c, 2 * c),       # 16
             nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1), Res(4 * c, 4 * c),   # 8
             nn.Conv2d(4 * c, 4 * c, 3, stride=2, padding=1), Res(4 * c, 4 * c),   # 4
@@ -513,21 +516,35 @@ class ImageTower(nn.Module):
         return self.proj(self.net(x).mean(dim=(2, 3)))
 
 
+class LatentTower(nn.Module):
+    """Image encoder over the VAE's scaled 4x8x8 latents: only a training aid for the text encoder."""
+
+    def __init__(self, c, emb):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(4, c, 3, padding=1), Res(c, c), Res(c, c),
+            nn.Conv2d(c, c, 3, stride=2, padding=1), Res(c, c), gn(c), nn.SiLU())
+        self.proj = nn.Linear(c, emb)
+
+    def forward(self, z):
+        return self.proj(self.net(z).mean(dim=(2, 3)))
+
+
 class CLIP(nn.Module):
-    def __init__(self, vocab, d, layers, heads, c, emb):
+    def __init__(self, vocab, d, layers, heads, c, emb, latent=False):
         super().__init__()
         self.text = TextTower(vocab, d, layers, heads, emb)
-        self.image = ImageTower(c, emb)
+        self.image = LatentTower(c, emb) if latent else ImageTower(c, emb)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
 
-CLIP_CFG = {"clip": dict(d=128, layers=4, heads=4, c=32, emb=128, seed=1),
+CLIP_CFG = {"clip": dict(d=128, layers=4, heads=4, c=64, emb=128, seed=1, latent=True),
             "clipeval": dict(d=80, layers=3, heads=4, c=24, emb=80, seed=2)}
 
 
 def make_clip(name):
     c = CLIP_CFG[name]
-    return CLIP(len(load_tok().vocab), c["d"], c["layers"], c["heads"], c["c"], c["emb"])
+    return CLIP(len(load_tok().vocab), c["d"], c["layers"], c["heads"], c["c"], c["emb"], c.get("latent", False))
 
 
 def train_clip(name):
@@ -548,13 +565,16 @@ def train_clip(name):
     total = CFG[name + "_steps"] if name == "clipeval" else CFG["clip_steps"]
     rng = np.random.default_rng(cc["seed"] * 1000 + step)
     prng = random.Random(cc["seed"] * 1000 + step)
+    if cc.get("latent"):
+        lat = torch.load(os.path.join(CACHE, "latents.pt"))
+        z_all = lat["mean"] * lat["scaling_factor"]
     t0 = time.time() - spent
     run = None
     while step < total:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, 1e-3, 50)
-        idx = rng.choice(tr, CFG["clip_batch"], replace=False)
-        x = to_t(d["images"][idx])
+        idx = rng.choice(tr, CFG["clip_batch"] if name == "clip" else CFG["clipeval_batch"], replace=False)
+        x = z_all[idx] if cc.get("latent") else to_t(d["images"][idx])
         labels = [d["caps"][i]["label"] for i in idx]
         caps = [sample_caption(d["caps"][i], prng) for i in idx]
         ie = F.normalize(model.image(x), dim=-1)
@@ -679,7 +699,8 @@ class UNet(nn.Module):
 
 def stage_unet(a):
     final = os.path.join(CACHE, "unet.pt")
-    if os.path.exists(final):
+    extend = CFG.get("unet_extend_s")
+    if os.path.exists(final) and not extend:
         return
     d, tok = load_data(), load_tok()
     tr = np.where(~d["heldout"])[0]
@@ -707,6 +728,13 @@ def stage_unet(a):
         empty = text(tok.batch([""]))[0]
     t0 = time.time() - spent
     run, ema_decay, budget = None, 0.997, CFG["unet_minutes"] * 60
+    step0, ext = None, 0
+    if extend and step > 0:  # continue a finished run until a deadline with a fresh, lower cosine
+        step0 = step
+        ext = int((extend - time.time()) / (spent / step))
+        total = step0 + ext
+        budget = spent + (extend - time.time())
+        log(f"unet: extending {ext} steps from {step0}")
     if CFG.get("unet_deadline_s"):
         budget = spent + CFG["unet_deadline_s"] - time.time()
         log(f"unet: budget {budget/60:.1f} min (deadline)")
@@ -715,12 +743,12 @@ def stage_unet(a):
         if time.time() - t0 > budget * 1.1:
             log(f"unet: time budget exceeded, stopping at {step}/{total}")
             break
-        if step == 30 and spent == 0.0:  # fit the schedule to the time budget, once
+        if step == 30 and spent == 0.0 and step0 is None:  # fit the schedule to the time budget, once
             per = (time.time() - t0) / 30
             total = int(min(total, budget / per))
             log(f"unet: {per:.3f}s/step -> total {total} steps")
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, 1e-3, 200)
+            g["lr"] = lr_at(step, total, 1e-3, 200) if step0 is None else lr_at(step - step0, ext, 4e-4, 20)
         idx = rng.choice(tr, B, replace=False)
         z = z_all[idx]
         caps = [sample_caption(d["caps"][i], prng) if prng.random() >= 0.1 else "" for i in idx]
@@ -836,7 +864,17 @@ def onnx_export(model, args, path, inames, onames, axes):
     torch.onnx.export(model, args, path, input_names=inames, output_names=onames, dynamic_axes=axes,
                       opset_version=14, do_constant_folding=True)
     import onnx
-    onnx.checker.check_model(onnx.load(path))
+    m = onnx.load(path)
+    outs = model(*args)
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    for o, t in zip(m.graph.output, outs):  # name the static output dims (shape inference leaves some symbolic)
+        for k, dim in enumerate(o.type.tensor_type.shape.dim):
+            if k in axes.get(o.name, {}):
+                dim.ClearField("dim_value"); dim.dim_param = axes[o.name][k]
+            else:
+                dim.ClearField("dim_param"); dim.dim_value = int(t.shape[k])
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
 
 
 def stage_export(a):
@@ -1060,7 +1098,7 @@ def stage_eval(a):
 
 
 # ----------------------------------------------------------------------------------------------
-STAGES = ["data", "tok", "ae", "clip", "clipeval", "latents", "unet", "export", "eval"]
+STAGES = ["data", "tok", "ae", "latents", "clip", "unet", "clipeval", "export", "eval"]
 
 
 def main():
@@ -1071,16 +1109,20 @@ def main():
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--unet-minutes", type=float, default=None, help="wall-time budget of the UNet stage")
     ap.add_argument("--unet-deadline", default=None, help="UTC HH:MM at which the UNet stage must end")
+    ap.add_argument("--unet-extend-until", default=None, help="UTC HH:MM: continue a finished UNet run until then")
     a = ap.parse_args()
     torch.set_num_threads(2)
     CFG = dict(QUICK if a.quick else FULL)
     if a.unet_minutes:
         CFG["unet_minutes"] = a.unet_minutes
-    if a.unet_deadline:  # UTC "HH:MM" today: the UNet stage's budget ends there
-        hh, mm = map(int, a.unet_deadline.split(":"))
+    def until(hhmm):  # UTC "HH:MM" today -> epoch seconds
+        hh, mm = map(int, hhmm.split(":"))
         now = time.gmtime()
-        left = (hh * 3600 + mm * 60) - (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec)
-        CFG["unet_deadline_s"] = time.time() + left
+        return time.time() + (hh * 3600 + mm * 60) - (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec)
+    if a.unet_deadline:
+        CFG["unet_deadline_s"] = until(a.unet_deadline)
+    if a.unet_extend_until:
+        CFG["unet_extend_s"] = until(a.unet_extend_until)
     OUT = os.path.abspath(a.out or os.path.join(ROOT, "models", "emoji-64"))
     if a.quick:
         if a.out is None:
