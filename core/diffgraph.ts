@@ -46,7 +46,7 @@ export async function createDiffgraph(options: DiffgraphOptions): Promise<Diffgr
       const [dir, base] = splitPath(path);
       if (!base.endsWith(".json")) {
         const models = adapter.fileSource(path);
-        const doc = await pipelineDocFromModelFolder(models, base);
+        const doc = await pipelineDocFromModelFolder(models, base, options.registry);
         return Pipeline.load(doc, { registry: options.registry, onnx, models, log });
       }
       const folder = adapter.fileSource(dir);

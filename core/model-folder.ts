@@ -5,30 +5,20 @@
  */
 import { ModelFileError, readJson, type ModelSource } from "./model-source.ts";
 import type { PipelineDoc } from "./pipeline-config.ts";
+import type { PluginRegistry } from "./registry.ts";
 
-/** diffusers scheduler class → diffgraph scheduler plugin. */
-export const SCHEDULER_CLASSES: Readonly<Record<string, string>> = Object.freeze({
-  DDPMScheduler: "ddpm",
-  DDIMScheduler: "ddim",
-  PNDMScheduler: "pndm",
-  EulerDiscreteScheduler: "euler",
-  EulerAncestralDiscreteScheduler: "euler-ancestral",
-  HeunDiscreteScheduler: "heun",
-  DPMSolverMultistepScheduler: "dpmpp-2m",
-  LCMScheduler: "lcm",
-  UniPCMultistepScheduler: "unipc",
-});
-
-export async function pipelineDocFromModelFolder(models: ModelSource, name: string): Promise<PipelineDoc> {
+export async function pipelineDocFromModelFolder(models: ModelSource, name: string, registry: PluginRegistry): Promise<PipelineDoc> {
   const index = await readJson<Record<string, unknown>>(models, "model_index.json");
   for (const part of ["text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx"]) {
     if (!(await models.exists(part))) throw new ModelFileError(`${models.root}/${part}`, "file not found (required by the diffusers ONNX layout)");
   }
   const sched = await readJson<Record<string, unknown>>(models, "scheduler/scheduler_config.json");
   const cls = String(sched._class_name ?? "");
-  const scheduler = SCHEDULER_CLASSES[cls];
+  const schedulers = registry.list("scheduler");
+  const scheduler = schedulers.find((p) => p.className === cls)?.name;
   if (!scheduler) {
-    throw new ModelFileError(`${models.root}/scheduler/scheduler_config.json`, `_class_name "${cls}" is not a scheduler diffgraph knows (${Object.keys(SCHEDULER_CLASSES).join(", ")})`);
+    const known = schedulers.map((p) => p.className).filter(Boolean);
+    throw new ModelFileError(`${models.root}/scheduler/scheduler_config.json`, `_class_name "${cls}" is not a scheduler diffgraph knows (${known.join(", ")})`);
   }
   const unet = (await models.exists("unet/config.json")) ? await readJson<Record<string, unknown>>(models, "unet/config.json") : {};
   const vae = (await models.exists("vae_decoder/config.json")) ? await readJson<Record<string, unknown>>(models, "vae_decoder/config.json") : {};

@@ -99,6 +99,8 @@ export interface PluginDefinition<K extends PluginKind = PluginKind, C = any, I 
   readonly outputs?: O;
   /** True when equal config + equal inputs ⇒ equal outputs, so the executor may cache results. */
   readonly deterministic?: boolean;
+  /** The diffusers class whose saved config this plugin reads (e.g. "DDIMScheduler"); opens model folders. */
+  readonly className?: string;
   create(config: C, ctx: PluginContext): Promise<InstanceFor<K, I, O>> | InstanceFor<K, I, O>;
 }
 
