@@ -139,6 +139,15 @@ export function spacedTimesteps(
     for (let i = n - 1; i >= 0; i--) out.push(round ? roundHalfEven(ts[i]!) : ts[i]!);
   } else if (spacing === "leading") {
     const ratio = Math.floor(T / n);
+    const first = (n - 1) * ratio + stepsOffset;
+    if (first > T - 1) {
+      // diffusers would index past the schedule here (steps_offset 1 with 1000 steps gives t = 1000).
+      let most = n - 1;
+      while (most > 1 && (most - 1) * Math.floor(T / most) + stepsOffset > T - 1) most--;
+      throw new RangeError(
+        `num_inference_steps: ${n} steps with "leading" spacing and steps_offset ${stepsOffset} reach timestep ${first}, past ${T - 1}; use at most ${most} steps, or "trailing" spacing`,
+      );
+    }
     for (let i = n - 1; i >= 0; i--) out.push(i * ratio + stepsOffset);
   } else {
     const ratio = T / n;

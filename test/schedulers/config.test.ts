@@ -133,3 +133,11 @@ describe("scheduler config", () => {
     expect(() => s.step(x, 999, x)).toThrow(/setTimesteps/);
   });
 });
+
+test("leading spacing with steps_offset never steps past the last training timestep", async () => {
+  const { getSchedulerPlugin } = await import("../../plugins/schedulers/index.ts");
+  const s = getSchedulerPlugin("ddim").create({ steps_offset: 1, timestep_spacing: "leading" }).createScheduler();
+  expect(() => s.setTimesteps(1000)).toThrow(/num_inference_steps: 1000 steps .* reach timestep 1000, past 999; use at most 999 steps/);
+  s.setTimesteps(999);
+  expect(Math.max(...s.timesteps)).toBeLessThanOrEqual(999);
+});
