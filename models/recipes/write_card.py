@@ -166,7 +166,7 @@ Training on the 2-core CPU machine (shared with other work, so the times are inf
 
 | stage | what | steps × batch | time |
 |---|---|---|---|
-| VAE | KL autoencoder 3×64×64 ↔ 4×8×8 (f = 8), L1 + 1e-4·KL, posterior noise floor 0.1, AdamW 1e-3 cosine, h-flip | 750 × 32 | {mins(ae['seconds'])} |
+| VAE | KL autoencoder 3×64×64 ↔ 4×8×8 (f = 8), L1 + 1e-4·KL, posterior noise floor 0.1, AdamW 1e-3 cosine, h-flip | 750 × 32{EXTRA.get('vae_note', '')} | {mins(ae['seconds'])} |
 | text encoder | mini-CLIP: 4-layer causal transformer (width 128) vs. a conv encoder over the VAE latents, contrastive (soft targets for equal labels) | 300 × 256 | {mins(cl['seconds'])} |
 | UNet | 2-level UNet (96/160 channels) with self- and cross-attention blocks at 8×8 and 4×4, v-prediction, discrete cosine schedule, AdamW 1e-3 with 200-step warm-up and cosine decay, EMA 0.997, 10 % caption dropout, on cached posterior means × scaling_factor | {un['steps']} × 128 | {mins(un['seconds'])} |
 | eval CLIP | 3-layer transformer (width 80) vs. conv image encoder on pixels (pooled to 32×32 inside), other seed | 250 × 128 | {mins(ce['seconds'])} |
@@ -205,6 +205,7 @@ VAE reconstruction mean L1 (pixels in [-1, 1]): {M['vae_recon_l1']:.4f}. Preview
 {EXTRA.get('speed', '')}
 
 ## Known limitations
+{EXTRA.get('notes', '')}
 
 - 64×64 only, emoji-like pictures only; small (≈ {total/4e6:.1f} M parameters in all).
 - The UNet was trained for only {un['steps']} steps ({mins(un['seconds'])}) on a shared 2-core CPU: shapes are
