@@ -8,8 +8,9 @@ import vaeDecoder from "./decoders/vae-decoder.ts";
 import latentPreview from "./decoders/latent-preview.ts";
 import upscale from "./decoders/upscale.ts";
 import { schedulerPlugins } from "./schedulers/index.ts";
+import { metricPlugins } from "./metrics/index.ts";
 
-export const builtinPlugins: readonly PluginDefinition[] = [clipText, vaeEncoder, onnxUnet, vaeDecoder, latentPreview, upscale, ...schedulerPlugins];
+export const builtinPlugins: readonly PluginDefinition[] = [clipText, vaeEncoder, onnxUnet, vaeDecoder, latentPreview, upscale, ...schedulerPlugins, ...metricPlugins];
 
 export function builtinRegistry(): PluginRegistry {
   return new PluginRegistry(builtinPlugins);

@@ -5,7 +5,8 @@
  * the default is the widely used approximation for Stable Diffusion 1.x latents.
  */
 import { z } from "zod";
-import { readJson } from "../../core/model-source.ts";
+import { ModelFileError, readJson } from "../../core/model-source.ts";
+import { formatIssues } from "../../core/params.ts";
 import { definePlugin } from "../../core/plugin.ts";
 
 /** SD 1.x latent → RGB factors (community-measured), applied to scaled latents, output in [-1, 1]. */
@@ -26,6 +27,8 @@ const Projection = z
     bias: z.array(z.number()).length(3).default([0, 0, 0]),
     /** Range of the projection's output; mapped to [0, 1]. */
     range: z.tuple([z.number(), z.number()]).default([0, 1]),
+    /** How the projection was fitted (documentation only). */
+    fit: z.string().optional(),
   })
   .strict();
 
@@ -51,7 +54,7 @@ export default definePlugin({
     let proj = config.projection;
     if (!proj && (await ctx.models.exists(config.file))) {
       const r = Projection.safeParse(await readJson(ctx.models, config.file));
-      if (!r.success) throw new Error(`${ctx.models.root}/${config.file}: ${r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+      if (!r.success) throw new ModelFileError(`${ctx.models.root}/${config.file}`, formatIssues(r.error));
       proj = r.data;
     }
     const { weights, bias, range } = proj ?? SD15;

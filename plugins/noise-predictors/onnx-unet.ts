@@ -18,6 +18,21 @@ const Config = z
   })
   .strict();
 
+/**
+ * Pixels per latent cell. The ratio of the VAE's and the UNet's `sample_size` is what the model was
+ * trained with; diffusers' 2^(len(block_out_channels)−1) rule only holds for its own VAE layout
+ * (the emoji VAE has 3 blocks and a stride-2 stem: factor 8, not 4). SD 1.x ONNX exports ship no
+ * configs: 8.
+ */
+function vaeScaleFactor(vae: Record<string, unknown>, unet: Record<string, unknown>): number {
+  if (typeof vae.sample_size === "number" && typeof unet.sample_size === "number" && vae.sample_size % unet.sample_size === 0) {
+    return vae.sample_size / unet.sample_size;
+  }
+  if (typeof vae.sample_size === "number" && typeof vae.latent_sample_size === "number") return vae.sample_size / vae.latent_sample_size;
+  if (Array.isArray(vae.block_out_channels) && vae.block_out_channels.length > 0) return 2 ** (vae.block_out_channels.length - 1);
+  return 8;
+}
+
 export default definePlugin({
   name: "onnx-unet",
   kind: "noise-predictor",
@@ -28,12 +43,11 @@ export default definePlugin({
     for (const name of ["sample", "timestep", "encoder_hidden_states"]) model.input(name);
     const outName = model.outputs.find((o) => o.name === "out_sample")?.name ?? model.outputs[0]?.name;
     if (!outName) throw new ModelFileError(model.file, "has no outputs");
-    const unetConfig = (await ctx.models.exists("unet/config.json")) ? await readJson<Record<string, number>>(ctx.models, "unet/config.json") : {};
+    const unetConfig = (await ctx.models.exists("unet/config.json")) ? await readJson<Record<string, unknown>>(ctx.models, "unet/config.json") : {};
     const vaeConfig = (await ctx.models.exists("vae_decoder/config.json")) ? await readJson<Record<string, unknown>>(ctx.models, "vae_decoder/config.json") : {};
-    const blocks = Array.isArray(vaeConfig.block_out_channels) ? vaeConfig.block_out_channels.length : 0;
-    const factor = config.vaeScaleFactor ?? (typeof vaeConfig.scale_factor === "number" ? vaeConfig.scale_factor : blocks ? 2 ** (blocks - 1) : 8);
+    const factor = config.vaeScaleFactor ?? vaeScaleFactor(vaeConfig, unetConfig);
     const sampleShape = model.input("sample").shape;
-    const channels = config.latentChannels ?? (typeof sampleShape[1] === "number" ? sampleShape[1] : (unetConfig.in_channels ?? 4));
+    const channels = config.latentChannels ?? (typeof sampleShape[1] === "number" ? sampleShape[1] : (typeof unetConfig.in_channels === "number" ? unetConfig.in_channels : 4));
     const ts = model.input("timestep");
     const batchDim = sampleShape[0];
     return {
