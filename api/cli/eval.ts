@@ -24,6 +24,7 @@ import { FeatureStats, gaussianFromJSON, type GaussianStatsJson } from "../../pl
 import { gridPng, readImage } from "../image.ts";
 import { cellKey, cellSlug, loadResults, sameSettings, saveResults, writeReport, type CellResult, type RealResult, type ReportSettings, type Results } from "../report.ts";
 import { DEFAULT_PIPELINE } from "./generate.ts";
+import { runMain } from "./run-main.ts";
 
 const DEFAULT_PROMPTS = ["red heart", "grinning face", "thumbs up", "pizza", "cat face", "rocket", "sun", "crying face"];
 
@@ -417,12 +418,4 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err) => {
-      console.error(`eval: ${(err as Error).message}`);
-      process.exit(1);
-    },
-  );
-}
+if (import.meta.main) runMain("eval", main);

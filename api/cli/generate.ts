@@ -10,6 +10,7 @@ import { createDiffgraph } from "../../core/diffgraph.ts";
 import type { ExecutionProvider } from "../../core/onnx.ts";
 import { builtinRegistry } from "../../plugins/index.ts";
 import { gridPng, readImage } from "../image.ts";
+import { runMain } from "./run-main.ts";
 
 export const DEFAULT_PIPELINE = existsSync("pipelines/emoji-64.json") && existsSync("models/emoji-64/unet/model.onnx")
   ? "pipelines/emoji-64.json"
@@ -109,12 +110,4 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err) => {
-      console.error(`error: ${(err as Error).message}`);
-      process.exit(1);
-    },
-  );
-}
+if (import.meta.main) runMain("generate", main);

@@ -27,7 +27,7 @@ describe("bun run generate", () => {
 
   test("bad arguments fail with a message naming them and exit 1", () => {
     const cases: [string[], RegExp][] = [
-      [["--steps", "3"], /--prompt is required/],
+      [["--steps", "3"], /generate: --prompt is required/],
       [["--prompt", "x", "--steps", "many"], /--steps must be a number/],
       [["--prompt", "x", "--steps", "0", "--pipeline", "pipelines/tiny-sd.json"], /steps: .*>=1/],
       [["--prompt", "x", "--pipeline", "pipelines/nope.json"], /pipelines\/nope\.json: file not found/],
