@@ -729,26 +729,28 @@ def stage_unet(a):
     t0 = time.time() - spent
     run, ema_decay, budget = None, 0.997, CFG["unet_minutes"] * 60
     step0, ext = None, 0
-    if extend and step > 0:  # continue a finished run until a deadline with a fresh, lower cosine
-        step0 = step
-        ext = int((extend - time.time()) / (spent / step))
-        total = step0 + ext
-        budget = spent + (extend - time.time())
-        log(f"unet: extending {ext} steps from {step0}")
+    if extend and step > 0:  # continue a finished run until a deadline with a fresh, lower cosine in time
+        step0, ext_t0 = step, time.time()
+        total = 10 ** 9
+        budget = (spent + extend - ext_t0) / 1.1  # the loop stops at 1.1 x budget
+        log(f"unet: extending from {step0} until the deadline, peak lr {CFG['unet_extend_lr']}")
     if CFG.get("unet_deadline_s"):
         budget = spent + CFG["unet_deadline_s"] - time.time()
         log(f"unet: budget {budget/60:.1f} min (deadline)")
     B = CFG["unet_batch"]
     while step < total:
         if time.time() - t0 > budget * 1.1:
-            log(f"unet: time budget exceeded, stopping at {step}/{total}")
+            log(f"unet: time budget reached, stopping at step {step}")
+            save_ckpt(ck, model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
+                      step=step, spent=time.time() - t0, total=step)
             break
         if step == 30 and spent == 0.0 and step0 is None:  # fit the schedule to the time budget, once
             per = (time.time() - t0) / 30
             total = int(min(total, budget / per))
             log(f"unet: {per:.3f}s/step -> total {total} steps")
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, 1e-3, 200) if step0 is None else lr_at(step - step0, ext, 4e-4, 20)
+            g["lr"] = lr_at(step, total, 1e-3, 200) if step0 is None else \
+                CFG["unet_extend_lr"] * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, (time.time() - ext_t0) / (extend - ext_t0)))))
         idx = rng.choice(tr, B, replace=False)
         z = z_all[idx]
         caps = [sample_caption(d["caps"][i], prng) if prng.random() >= 0.1 else "" for i in idx]
@@ -1110,6 +1112,7 @@ def main():
     ap.add_argument("--unet-minutes", type=float, default=None, help="wall-time budget of the UNet stage")
     ap.add_argument("--unet-deadline", default=None, help="UTC HH:MM at which the UNet stage must end")
     ap.add_argument("--unet-extend-until", default=None, help="UTC HH:MM: continue a finished UNet run until then")
+    ap.add_argument("--unet-extend-lr", type=float, default=4e-4, help="peak learning rate of that extension")
     a = ap.parse_args()
     torch.set_num_threads(2)
     CFG = dict(QUICK if a.quick else FULL)
@@ -1123,6 +1126,7 @@ def main():
         CFG["unet_deadline_s"] = until(a.unet_deadline)
     if a.unet_extend_until:
         CFG["unet_extend_s"] = until(a.unet_extend_until)
+    CFG["unet_extend_lr"] = a.unet_extend_lr
     OUT = os.path.abspath(a.out or os.path.join(ROOT, "models", "emoji-64"))
     if a.quick:
         if a.out is None:
