@@ -25,7 +25,7 @@ export interface GqlError {
 
 export async function startTestServer(options: ServerOptions & { dataDir?: string } = {}): Promise<TestServer> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "diffgraph-api-"));
-  const s = await startServer({ port: 0, threads: 1, log: () => {}, ...options, dataDir });
+  const s = await startServer({ port: 0, threads: 1, log: () => {}, defaultPipeline: "tiny-sd", ...options, dataDir });
   return {
     ...s,
     dataDir,
@@ -131,7 +131,7 @@ export async function createTestApp(options: { apiKey?: string; corsOrigins?: "*
   const dataDir = mkdtempSync(join(tmpdir(), "diffgraph-app-"));
   const log = () => {};
   const diffgraph = await createDiffgraph({ registry: builtinRegistry(), log, threads: 1 });
-  const service = await ApiService.create({ diffgraph, store: new JobStore(dataDir), log, ...options });
+  const service = await ApiService.create({ diffgraph, store: new JobStore(dataDir), log, defaultPipeline: "tiny-sd", ...options });
   const { app } = createApp({ service, corsOrigins: options.corsOrigins });
   return {
     app,

@@ -68,7 +68,7 @@ describe("queries", () => {
     const plain = await t.gql(q, { s: "euler" });
     expect(plain.data.schedule.betas[0]).toBeCloseTo(0.0001, 8); // plugin defaults
     const cfg = await t.gql(`{ pipelines { name schedulerConfig } }`);
-    expect(cfg.data.pipelines[0].schedulerConfig).toMatchObject({ beta_schedule: "scaled_linear", steps_offset: 1 });
+    expect(cfg.data.pipelines.find((p: { name: string }) => p.name === "tiny-sd").schedulerConfig).toMatchObject({ beta_schedule: "scaled_linear", steps_offset: 1 });
     const bad = await t.gql(q, { p: "../models/tiny-sd" });
     expect(bad.errors?.[0]?.extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "pipeline" });
   });
