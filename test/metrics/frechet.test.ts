@@ -3,6 +3,7 @@
  * independent numpy/scipy reference (Debian's python3-scipy at /usr/bin/python3, spawned here).
  */
 import { describe, expect, test } from "bun:test";
+import { HAS_PYTHON_REFERENCE } from "../python-reference.ts";
 import { createRng } from "../../core/random.ts";
 import { frechetDistance, jacobiEigen, symmetricEigen } from "../../plugins/metrics/linalg.ts";
 import { FeatureStats, gaussianFromJSON } from "../../plugins/metrics/stats.ts";
@@ -136,7 +137,7 @@ describe("symmetric eigensolvers", () => {
   }
 });
 
-describe("Fréchet distance vs scipy", () => {
+describe.skipIf(!HAS_PYTHON_REFERENCE)("Fréchet distance vs scipy", () => {
   test("random features with known covariance agree with sqrtm to 1e-6 relative", () => {
     const dim = 64;
     const a = gaussianSamples(10, 800, dim);
