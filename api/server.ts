@@ -9,25 +9,19 @@ import { createDiffgraph } from "../core/diffgraph.ts";
 import type { PluginRegistry } from "../core/registry.ts";
 import { builtinRegistry } from "../plugins/index.ts";
 import { createApp, type AppOptions } from "./app.ts";
-import { ApiService } from "./service.ts";
+import { ApiService, type ServiceOptions } from "./service.ts";
 import { JobStore } from "./store.ts";
 
-export interface ServerOptions {
+/** The service's options (pipelines, queue, auth) plus where to listen and what to load them with. */
+export interface ServerOptions extends Partial<Omit<ServiceOptions, "diffgraph" | "store">> {
   /** 0 picks a free port. */
   readonly port?: number;
   readonly hostname?: string;
   /** Folder for jobs.sqlite and images/ (default `.diffgraph`). */
   readonly dataDir?: string;
-  readonly pipelinesDir?: string;
-  readonly defaultPipeline?: string;
-  readonly concurrency?: number;
-  readonly maxQueue?: number;
-  readonly subscriberBuffer?: number;
-  readonly apiKey?: string;
   readonly corsOrigins?: AppOptions["corsOrigins"];
   readonly registry?: PluginRegistry;
   readonly threads?: number;
-  readonly log?: (message: string) => void;
   readonly plugins?: AppOptions["plugins"];
 }
 
@@ -43,17 +37,8 @@ export interface RunningServer {
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const log = options.log ?? ((m: string) => console.error(m));
   const diffgraph = await createDiffgraph({ registry: options.registry ?? builtinRegistry(), log, threads: options.threads });
-  const service = await ApiService.create({
-    diffgraph,
-    store: new JobStore(options.dataDir ?? ".diffgraph"),
-    pipelinesDir: options.pipelinesDir,
-    defaultPipeline: options.defaultPipeline,
-    concurrency: options.concurrency,
-    maxQueue: options.maxQueue,
-    subscriberBuffer: options.subscriberBuffer,
-    apiKey: options.apiKey,
-    log,
-  });
+  // ServerOptions extends the service's options; the listening fields it adds are ignored there.
+  const service = await ApiService.create({ ...options, diffgraph, store: new JobStore(options.dataDir ?? ".diffgraph"), log });
   const { app, yoga } = createApp({ service, corsOrigins: options.corsOrigins, plugins: options.plugins });
 
   const websocket = makeHandler<Record<string, unknown>, { socket: { data: { request: Request } } }>({

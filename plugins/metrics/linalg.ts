@@ -31,15 +31,10 @@ export interface EigenResult {
   readonly vectors?: Float64Array;
 }
 
-/**
- * Eigenvalues (and optionally eigenvectors) of a symmetric matrix by the cyclic Jacobi method.
- * Each rotation zeroes one off-diagonal pair; sweeps repeat until the off-diagonal mass is below
- * `tol` relative to the Frobenius norm (or `maxSweeps`). Only the upper triangle's symmetry is assumed.
- */
-export function jacobiEigen(m: SymMatrix, withVectors = false, tol = 1e-15, maxSweeps = 60): EigenResult {
+/** A copy of m with (a + aᵀ)/2: round-off in an accumulated covariance may leave tiny asymmetries. */
+function symmetrisedCopy(m: SymMatrix): Float64Array {
   const n = m.n;
   const a = Float64Array.from(m.data);
-  // Symmetrise (round-off in an accumulated covariance may leave tiny asymmetries).
   for (let i = 0; i < n; i++) {
     for (let j = i + 1; j < n; j++) {
       const v = 0.5 * (a[i * n + j]! + a[j * n + i]!);
@@ -47,6 +42,17 @@ export function jacobiEigen(m: SymMatrix, withVectors = false, tol = 1e-15, maxS
       a[j * n + i] = v;
     }
   }
+  return a;
+}
+
+/**
+ * Eigenvalues (and optionally eigenvectors) of a symmetric matrix by the cyclic Jacobi method.
+ * Each rotation zeroes one off-diagonal pair; sweeps repeat until the off-diagonal mass is below
+ * `tol` relative to the Frobenius norm (or `maxSweeps`). Only the upper triangle's symmetry is assumed.
+ */
+export function jacobiEigen(m: SymMatrix, withVectors = false, tol = 1e-15, maxSweeps = 60): EigenResult {
+  const n = m.n;
+  const a = symmetrisedCopy(m);
   const v = withVectors ? new Float64Array(n * n) : undefined;
   if (v) for (let i = 0; i < n; i++) v[i * n + i] = 1;
 
@@ -110,14 +116,7 @@ export function jacobiEigen(m: SymMatrix, withVectors = false, tol = 1e-15, maxS
  */
 export function symmetricEigen(m: SymMatrix, withVectors = false): EigenResult {
   const n = m.n;
-  const a = Float64Array.from(m.data);
-  for (let i = 0; i < n; i++) {
-    for (let j = i + 1; j < n; j++) {
-      const v = 0.5 * (a[i * n + j]! + a[j * n + i]!);
-      a[i * n + j] = v;
-      a[j * n + i] = v;
-    }
-  }
+  const a = symmetrisedCopy(m);
   // Q accumulates the orthogonal transformations (columns are eigenvectors at the end).
   const q = withVectors ? new Float64Array(n * n) : undefined;
   if (q) for (let i = 0; i < n; i++) q[i * n + i] = 1;
