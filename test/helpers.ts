@@ -1,10 +1,9 @@
 /** Shared test setup: one diffgraph (CPU provider) and the tiny-sd pipeline document. */
 import { readFileSync } from "node:fs";
 import { createDiffgraph, type Diffgraph } from "../core/diffgraph.ts";
-import { fileSource } from "../core/adapters/node.ts";
 import { OnnxRuntime, type ExecutionProvider } from "../core/onnx.ts";
 import { Pipeline } from "../core/pipeline.ts";
-import { onnxBackends } from "../core/adapters/node.ts";
+import { fileSource, onnxBackends } from "../core/adapters/node.ts";
 import { builtinRegistry } from "../plugins/index.ts";
 
 export const TINY_DOC = JSON.parse(readFileSync("pipelines/tiny-sd.json", "utf8")) as Record<string, any>;
