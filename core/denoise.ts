@@ -7,11 +7,14 @@
  *   x_{t−1}, x̂₀ = scheduler.step(ε̂, t, x_t)
  * img2img (SDEdit, Meng et al. 2021): start from add_noise(encode(image), ε, t_start), skipping the
  * first (1 − strength) of the schedule.
+ * Concurrent runs of one pipeline share noise-predictor calls through a `PredictBatcher` (see
+ * core/batcher.ts) unless the node's config says `"batching": false`.
  */
 import { z } from "zod";
 import type { NodeType, Values } from "./node.ts";
 import { ComponentRefSchema } from "./pipeline-config.ts";
 import type { NoisePredictorInstance, SchedulerInstance } from "./plugin.ts";
+import { PredictBatcher } from "./batcher.ts";
 import { createRng } from "./random.ts";
 import { concat0, numel, repeatRows, slice0, tensor, type Tensor } from "./tensor.ts";
 
@@ -19,6 +22,21 @@ const ConfigSchema = z
   .object({
     scheduler: ComponentRefSchema,
     noisePredictor: ComponentRefSchema,
+    /**
+     * Cross-run batching (core/batcher.ts): concurrent runs of this pipeline share noise-predictor
+     * calls. `false` gives every run its own calls.
+     */
+    batching: z
+      .union([
+        z.literal(false),
+        z
+          .object({
+            maxRows: z.number().int().min(1).max(4096).default(64),
+            maxWaitMs: z.number().min(0).max(10_000).optional(),
+          })
+          .strict(),
+      ])
+      .default({ maxRows: 64 }),
   })
   .strict();
 
@@ -58,6 +76,9 @@ export const denoiseNode: NodeType = {
       }
       return p;
     };
+
+    const batcher = config.batching === false ? null : new PredictBatcher(predictor, config.batching);
+    const solo = { predict: predictor.predict.bind(predictor), leave() {} };
 
     return {
       async run(inputs: Values, run) {
@@ -101,31 +122,36 @@ export const denoiseNode: NodeType = {
         const started = performance.now();
         const g = params.guidanceScale;
 
-        for (let i = 0; i < timesteps.length; i++) {
-          abortIfNeeded(signal);
-          const t = timesteps[i]!;
-          const input = scheduler.scaleModelInput(latents, t);
-          let eps: Tensor;
-          if (guided) {
-            const out = await predictor.predict({ sample: concat0([input, input]), timestep: t, encoderHiddenStates: ehs }, signal);
-            const u = slice0(out, 0, batch).data;
-            const v = slice0(out, batch, 2 * batch).data;
-            const e = new Float32Array(u.length);
-            for (let j = 0; j < e.length; j++) e[j] = u[j]! + g * (v[j]! - u[j]!);
-            eps = { dims: input.dims, data: e };
-          } else {
-            eps = await predictor.predict({ sample: input, timestep: t, encoderHiddenStates: ehs }, signal);
+        const lane = batcher?.join() ?? solo;
+        try {
+          for (let i = 0; i < timesteps.length; i++) {
+            abortIfNeeded(signal);
+            const t = timesteps[i]!;
+            const input = scheduler.scaleModelInput(latents, t);
+            let eps: Tensor;
+            if (guided) {
+              const out = await lane.predict({ sample: concat0([input, input]), timestep: t, encoderHiddenStates: ehs }, signal);
+              const u = slice0(out, 0, batch).data;
+              const v = slice0(out, batch, 2 * batch).data;
+              const e = new Float32Array(u.length);
+              for (let j = 0; j < e.length; j++) e[j] = u[j]! + g * (v[j]! - u[j]!);
+              eps = { dims: input.dims, data: e };
+            } else {
+              eps = await lane.predict({ sample: input, timestep: t, encoderHiddenStates: ehs }, signal);
+            }
+            const out = scheduler.step(eps, t, latents, stepRng);
+            latents = out.prevSample;
+            await run.step({
+              step: i + 1,
+              totalSteps: timesteps.length,
+              timestep: t,
+              elapsedMs: performance.now() - started,
+              latents: { dims: latents.dims, data: latents.data.slice() },
+              predictedX0: { dims: out.predOriginalSample.dims, data: out.predOriginalSample.data.slice() },
+            });
           }
-          const out = scheduler.step(eps, t, latents, stepRng);
-          latents = out.prevSample;
-          await run.step({
-            step: i + 1,
-            totalSteps: timesteps.length,
-            timestep: t,
-            elapsedMs: performance.now() - started,
-            latents: { dims: latents.dims, data: latents.data.slice() },
-            predictedX0: { dims: out.predOriginalSample.dims, data: out.predOriginalSample.data.slice() },
-          });
+        } finally {
+          lane.leave();
         }
         if (numel(latents.dims) !== batch * per) throw new Error("denoise: scheduler changed the latent shape");
         return { latents };

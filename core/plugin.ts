@@ -54,8 +54,11 @@ export interface GraphNodeInstance<I extends PortSpec, O extends PortSpec> {
 export interface NoisePredictorInput {
   /** Scaled model input [B, C, h, w]. */
   readonly sample: Tensor;
-  /** One timestep per batch row (float; exporters that want int64 or a scalar are adapted inside). */
-  readonly timestep: number;
+  /**
+   * The timestep: one value for every row, or one per row (only for a predictor whose
+   * `perRowTimesteps` is true). Float; exporters that want int64 or a scalar are adapted inside.
+   */
+  readonly timestep: number | Float32Array;
   readonly encoderHiddenStates: Tensor;
 }
 
@@ -64,6 +67,8 @@ export interface NoisePredictorInstance {
   latentShape(height: number, width: number): [number, number, number];
   /** Largest batch the model accepts in one call (Infinity for a dynamic batch axis). */
   readonly maxBatch: number;
+  /** Accepts a different timestep for each row (the model's `timestep` input is [batch]). */
+  readonly perRowTimesteps?: boolean;
   predict(input: NoisePredictorInput, signal?: AbortSignal): Promise<Tensor>;
   dispose?(): Promise<void> | void;
 }

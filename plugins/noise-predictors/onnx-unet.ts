@@ -50,8 +50,12 @@ export default definePlugin({
     const channels = config.latentChannels ?? (typeof sampleShape[1] === "number" ? sampleShape[1] : (typeof unetConfig.in_channels === "number" ? unetConfig.in_channels : 4));
     const ts = model.input("timestep");
     const batchDim = sampleShape[0];
+    // A [batch]-shaped timestep can differ per row (cross-run batching merges runs at different
+    // steps); a scalar or [1] one cannot.
+    const perRow = ts.shape.length === 1 && ts.shape[0] !== 1;
     return {
       maxBatch: typeof batchDim === "number" ? batchDim : Infinity,
+      perRowTimesteps: perRow,
       latentShape(height, width) {
         if (height % factor || width % factor) throw new RangeError(`height and width must be multiples of ${factor} for this model, got ${width}×${height}`);
         return [channels, height / factor, width / factor];
@@ -62,8 +66,13 @@ export default definePlugin({
         const isInt = ts.type === "int64" || ts.type === "int32";
         const dims = ts.shape.length === 0 ? [] : ts.shape[0] === 1 ? [1] : [b];
         const n = dims.length === 0 ? 1 : dims[0]!;
-        if (isInt) t = { dims, ints: new Array<number>(n).fill(Math.round(timestep)) };
-        else t = { dims, data: new Float32Array(n).fill(timestep) };
+        let values: Float32Array;
+        if (typeof timestep === "number") values = new Float32Array(n).fill(timestep);
+        else if (perRow && timestep.length === b) values = timestep;
+        else if (timestep.every((v) => v === timestep[0])) values = new Float32Array(n).fill(timestep[0]!);
+        else throw new RangeError(`onnx-unet: ${model.file} takes one timestep for the whole batch (shape [${ts.shape.join(",")}]), got ${timestep.length} different ones`);
+        if (isInt) t = { dims, ints: Array.from(values, Math.round) };
+        else t = { dims, data: values };
         const out = await model.run({ sample, timestep: t, encoder_hidden_states: encoderHiddenStates }, [outName]);
         return out[outName]!;
       },

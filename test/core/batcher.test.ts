@@ -1,0 +1,322 @@
+import { describe, expect, test } from "bun:test";
+import { PredictBatcher } from "../../core/batcher.ts";
+import { PluginRegistry } from "../../core/registry.ts";
+import { definePlugin, type NoisePredictorInput, type NoisePredictorInstance } from "../../core/plugin.ts";
+import { tensor, type Tensor } from "../../core/tensor.ts";
+import { Pipeline } from "../../core/pipeline.ts";
+import { fileSource } from "../../core/adapters/node.ts";
+import onnxUnet from "../../plugins/noise-predictors/onnx-unet.ts";
+import { builtinRegistry } from "../../plugins/index.ts";
+import { maxAbsDiff, testRuntime, tinyDoc } from "../helpers.ts";
+
+/**
+ * A row-wise model: out = 2·sample + timestep[row] + ehs[row, 0]; calls can be held until released.
+ * `perRow` false: a model with one timestep for the whole batch (it fails on differing ones).
+ */
+function fakeModel(maxBatch = Infinity, perRow = true) {
+  const calls: { rows: number; timestep: number | number[] }[] = [];
+  const held: (() => void)[] = [];
+  let auto = true;
+  let fail: Error | null = null;
+  const model: NoisePredictorInstance = {
+    maxBatch,
+    perRowTimesteps: perRow,
+    latentShape: () => [1, 1, 2],
+    async predict({ sample, timestep, encoderHiddenStates }) {
+      calls.push({ rows: sample.dims[0]!, timestep: typeof timestep === "number" ? timestep : [...timestep] });
+      if (!perRow && typeof timestep !== "number") throw new Error("this model takes one timestep per batch");
+      const tOf = (row: number) => (typeof timestep === "number" ? timestep : timestep[row]!);
+      if (!auto) await new Promise<void>((r) => held.push(r));
+      if (fail) throw fail;
+      const per = sample.data.length / sample.dims[0]!;
+      const eper = encoderHiddenStates.data.length / encoderHiddenStates.dims[0]!;
+      const out = new Float32Array(sample.data.length);
+      for (let i = 0; i < out.length; i++) out[i] = 2 * sample.data[i]! + tOf(Math.floor(i / per)) + encoderHiddenStates.data[Math.floor(i / per) * eper]!;
+      return { dims: sample.dims, data: out };
+    },
+  };
+  return {
+    model,
+    calls,
+    hold: () => void (auto = false),
+    release: () => {
+      auto = true;
+      for (const r of held.splice(0)) r();
+    },
+    failWith: (e: Error | null) => void (fail = e),
+  };
+}
+
+function input(rows: number, value: number, timestep: number): NoisePredictorInput {
+  const sample = tensor([rows, 1, 1, 2]);
+  sample.data.fill(value);
+  const ehs = tensor([rows, 3, 4]);
+  for (let r = 0; r < rows; r++) ehs.data[r * 12] = 100 * (r + 1);
+  return { sample, timestep, encoderHiddenStates: ehs };
+}
+
+/** What the fake model returns for `input(rows, value, t)`, computed directly. */
+function expected(rows: number, value: number, t: number): number[] {
+  return Array.from({ length: rows * 2 }, (_, i) => 2 * value + t + 100 * (Math.floor(i / 2) + 1));
+}
+
+const flushMicrotasks = () => new Promise<void>((r) => setTimeout(r, 0));
+
+describe("PredictBatcher", () => {
+  test("a run alone is never held back (even with a one-minute wait bound)", async () => {
+    const m = fakeModel();
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const lane = b.join();
+    const out = await lane.predict(input(2, 1, 5));
+    expect([...out.data]).toEqual(expected(2, 1, 5));
+    expect(m.calls).toEqual([{ rows: 2, timestep: 5 }]);
+  });
+
+  test("calls of several runs at the same timestep become one model call; each run gets its own rows", async () => {
+    const m = fakeModel();
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const lanes = [b.join(), b.join(), b.join()];
+    const outs = await Promise.all(lanes.map((l, k) => l.predict(input(2, k + 1, 7))));
+    expect(m.calls).toEqual([{ rows: 6, timestep: 7 }]);
+    outs.forEach((o, k) => {
+      expect(o.dims).toEqual([2, 1, 1, 2]);
+      expect([...o.data]).toEqual(expected(2, k + 1, 7));
+    });
+    expect(b.stats).toEqual({ calls: 3, modelCalls: 1, rows: 6, maxMerged: 3 });
+  });
+
+  test("runs at different timesteps share a call when the model takes one timestep per row", async () => {
+    const m = fakeModel();
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const [a, c, d] = [b.join(), b.join(), b.join()];
+    const outs = await Promise.all([a.predict(input(2, 1, 10)), c.predict(input(2, 2, 20)), d.predict(input(1, 3, 10))]);
+    expect(m.calls).toEqual([{ rows: 5, timestep: [10, 10, 20, 20, 10] }]);
+    expect([...outs[0]!.data]).toEqual(expected(2, 1, 10));
+    expect([...outs[1]!.data]).toEqual(expected(2, 2, 20));
+    // d's single row was row 4 of the merged call: its conditioning row and timestep went with it
+    expect([...outs[2]!.data]).toEqual(expected(1, 3, 10));
+  });
+
+  test("with one timestep per batch, only equal timesteps (and shapes) merge; the rest run in the same flush", async () => {
+    const m = fakeModel(Infinity, false);
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const [a, c, d, e] = [b.join(), b.join(), b.join(), b.join()];
+    const wide = input(1, 4, 10);
+    const outs = await Promise.all([
+      a.predict(input(2, 1, 10)),
+      c.predict(input(2, 2, 20)),
+      d.predict(input(1, 3, 10)),
+      e.predict({ ...wide, sample: tensor([1, 1, 2, 1], wide.sample.data) }),
+    ]);
+    expect(m.calls.map((x) => `${x.rows}@${x.timestep}`).sort()).toEqual(["1@10", "2@20", "3@10"]);
+    expect([...outs[0]!.data]).toEqual(expected(2, 1, 10));
+    expect([...outs[1]!.data]).toEqual(expected(2, 2, 20));
+    expect([...outs[2]!.data]).toEqual(expected(1, 3, 10));
+    expect(outs[3]!.dims).toEqual([1, 1, 2, 1]);
+  });
+
+  test("maxRows and the model's maxBatch split a flush into several calls", async () => {
+    for (const [opts, maxBatch] of [[{ maxRows: 4 }, Infinity], [{ maxRows: 64 }, 4]] as const) {
+      const m = fakeModel(maxBatch);
+      // the third run waits for the first two to come back, up to maxWaitMs
+      const b = new PredictBatcher(m.model, { ...opts, maxWaitMs: 5 });
+      const lanes = [b.join(), b.join(), b.join()];
+      const outs = await Promise.all(lanes.map((l, k) => l.predict(input(2, k, 3))));
+      expect(m.calls.map((c) => c.rows)).toEqual([4, 2]);
+      outs.forEach((o, k) => expect([...o.data]).toEqual(expected(2, k, 3)));
+    }
+  });
+
+  test("a run that is busy elsewhere is waited for only up to maxWaitMs", async () => {
+    const m = fakeModel();
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 5 });
+    const a = b.join();
+    b.join(); // joined, never calls
+    expect([...(await a.predict(input(1, 1, 1))).data]).toEqual(expected(1, 1, 1));
+    expect(m.calls).toHaveLength(1);
+  });
+
+  test("a run leaving its loop releases the others at once", async () => {
+    const m = fakeModel();
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const a = b.join();
+    const gone = b.join();
+    const p = a.predict(input(1, 1, 1));
+    await flushMicrotasks();
+    expect(m.calls).toHaveLength(0); // held for the other run
+    gone.leave();
+    await p;
+    expect(m.calls).toHaveLength(1);
+  });
+
+  test("cancelling a waiting call rejects it alone; it never reaches the model", async () => {
+    const m = fakeModel();
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const [a, c, d] = [b.join(), b.join(), b.join()];
+    const ac = new AbortController();
+    const pa = a.predict(input(1, 1, 9), ac.signal);
+    const pc = c.predict(input(1, 2, 9));
+    await flushMicrotasks();
+    ac.abort(new DOMException("cancelled by a client", "AbortError"));
+    await expect(pa).rejects.toThrow("cancelled by a client");
+    a.leave();
+    const pd = d.predict(input(1, 3, 9));
+    const [oc, od] = await Promise.all([pc, pd]);
+    expect(m.calls).toEqual([{ rows: 2, timestep: 9 }]);
+    expect([...oc.data]).toEqual(expected(1, 2, 9));
+    expect([...od.data]).toEqual(expected(1, 3, 9));
+    // an already-aborted signal fails before queueing
+    await expect(d.predict(input(1, 1, 9), AbortSignal.abort())).rejects.toThrow();
+  });
+
+  test("a model error reaches every run of that call; the batcher keeps working", async () => {
+    const m = fakeModel();
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const [a, c] = [b.join(), b.join()];
+    m.failWith(new Error("bad model"));
+    const r = await Promise.allSettled([a.predict(input(1, 1, 2)), c.predict(input(1, 2, 2))]);
+    expect(r.map((x) => x.status)).toEqual(["rejected", "rejected"]);
+    expect(r.map((x) => (x as PromiseRejectedResult).reason.message)).toEqual(["bad model", "bad model"]);
+    m.failWith(null);
+    const outs = await Promise.all([a.predict(input(1, 1, 2)), c.predict(input(1, 2, 2))]);
+    expect([...outs[1]!.data]).toEqual(expected(1, 2, 2));
+  });
+
+  for (const perRow of [true, false]) {
+    test(`runs that start out of phase: ${perRow ? "N steps each take N + 1 model calls, not 2N" : "one timestep per batch cannot merge them: 2N calls"}`, async () => {
+      const m = fakeModel(Infinity, perRow);
+      const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+      const N = 6;
+      const loop = async (lane: ReturnType<PredictBatcher["join"]>, v: number) => {
+        const seen: number[] = [];
+        for (let t = N; t > 0; t--) seen.push((await lane.predict(input(2, v, t))).data[0]!);
+        lane.leave();
+        return seen;
+      };
+      m.hold();
+      const a = b.join();
+      const pa = loop(a, 1);
+      await flushMicrotasks();
+      expect(m.calls).toHaveLength(1); // A's first call is in flight
+      const pb = loop(b.join(), 2); // B joins mid-call, at the first timestep
+      await flushMicrotasks();
+      m.release();
+      const [sa, sb] = await Promise.all([pa, pb]);
+      expect(m.calls).toHaveLength(perRow ? N + 1 : 2 * N);
+      expect(b.stats.maxMerged).toBe(perRow ? 2 : 1);
+      expect(sa).toEqual(Array.from({ length: N }, (_, i) => 2 + (N - i) + 100));
+      expect(sb).toEqual(Array.from({ length: N }, (_, i) => 4 + (N - i) + 100));
+    });
+  }
+
+  test("rejects a nonsensical row limit", () => {
+    expect(() => new PredictBatcher(fakeModel().model, { maxRows: 0 })).toThrow(/maxRows/);
+  });
+});
+
+/** The tiny-sd pipeline with its UNet wrapped to count model calls and rows. */
+async function countingTiny(batching: unknown, model = "models/tiny-sd") {
+  const counts = { calls: 0, rows: 0 };
+  const registry = new PluginRegistry([...builtinRegistry().list()]);
+  registry.register(
+    definePlugin({
+      name: "counting-unet",
+      kind: "noise-predictor",
+      description: "onnx-unet that counts its calls (test)",
+      configSchema: onnxUnet.configSchema,
+      async create(config, ctx) {
+        const inner = await onnxUnet.create(config, ctx);
+        return {
+          maxBatch: inner.maxBatch,
+          perRowTimesteps: inner.perRowTimesteps,
+          latentShape: inner.latentShape.bind(inner),
+          async predict(i: NoisePredictorInput) {
+            counts.calls++;
+            counts.rows += i.sample.dims[0]!;
+            return inner.predict(i);
+          },
+        };
+      },
+    }),
+  );
+  const doc = tinyDoc();
+  doc.nodes.denoise.config.scheduler.use = "ddim";
+  doc.nodes.denoise.config.noisePredictor.use = "counting-unet";
+  if (batching !== undefined) doc.nodes.denoise.config.batching = batching;
+  const pipeline = await Pipeline.load(doc, { registry, onnx: testRuntime(), models: fileSource(model) });
+  return { pipeline, counts };
+}
+
+describe("cross-run batching in the denoising loop (tiny-sd)", () => {
+  const STEPS = 5;
+  const jobs = [
+    { prompt: "red heart", seed: 1 },
+    { prompt: "blue star", seed: 2, guidanceScale: 3 },
+    { prompt: "green tree", seed: 3, batchSize: 2 },
+    { prompt: "a cat", seed: 4 },
+  ];
+
+  // A long wait bound makes the merging independent of machine speed: runs wait for each other.
+  const PATIENT = { maxRows: 64, maxWaitMs: 10_000 };
+
+  test("concurrent runs share model calls and give the images they give alone", async () => {
+    const { pipeline, counts } = await countingTiny(PATIENT);
+    const alone: Tensor[] = [];
+    for (const j of jobs) alone.push((await pipeline.run({ ...j, steps: STEPS })).images);
+    expect(counts.calls).toBe(jobs.length * STEPS);
+    counts.calls = 0;
+    const together = await Promise.all(jobs.map((j) => pipeline.run({ ...j, steps: STEPS })));
+    // all four runs reach the loop at about the same time: far fewer model calls than 4 × steps
+    expect(counts.calls).toBeLessThan(jobs.length * STEPS);
+    expect(counts.calls).toBeGreaterThanOrEqual(STEPS);
+    together.forEach((r, k) => {
+      expect(r.images.dims).toEqual(alone[k]!.dims);
+      expect(maxAbsDiff(r.images.data, alone[k]!.data)).toBeLessThan(1e-4);
+    });
+  });
+
+  test("runs at different steps share calls through per-row timesteps (float [batch] timestep input)", async () => {
+    const { pipeline, counts } = await countingTiny(PATIENT);
+    const a = { prompt: "red heart", seed: 1, steps: 8 };
+    const b = { prompt: "blue star", seed: 2, steps: 5, scheduler: "euler" };
+    const alone = [(await pipeline.run(a)).images, (await pipeline.run(b)).images];
+    counts.calls = 0;
+    const together = await Promise.all([pipeline.run(a), pipeline.run(b)]);
+    expect(counts.calls).toBeLessThanOrEqual(8 + 1); // b's 5 steps ride along a's 8 (one may come alone)
+    together.forEach((r, k) => expect(maxAbsDiff(r.images.data, alone[k]!.data)).toBeLessThan(1e-4));
+  });
+
+  test("a model with one int64 timestep per batch (float16 export) still gives each run its own result", async () => {
+    const { pipeline } = await countingTiny(undefined, "models/tiny-sd-fp16");
+    const a = { prompt: "red heart", seed: 1, steps: 4 };
+    const b = { prompt: "blue star", seed: 2, steps: 3 };
+    const alone = [(await pipeline.run(a)).images, (await pipeline.run(b)).images];
+    const together = await Promise.all([pipeline.run(a), pipeline.run(b)]);
+    together.forEach((r, k) => expect(maxAbsDiff(r.images.data, alone[k]!.data)).toBeLessThan(1e-3));
+  });
+
+  test("with batching: false every run makes its own calls", async () => {
+    const { pipeline, counts } = await countingTiny(false);
+    await Promise.all(jobs.map((j) => pipeline.run({ ...j, steps: STEPS })));
+    expect(counts.calls).toBe(jobs.length * STEPS);
+  });
+
+  test("cancelling one of several batched runs stops it alone", async () => {
+    const { pipeline } = await countingTiny(undefined);
+    const ac = new AbortController();
+    let seen = 0;
+    const runs = jobs.map((j, k) =>
+      pipeline.run({ ...j, steps: STEPS }, k === 1 ? { signal: ac.signal, onEvent: (e) => e.type === "step" && ++seen === 2 && ac.abort() } : {}),
+    );
+    const settled = await Promise.allSettled(runs);
+    expect(settled.map((s) => s.status)).toEqual(["fulfilled", "rejected", "fulfilled", "fulfilled"]);
+    expect(seen).toBe(2);
+    const again = await pipeline.run({ ...jobs[0]!, steps: STEPS });
+    expect(maxAbsDiff(again.images.data, (settled[0] as PromiseFulfilledResult<any>).value.images.data)).toBeLessThan(1e-4);
+  });
+
+  test("a bad batching config is refused naming the field", async () => {
+    await expect(countingTiny({ maxRows: 0 })).rejects.toThrow(/batching\.maxRows/);
+    await expect(countingTiny({ maxRows: 8, wait: 3 })).rejects.toThrow(/batching/);
+  });
+});
