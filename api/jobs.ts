@@ -3,8 +3,9 @@
  * that frees a slot at the next denoising step, and per-subscriber event buffers so a slow client
  * never slows generation (its intermediate frames are dropped, its final event never is).
  *
- * Runs are not batched across jobs: each job is one `Pipeline.run`. Cross-job batching needs the
- * denoising loop to accept rows from several runs, which core does not offer yet.
+ * Each job is one `Pipeline.run`; jobs running at the same time (`concurrency` > 1) on one pipeline
+ * share noise-predictor calls through the denoise node's batcher (core/batcher.ts), so the queue
+ * needs no batching logic of its own: concurrency decides how many jobs may share.
  */
 import type { Pipeline } from "../core/pipeline.ts";
 import type { PipelineEvent, StepEvent } from "../core/node.ts";

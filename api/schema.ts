@@ -115,6 +115,25 @@ const PipelineNodeRef = builder.objectRef<{ name: string; use: string }>("Pipeli
   }),
 });
 
+interface BatchingStats {
+  calls: number;
+  modelCalls: number;
+  rows: number;
+  maxMerged: number;
+}
+
+const BatchingRef = builder.objectRef<BatchingStats>("Batching").implement({
+  description:
+    "Cross-job batching since the server started: noise-predictor calls of jobs running at the same time are merged " +
+    "into shared model calls (start the server with `--concurrency` above 1 for jobs to overlap).",
+  fields: (t) => ({
+    calls: t.exposeInt("calls", { description: "Noise-predictor calls the jobs made (one per job per step)." }),
+    modelCalls: t.exposeInt("modelCalls", { description: "Model calls actually run; fewer than `calls` when jobs shared them." }),
+    rows: t.exposeInt("rows", { description: "Batch rows sent to the model." }),
+    maxMerged: t.exposeInt("maxMerged", { description: "Most jobs' calls merged into one model call." }),
+  }),
+});
+
 const PipelineRef = builder.objectRef<RegisteredPipeline>("Pipeline").implement({
   description: "A pipeline the server registered at startup. Choose one by name in `generate`.",
   fields: (t) => ({
@@ -127,6 +146,17 @@ const PipelineRef = builder.objectRef<RegisteredPipeline>("Pipeline").implement(
     img2img: t.boolean({ description: "True when it accepts a source image (`input.image`).", resolve: (p) => p.img2img }),
     preview: t.string({ nullable: true, description: "The preview decoder plugin that draws per-step frames, if any.", resolve: (p) => p.pipeline.doc.preview?.use ?? null }),
     defaults: t.field({ type: PipelineDefaultsRef, description: "Defaults for parameters a job leaves out.", resolve: (p) => p.pipeline.defaults }),
+    batching: t.field({
+      type: BatchingRef,
+      nullable: true,
+      description: "Cross-job batching counters; null when the pipeline's denoise node has `batching: false`.",
+      resolve: (p) => {
+        const all = Object.entries(p.pipeline.nodeStats()).filter(([name]) => p.pipeline.doc.nodes[name]?.use === "denoise");
+        if (all.length === 0) return null;
+        const sum = (k: keyof BatchingStats) => all.reduce((n, [, s]) => n + (s[k] ?? 0), 0);
+        return { calls: sum("calls"), modelCalls: sum("modelCalls"), rows: sum("rows"), maxMerged: Math.max(...all.map(([, s]) => s.maxMerged ?? 0)) };
+      },
+    }),
     nodes: t.field({
       type: [PipelineNodeRef],
       description: "The graph's nodes in execution order.",

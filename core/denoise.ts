@@ -81,6 +81,7 @@ export const denoiseNode: NodeType = {
     const solo = { predict: predictor.predict.bind(predictor), leave() {} };
 
     return {
+      ...(batcher ? { stats: (): Record<string, number> => ({ ...batcher.stats }) } : {}),
       async run(inputs: Values, run) {
         const { params, signal } = run;
         const cond = inputs.cond as Tensor;

@@ -43,6 +43,8 @@ export type Values = Partial<Record<string, PortTypes[keyof PortTypes]>>;
 
 export interface NodeInstance {
   run(inputs: Values, ctx: NodeRunContext): Promise<Values>;
+  /** Counters the node keeps across runs (the denoising loop: its cross-run batching). */
+  stats?(): Readonly<Record<string, number>>;
   dispose?(): Promise<void> | void;
 }
 

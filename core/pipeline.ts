@@ -260,6 +260,16 @@ export class Pipeline {
     return execute(this, input, { ...options, stream: true });
   }
 
+  /** Counters of the nodes that keep them (`NodeInstance.stats`), by node name. */
+  nodeStats(): Record<string, Readonly<Record<string, number>>> {
+    const out: Record<string, Readonly<Record<string, number>>> = {};
+    for (const [name, n] of this.nodes) {
+      const s = n.instance.stats?.();
+      if (s) out[name] = s;
+    }
+    return out;
+  }
+
   async dispose(): Promise<void> {
     await Promise.all([...this.nodes.values()].map((n) => n.instance.dispose?.()));
   }
