@@ -120,6 +120,7 @@ interface BatchingStats {
   modelCalls: number;
   rows: number;
   maxMerged: number;
+  merging: boolean;
 }
 
 const BatchingRef = builder.objectRef<BatchingStats>("Batching").implement({
@@ -131,6 +132,11 @@ const BatchingRef = builder.objectRef<BatchingStats>("Batching").implement({
     modelCalls: t.exposeInt("modelCalls", { description: "Model calls actually run; fewer than `calls` when jobs shared them." }),
     rows: t.exposeInt("rows", { description: "Batch rows sent to the model." }),
     maxMerged: t.exposeInt("maxMerged", { description: "Most jobs' calls merged into one model call." }),
+    merging: t.exposeBoolean("merging", {
+      description:
+        "False while the batcher, which times merged against separate calls whenever two or more jobs run, " +
+        "found separate calls faster on this machine and model.",
+    }),
   }),
 });
 
@@ -153,8 +159,14 @@ const PipelineRef = builder.objectRef<RegisteredPipeline>("Pipeline").implement(
       resolve: (p) => {
         const all = Object.entries(p.pipeline.nodeStats()).filter(([name]) => p.pipeline.doc.nodes[name]?.use === "denoise");
         if (all.length === 0) return null;
-        const sum = (k: keyof BatchingStats) => all.reduce((n, [, s]) => n + (s[k] ?? 0), 0);
-        return { calls: sum("calls"), modelCalls: sum("modelCalls"), rows: sum("rows"), maxMerged: Math.max(...all.map(([, s]) => s.maxMerged ?? 0)) };
+        const sum = (k: "calls" | "modelCalls" | "rows") => all.reduce((n, [, s]) => n + (s[k] ?? 0), 0);
+        return {
+          calls: sum("calls"),
+          modelCalls: sum("modelCalls"),
+          rows: sum("rows"),
+          maxMerged: Math.max(...all.map(([, s]) => s.maxMerged ?? 0)),
+          merging: all.every(([, s]) => s.merging !== 0),
+        };
       },
     }),
     nodes: t.field({

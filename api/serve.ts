@@ -24,7 +24,7 @@ const { values } = parseArgs({
 
 if (values.help) {
   console.log(`usage: bun run serve [--port 4000] [--host 127.0.0.1] [--pipeline NAME] [--pipelines DIR]
-                 [--data .diffgraph] [--concurrency 1] [--max-queue 64] [--cors ORIGIN,ORIGIN|*]
+                 [--data .diffgraph] [--concurrency 4] [--max-queue 64] [--cors ORIGIN,ORIGIN|*]
 env: DIFFGRAPH_API_KEY, DIFFGRAPH_CORS_ORIGINS, DIFFGRAPH_DATA_DIR, PORT`);
   process.exit(0);
 }
@@ -49,7 +49,8 @@ try {
     defaultPipeline: values.pipeline,
     pipelinesDir: values.pipelines,
     dataDir: values.data ?? process.env.DIFFGRAPH_DATA_DIR ?? ".diffgraph",
-    concurrency: int("concurrency", values.concurrency),
+    // Four jobs at a time by default: jobs running together share UNet calls (core/batcher.ts).
+    concurrency: int("concurrency", values.concurrency) ?? 4,
     maxQueue: int("max-queue", values["max-queue"]),
     apiKey: process.env.DIFFGRAPH_API_KEY,
     corsOrigins,

@@ -1,5 +1,5 @@
 /**
- * `bun bench/api.ts [--pipeline NAME] [--steps N] [--size PX] [--clients K] [--jobs J]`
+ * `bun bench/api.ts [--pipeline NAME] [--steps N] [--size PX] [--clients K] [--jobs J] [--concurrency C]`
  *
  * The API's live path, measured against a real server on a loopback port (same process, so the
  * server's step-end clock and the client's receive clock are the same `performance.now()`):
@@ -8,22 +8,25 @@
  *   2. the same with K clients watching one job (fan-out);
  *   3. generation time of a job with no subscriber vs. with K subscribers that never read
  *      (a slow client must not slow generation);
- *   4. jobs/s at concurrency 1 vs. 2;
- *   5. the ceiling of cross-job batching: images/s as single-image jobs vs. batchSize-4 jobs. Merging
- *      different clients' jobs into shared noise-predictor calls is not implemented (see api/jobs.ts).
+ *   4. cross-job batching: jobs/s for J jobs submitted at once at concurrency 1 (baseline), at
+ *      concurrency C with batching off, and at concurrency C with batching on (core/batcher.ts);
+ *      beside it the ceiling, the same images as batchSize-4 jobs.
  * Writes bench/results/api.json; asserts nothing.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { GENERATE, PROGRESS, sseTransport, startTestServer, wsTransport, type TestServer, type Transport } from "../test/api/helpers.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
-  options: { pipeline: { type: "string" }, steps: { type: "string" }, clients: { type: "string" }, jobs: { type: "string" }, size: { type: "string" } },
+  options: { pipeline: { type: "string" }, steps: { type: "string" }, clients: { type: "string" }, jobs: { type: "string" }, size: { type: "string" }, concurrency: { type: "string" } },
 });
 const steps = Number(values.steps ?? 50);
 const clients = Number(values.clients ?? 8);
-const jobsN = Number(values.jobs ?? 12);
+const jobsN = Number(values.jobs ?? 16);
+const batchConcurrency = Number(values.concurrency ?? 4);
 const pipeline = values.pipeline;
 /** Larger images make slower steps: closer to a real model's pace than tiny-sd at 64×64. */
 const size = values.size ? Number(values.size) : undefined;
@@ -116,17 +119,56 @@ async function generationTime(server: TestServer, stalledReaders: number): Promi
   return ms;
 }
 
-async function throughput(concurrency: number): Promise<number> {
-  const server = await startTestServer({ concurrency, maxQueue: jobsN + 1, ...(pipeline ? { defaultPipeline: pipeline } : {}) });
+/**
+ * A pipelines folder holding the benchmarked pipeline with cross-job batching on or off (the only
+ * difference), so the servers below run the same model with the same settings.
+ */
+function pipelinesWithBatching(on: boolean): string {
+  const dir = mkdtempSync(join(tmpdir(), "diffgraph-bench-"));
+  const doc = JSON.parse(readFileSync(`pipelines/${name}.json`, "utf8"));
+  doc.model = resolve("pipelines", doc.model);
+  for (const n of Object.values(doc.nodes) as { use: string; config?: Record<string, unknown> }[]) {
+    if (n.use === "denoise") n.config!.batching = on ? { maxRows: 64 } : false;
+  }
+  writeFileSync(join(dir, `${name}.json`), JSON.stringify(doc));
+  return dir;
+}
+
+interface Throughput {
+  jobsPerSecond: number;
+  /** Model calls made for the measured jobs (job steps when batching is off). */
+  modelCalls: number;
+  jobSteps: number;
+  /** The adaptive batcher's measured steps/s merging vs. calling separately, and its final choice. */
+  adaptive?: { merge: number; separate: number; merging: boolean };
+}
+
+/**
+ * Jobs/s for `jobsN` single-image jobs of 20 steps submitted at once. ONNX Runtime picks its own
+ * thread count here (the server's default), so unbatched concurrent jobs may use every core.
+ */
+async function throughput(concurrency: number, batching: boolean): Promise<Throughput> {
+  const dir = pipelinesWithBatching(batching);
+  const server = await startTestServer({ concurrency, maxQueue: jobsN + 1, threads: undefined, pipelinesDir: dir, defaultPipeline: name });
   try {
-    await generate(server, { steps: 2 }); // warm-up
+    for (let i = 0; i < concurrency; i++) await generate(server, { steps: 2, seed: 1000 + i }); // warm-up
     await server.service.jobs.idle();
+    const stats = () => Object.values(server.service.pipelines.get(name)!.pipeline.nodeStats()).reduce((n, s) => n + (s.modelCalls ?? 0), 0);
+    const before = stats();
     const t0 = performance.now();
     for (let i = 0; i < jobsN; i++) await generate(server, { seed: i, steps: 20 });
     await server.service.jobs.idle();
-    return jobsN / ((performance.now() - t0) / 1000);
+    const jobsPerSecond = jobsN / ((performance.now() - t0) / 1000);
+    const s = Object.values(server.service.pipelines.get(name)!.pipeline.nodeStats())[0];
+    return {
+      jobsPerSecond,
+      modelCalls: batching ? stats() - before : jobsN * 20,
+      jobSteps: jobsN * 20,
+      ...(s ? { adaptive: { merge: s.mergeStepsPerSecond!, separate: s.separateStepsPerSecond!, merging: s.merging === 1 } } : {}),
+    };
   } finally {
     await server.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -156,14 +198,20 @@ const med = (xs: number[]) => pct(xs, 50);
 console.log(`\ngeneration of one ${steps}-step job: ${f(med(alone))} ms alone, ${f(med(stalled))} ms with 20 subscribers that never read (median of 3)`);
 await server.close();
 
-const jps1 = await throughput(1);
-const jps2 = await throughput(2);
-console.log(`throughput, ${jobsN} jobs of 20 steps: ${f(jps1, 2)} jobs/s at concurrency 1, ${f(jps2, 2)} jobs/s at concurrency 2 (×${f(jps2 / jps1, 2)})`);
-// What cross-job batching could gain: the same images as batchSize-4 jobs (one noise-predictor call
-// per step for 4 images) instead of single-image jobs. The API does not merge jobs (core runs one
-// prompt per run), so this is the ceiling such batching would reach, not a measured feature.
+const base = await throughput(1, true); // one job at a time: nothing to merge
+const unbatched = await throughput(batchConcurrency, false);
+const batched = await throughput(batchConcurrency, true);
+console.log(`\nthroughput, ${jobsN} single-image jobs of 20 steps submitted at once (ONNX Runtime threads: its default):`);
+console.log(`  concurrency 1:                      ${f(base.jobsPerSecond, 2)} jobs/s (baseline)`);
+console.log(`  concurrency ${batchConcurrency}, batching off:       ${f(unbatched.jobsPerSecond, 2)} jobs/s (×${f(unbatched.jobsPerSecond / base.jobsPerSecond, 2)})`);
+console.log(`  concurrency ${batchConcurrency}, cross-job batching: ${f(batched.jobsPerSecond, 2)} jobs/s (×${f(batched.jobsPerSecond / base.jobsPerSecond, 2)}; ${batched.modelCalls} model calls for ${batched.jobSteps} job steps)`);
+const ad = batched.adaptive;
+if (ad) console.log(`    adaptive batcher measured ${f(ad.merge, 0)} steps/s merging vs ${f(ad.separate, 0)} separately; ends ${ad.merging ? "merging" : "calling separately"}`);
+console.log(`  batching gain at concurrency ${batchConcurrency}: ×${f(batched.jobsPerSecond / unbatched.jobsPerSecond, 2)}`);
+// For reference, the ceiling: the same images as batchSize-4 jobs (one noise-predictor call per step
+// for 4 images, nobody waiting for anybody).
 async function imagesPerSecond(batch: number): Promise<number> {
-  const server = await startTestServer({ concurrency: 1, maxQueue: jobsN + 1, ...(pipeline ? { defaultPipeline: pipeline } : {}) });
+  const server = await startTestServer({ concurrency: 1, maxQueue: jobsN + 1, threads: undefined, ...(pipeline ? { defaultPipeline: pipeline } : {}) });
   try {
     await generate(server, { steps: 2, batchSize: batch });
     await server.service.jobs.idle();
@@ -177,11 +225,11 @@ async function imagesPerSecond(batch: number): Promise<number> {
 }
 const ips1 = await imagesPerSecond(1);
 const ips4 = await imagesPerSecond(4);
-console.log(`batching ceiling, ${jobsN} images of 20 steps: ${f(ips1, 2)} images/s as single jobs, ${f(ips4, 2)} images/s in batches of 4 (×${f(ips4 / ips1, 2)}); cross-job batching itself is not implemented`);
+console.log(`  ceiling: ${f(ips1, 2)} images/s as single-image jobs, ${f(ips4, 2)} images/s as batchSize-4 jobs (×${f(ips4 / ips1, 2)}), concurrency 1`);
 
 mkdirSync("bench/results", { recursive: true });
 writeFileSync(
   "bench/results/api.json",
-  JSON.stringify({ pipeline: name, size: size ?? null, steps, live: results, generationMs: { alone: med(alone), with20StalledSubscribers: med(stalled) }, jobsPerSecond: { concurrency1: jps1, concurrency2: jps2 }, batchingCeilingImagesPerSecond: { batch1: ips1, batch4: ips4 } }, null, 2),
+  JSON.stringify({ pipeline: name, size: size ?? null, steps, live: results, generationMs: { alone: med(alone), with20StalledSubscribers: med(stalled) }, throughput: { jobs: jobsN, steps: 20, concurrency: batchConcurrency, concurrency1: base, unbatched, batched, batchingGain: batched.jobsPerSecond / unbatched.jobsPerSecond }, batchingCeilingImagesPerSecond: { batch1: ips1, batch4: ips4 } }, null, 2),
 );
 console.log("\nwrote bench/results/api.json");

@@ -15,6 +15,13 @@
  *    time between a run's successive calls): long enough for the lanes whose batch is in flight to
  *    come back, so runs that started out of phase fall into step after one wait instead of
  *    alternating half-size batches forever.
+ * Merging is not always faster: when the model call is short next to each run's own work between
+ * calls (scheduler, previews), or the hardware runs separate calls in parallel well, runs that call
+ * the model separately overlap better. So, unless `adaptive` is false, the batcher measures it while
+ * two or more runs are active: it times windows of steps merging and not merging ("separate": every
+ * call goes to the model at once, as without a batcher), keeps the faster mode, and re-measures
+ * the other every few windows.
+ *
  * Calls merge when their sample and conditioning shapes are equal and the model takes one timestep
  * per row (`perRowTimesteps`: runs at different steps share a call, the usual case on a server where
  * jobs arrive at different times); a model with a single timestep for the whole batch (a scalar or
@@ -30,9 +37,13 @@ import { concat0, slice0, type Tensor } from "./tensor.ts";
 export interface BatchingOptions {
   /** Most rows in one merged model call (the model's own `maxBatch` also applies). */
   readonly maxRows: number;
-  /** Longest a waiting call waits for other runs; default: about one model call's duration. */
+  /** Longest a waiting call waits for other runs; default: 1.5 × the measured step period. */
   readonly maxWaitMs?: number;
+  /** Measure merging against separate calls and keep the faster (default true); false: always merge. */
+  readonly adaptive?: boolean;
 }
+
+export type BatchMode = "merge" | "separate";
 
 export interface BatcherStats {
   /** predict() calls made by the runs. */
@@ -43,6 +54,11 @@ export interface BatcherStats {
   readonly rows: number;
   /** Largest number of runs merged into one model call. */
   readonly maxMerged: number;
+  /** 1 while merging, 0 while calling separately (adaptive mode found that faster). */
+  readonly merging: number;
+  /** Last measured throughput of each mode, run steps per second (0: not measured yet). */
+  readonly mergeStepsPerSecond: number;
+  readonly separateStepsPerSecond: number;
 }
 
 /** One run's handle on the batcher, held for the length of its denoising loop. */
@@ -64,6 +80,17 @@ interface Waiting {
 
 const FIRST_WAIT_MS = 5; // before any step has been timed
 const MIN_WAIT_MS = 1;
+/** A measuring window lasts this many run steps per active run. */
+const WINDOW_STEPS_PER_RUN = 6;
+/** Windows in the faster mode between two measurements of the other. */
+const EXPLOIT_WINDOWS = 6;
+
+interface Window {
+  readonly mode: BatchMode;
+  readonly start: number;
+  readonly target: number;
+  done: number;
+}
 
 export class PredictBatcher {
   /** Runs in a denoising loop → when each last called (ms), for the step period. */
@@ -73,6 +100,11 @@ export class PredictBatcher {
   /** Exponential moving average of the time between a run's successive calls, ms. */
   private periodMs: number | null = null;
   private counts = { calls: 0, modelCalls: 0, rows: 0, maxMerged: 0 };
+  private mode: BatchMode = "merge";
+  /** Modes of the next measuring windows; refilled from the measurements when empty. */
+  private plan: BatchMode[] = ["merge", "separate"];
+  private window: Window | null = null;
+  private readonly stepsPerSecond: Record<BatchMode, number> = { merge: 0, separate: 0 };
 
   constructor(
     private readonly predictor: NoisePredictorInstance,
@@ -82,16 +114,28 @@ export class PredictBatcher {
   }
 
   get stats(): BatcherStats {
-    return { ...this.counts };
+    return {
+      ...this.counts,
+      merging: this.mode === "merge" ? 1 : 0,
+      mergeStepsPerSecond: this.stepsPerSecond.merge,
+      separateStepsPerSecond: this.stepsPerSecond.separate,
+    };
+  }
+
+  /** The mode in use now: "merge", or "separate" while adaptive measurement found that faster. */
+  get currentMode(): BatchMode {
+    return this.mode;
   }
 
   join(): BatchLane {
     const lane = {};
     this.lanes.set(lane, null);
+    this.measure();
     return {
       predict: (input, signal) => this.enqueue(lane, input, signal),
       leave: () => {
         if (!this.lanes.delete(lane)) return;
+        this.measure();
         this.maybeFlush();
       },
     };
@@ -135,6 +179,10 @@ export class PredictBatcher {
       this.clearTimer();
       return;
     }
+    if (this.mode === "separate") {
+      this.flush();
+      return;
+    }
     const waitingLanes = new Set(this.waiting.map((w) => w.lane));
     const everyLaneWaits = [...this.lanes.keys()].every((l) => waitingLanes.has(l));
     const rows = this.waiting.reduce((n, w) => n + w.rows, 0);
@@ -167,13 +215,14 @@ export class PredictBatcher {
     this.waiting = [];
     const groups = new Map<string, Waiting[][]>();
     const limit = this.limit();
-    for (const w of items) {
+    for (const [i, w] of items.entries()) {
       w.detach();
-      const chunks = groups.get(w.key) ?? [];
+      const key = this.mode === "merge" ? w.key : String(i);
+      const chunks = groups.get(key) ?? [];
       const last = chunks[chunks.length - 1];
       if (last && last.reduce((n, x) => n + x.rows, 0) + w.rows <= limit) last.push(w);
       else chunks.push([w]);
-      groups.set(w.key, chunks);
+      groups.set(key, chunks);
     }
     for (const chunks of groups.values()) for (const chunk of chunks) void this.call(chunk);
   }
@@ -203,6 +252,38 @@ export class PredictBatcher {
     } catch (err) {
       for (const m of members) m.reject(err);
     }
+    if (this.window) {
+      this.window.done += members.length;
+      this.measure();
+    }
+    if (this.waiting.length) this.maybeFlush(); // the mode may have changed under waiting calls
+  }
+
+  /**
+   * Adaptive mode: open a measuring window when two or more runs are active, drop it when fewer
+   * are, and when it is full record its steps/s and move to the next window's mode.
+   */
+  private measure(): void {
+    if (this.options.adaptive === false) return;
+    if (this.lanes.size < 2) {
+      this.window = null;
+      return;
+    }
+    const now = performance.now();
+    if (this.window && this.window.done >= this.window.target) {
+      const w = this.window;
+      this.stepsPerSecond[w.mode] = (1000 * w.done) / Math.max(now - w.start, 1e-3);
+      this.window = null;
+    }
+    if (this.window) return;
+    if (this.plan.length === 0) {
+      const { merge, separate } = this.stepsPerSecond;
+      const best: BatchMode = merge >= separate ? "merge" : "separate";
+      const other: BatchMode = best === "merge" ? "separate" : "merge";
+      this.plan = [...new Array<BatchMode>(EXPLOIT_WINDOWS).fill(best), other];
+    }
+    this.mode = this.plan.shift()!;
+    this.window = { mode: this.mode, start: now, target: WINDOW_STEPS_PER_RUN * this.lanes.size, done: 0 };
   }
 }
 

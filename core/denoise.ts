@@ -24,7 +24,8 @@ const ConfigSchema = z
     noisePredictor: ComponentRefSchema,
     /**
      * Cross-run batching (core/batcher.ts): concurrent runs of this pipeline share noise-predictor
-     * calls. `false` gives every run its own calls.
+     * calls, measuring whether that is faster unless `adaptive` is false. `false` gives every run
+     * its own calls.
      */
     batching: z
       .union([
@@ -33,10 +34,11 @@ const ConfigSchema = z
           .object({
             maxRows: z.number().int().min(1).max(4096).default(64),
             maxWaitMs: z.number().min(0).max(10_000).optional(),
+            adaptive: z.boolean().default(true),
           })
           .strict(),
       ])
-      .default({ maxRows: 64 }),
+      .default({ maxRows: 64, adaptive: true }),
   })
   .strict();
 

@@ -12,7 +12,7 @@ beforeAll(async () => {
 });
 afterAll(() => t.close());
 
-const STATS = `{ pipelines { name batching { calls modelCalls rows maxMerged } } }`;
+const STATS = `{ pipelines { name batching { calls modelCalls rows maxMerged merging } } }`;
 const stats = async () => (await t.gql(STATS)).data.pipelines.find((p: { name: string }) => p.name === "tiny-sd").batching;
 const submit = async (prompt: string, extra: Record<string, unknown> = {}) => {
   const r = await t.gql(GENERATE, { input: { prompt, steps: 8, scheduler: "ddim", ...extra } });

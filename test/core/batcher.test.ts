@@ -65,7 +65,7 @@ const flushMicrotasks = () => new Promise<void>((r) => setTimeout(r, 0));
 describe("PredictBatcher", () => {
   test("a run alone is never held back (even with a one-minute wait bound)", async () => {
     const m = fakeModel();
-    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000, adaptive: false });
     const lane = b.join();
     const out = await lane.predict(input(2, 1, 5));
     expect([...out.data]).toEqual(expected(2, 1, 5));
@@ -74,7 +74,7 @@ describe("PredictBatcher", () => {
 
   test("calls of several runs at the same timestep become one model call; each run gets its own rows", async () => {
     const m = fakeModel();
-    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000, adaptive: false });
     const lanes = [b.join(), b.join(), b.join()];
     const outs = await Promise.all(lanes.map((l, k) => l.predict(input(2, k + 1, 7))));
     expect(m.calls).toEqual([{ rows: 6, timestep: 7 }]);
@@ -82,12 +82,12 @@ describe("PredictBatcher", () => {
       expect(o.dims).toEqual([2, 1, 1, 2]);
       expect([...o.data]).toEqual(expected(2, k + 1, 7));
     });
-    expect(b.stats).toEqual({ calls: 3, modelCalls: 1, rows: 6, maxMerged: 3 });
+    expect(b.stats).toMatchObject({ calls: 3, modelCalls: 1, rows: 6, maxMerged: 3, merging: 1 });
   });
 
   test("runs at different timesteps share a call when the model takes one timestep per row", async () => {
     const m = fakeModel();
-    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000, adaptive: false });
     const [a, c, d] = [b.join(), b.join(), b.join()];
     const outs = await Promise.all([a.predict(input(2, 1, 10)), c.predict(input(2, 2, 20)), d.predict(input(1, 3, 10))]);
     expect(m.calls).toEqual([{ rows: 5, timestep: [10, 10, 20, 20, 10] }]);
@@ -99,7 +99,7 @@ describe("PredictBatcher", () => {
 
   test("with one timestep per batch, only equal timesteps (and shapes) merge; the rest run in the same flush", async () => {
     const m = fakeModel(Infinity, false);
-    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000, adaptive: false });
     const [a, c, d, e] = [b.join(), b.join(), b.join(), b.join()];
     const wide = input(1, 4, 10);
     const outs = await Promise.all([
@@ -119,7 +119,7 @@ describe("PredictBatcher", () => {
     for (const [opts, maxBatch] of [[{ maxRows: 4 }, Infinity], [{ maxRows: 64 }, 4]] as const) {
       const m = fakeModel(maxBatch);
       // the third run waits for the first two to come back, up to maxWaitMs
-      const b = new PredictBatcher(m.model, { ...opts, maxWaitMs: 5 });
+      const b = new PredictBatcher(m.model, { ...opts, maxWaitMs: 5, adaptive: false });
       const lanes = [b.join(), b.join(), b.join()];
       const outs = await Promise.all(lanes.map((l, k) => l.predict(input(2, k, 3))));
       expect(m.calls.map((c) => c.rows)).toEqual([4, 2]);
@@ -129,7 +129,7 @@ describe("PredictBatcher", () => {
 
   test("a run that is busy elsewhere is waited for only up to maxWaitMs", async () => {
     const m = fakeModel();
-    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 5 });
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 5, adaptive: false });
     const a = b.join();
     b.join(); // joined, never calls
     expect([...(await a.predict(input(1, 1, 1))).data]).toEqual(expected(1, 1, 1));
@@ -138,7 +138,7 @@ describe("PredictBatcher", () => {
 
   test("a run leaving its loop releases the others at once", async () => {
     const m = fakeModel();
-    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000, adaptive: false });
     const a = b.join();
     const gone = b.join();
     const p = a.predict(input(1, 1, 1));
@@ -151,7 +151,7 @@ describe("PredictBatcher", () => {
 
   test("cancelling a waiting call rejects it alone; it never reaches the model", async () => {
     const m = fakeModel();
-    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000, adaptive: false });
     const [a, c, d] = [b.join(), b.join(), b.join()];
     const ac = new AbortController();
     const pa = a.predict(input(1, 1, 9), ac.signal);
@@ -171,7 +171,7 @@ describe("PredictBatcher", () => {
 
   test("a model error reaches every run of that call; the batcher keeps working", async () => {
     const m = fakeModel();
-    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000, adaptive: false });
     const [a, c] = [b.join(), b.join()];
     m.failWith(new Error("bad model"));
     const r = await Promise.allSettled([a.predict(input(1, 1, 2)), c.predict(input(1, 2, 2))]);
@@ -185,7 +185,7 @@ describe("PredictBatcher", () => {
   for (const perRow of [true, false]) {
     test(`runs that start out of phase: ${perRow ? "N steps each take N + 1 model calls, not 2N" : "one timestep per batch cannot merge them: 2N calls"}`, async () => {
       const m = fakeModel(Infinity, perRow);
-      const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000 });
+      const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000, adaptive: false });
       const N = 6;
       const loop = async (lane: ReturnType<PredictBatcher["join"]>, v: number) => {
         const seen: number[] = [];
@@ -208,6 +208,55 @@ describe("PredictBatcher", () => {
       expect(sb).toEqual(Array.from({ length: N }, (_, i) => 4 + (N - i) + 100));
     });
   }
+
+  /** A model whose call takes `fixed + perRow·rows` ms; `serial`: one call at a time (one device). */
+  function timedModel(fixed: number, perRow: number, serial: boolean): NoisePredictorInstance {
+    let busy: Promise<void> = Promise.resolve();
+    const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+    return {
+      maxBatch: Infinity,
+      perRowTimesteps: true,
+      latentShape: () => [1, 1, 2],
+      async predict({ sample }) {
+        const ms = fixed + perRow * sample.dims[0]!;
+        if (serial) {
+          const prev = busy;
+          let done!: () => void;
+          busy = new Promise<void>((r) => (done = r));
+          await prev;
+          await sleep(ms);
+          done();
+        } else await sleep(ms);
+        return { dims: sample.dims, data: new Float32Array(sample.data.length) };
+      },
+    };
+  }
+
+  async function runLanes(b: PredictBatcher, lanes: number, steps: number) {
+    await Promise.all(
+      Array.from({ length: lanes }, async (_, k) => {
+        const lane = b.join();
+        for (let t = steps; t > 0; t--) await lane.predict(input(2, k, t));
+        lane.leave();
+      }),
+    );
+  }
+
+  test("adaptive: keeps merging when one device runs the calls one at a time (merging 4× faster here)", async () => {
+    const b = new PredictBatcher(timedModel(12, 0.5, true), { maxRows: 64 });
+    await runLanes(b, 4, 20);
+    expect(b.stats.mergeStepsPerSecond).toBeGreaterThan(b.stats.separateStepsPerSecond);
+    expect(b.stats.separateStepsPerSecond).toBeGreaterThan(0); // it did measure the other mode
+    expect(b.currentMode).toBe("merge");
+  });
+
+  test("adaptive: calls separately when separate calls overlap and merged rows cost more (≈3× here)", async () => {
+    const b = new PredictBatcher(timedModel(1, 3, false), { maxRows: 64 });
+    await runLanes(b, 4, 20);
+    expect(b.stats.separateStepsPerSecond).toBeGreaterThan(b.stats.mergeStepsPerSecond);
+    expect(b.currentMode).toBe("separate");
+    expect(b.stats.merging).toBe(0);
+  });
 
   test("rejects a nonsensical row limit", () => {
     expect(() => new PredictBatcher(fakeModel().model, { maxRows: 0 })).toThrow(/maxRows/);
@@ -257,7 +306,7 @@ describe("cross-run batching in the denoising loop (tiny-sd)", () => {
   ];
 
   // A long wait bound makes the merging independent of machine speed: runs wait for each other.
-  const PATIENT = { maxRows: 64, maxWaitMs: 10_000 };
+  const PATIENT = { maxRows: 64, maxWaitMs: 10_000, adaptive: false };
 
   test("concurrent runs share model calls and give the images they give alone", async () => {
     const { pipeline, counts } = await countingTiny(PATIENT);
