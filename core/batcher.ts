@@ -11,16 +11,17 @@
  *  - at once when every run in a denoising loop (a "lane") has a call waiting — a lone run never
  *    waits;
  *  - when the waiting calls hold `maxRows` rows;
- *  - otherwise after `maxWaitMs`, or, when that is not set, after 1.5 × the measured step period (the
- *    time between a run's successive calls): long enough for the lanes whose batch is in flight to
- *    come back, so runs that started out of phase fall into step after one wait instead of
- *    alternating half-size batches forever.
+ *  - otherwise after `maxWaitMs`, or, when that is not set, after 1.5 × the waiting run's own step
+ *    period (its model call plus its own work until its next call, queueing excluded): long enough
+ *    for the lanes whose batch is in flight to come back, so runs that started out of phase fall
+ *    into step after one wait instead of alternating half-size batches forever. Runs whose last
+ *    call had another shape (another image size) cannot share a call and are not waited for.
  * Merging is not always faster: when the model call is short next to each run's own work between
  * calls (scheduler, previews), or the hardware runs separate calls in parallel well, runs that call
  * the model separately overlap better. So, unless `adaptive` is false, the batcher measures it while
  * two or more runs are active: it times windows of steps merging and not merging ("separate": every
- * call goes to the model at once, as without a batcher), keeps the faster mode, and re-measures
- * the other every few windows.
+ * call goes to the model at once, as without a batcher), per number of active runs, keeps the
+ * faster mode, and re-measures the other every few windows.
  *
  * Calls merge when their sample and conditioning shapes are equal and the model takes one timestep
  * per row (`perRowTimesteps`: runs at different steps share a call, the usual case on a server where
@@ -78,33 +79,46 @@ interface Waiting {
   readonly detach: () => void;
 }
 
-const FIRST_WAIT_MS = 5; // before any step has been timed
+const FIRST_WAIT_MS = 5; // before a run's step has been timed
 const MIN_WAIT_MS = 1;
 /** A measuring window lasts this many run steps per active run. */
-const WINDOW_STEPS_PER_RUN = 6;
+const WINDOW_STEPS_PER_RUN = 4;
 /** Windows in the faster mode between two measurements of the other. */
 const EXPLOIT_WINDOWS = 6;
 
+interface Lane {
+  /** When its last call went to the model (ms): the step period excludes time spent queued. */
+  sentAt: number | null;
+  /** Moving average of its step period: model call + its own work until its next call, ms. */
+  periodMs: number | null;
+  /** Shape part of its last call's key: only lanes that could merge with a waiting call are waited for. */
+  shape: string | null;
+}
+
 interface Window {
   readonly mode: BatchMode;
+  /** Runs active when it opened; a window is dropped when that changes (speeds depend on it). */
+  readonly lanes: number;
   readonly start: number;
   readonly target: number;
   done: number;
 }
 
+type Speeds = Record<BatchMode, number>;
+
 export class PredictBatcher {
-  /** Runs in a denoising loop → when each last called (ms), for the step period. */
-  private readonly lanes = new Map<object, number | null>();
+  private readonly lanes = new Map<object, Lane>();
   private waiting: Waiting[] = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
-  /** Exponential moving average of the time between a run's successive calls, ms. */
-  private periodMs: number | null = null;
   private counts = { calls: 0, modelCalls: 0, rows: 0, maxMerged: 0 };
   private mode: BatchMode = "merge";
   /** Modes of the next measuring windows; refilled from the measurements when empty. */
-  private plan: BatchMode[] = ["merge", "separate"];
+  private plan: BatchMode[] = [];
   private window: Window | null = null;
-  private readonly stepsPerSecond: Record<BatchMode, number> = { merge: 0, separate: 0 };
+  /** Measured steps/s of each mode, per number of active runs (speeds at different counts differ). */
+  private readonly speeds = new Map<number, Speeds>();
+  /** The run count of the last decision, for `stats`. */
+  private decidedAt = 0;
 
   constructor(
     private readonly predictor: NoisePredictorInstance,
@@ -114,11 +128,12 @@ export class PredictBatcher {
   }
 
   get stats(): BatcherStats {
+    const sp = this.speeds.get(this.decidedAt) ?? { merge: 0, separate: 0 };
     return {
       ...this.counts,
       merging: this.mode === "merge" ? 1 : 0,
-      mergeStepsPerSecond: this.stepsPerSecond.merge,
-      separateStepsPerSecond: this.stepsPerSecond.separate,
+      mergeStepsPerSecond: sp.merge,
+      separateStepsPerSecond: sp.separate,
     };
   }
 
@@ -129,7 +144,7 @@ export class PredictBatcher {
 
   join(): BatchLane {
     const lane = {};
-    this.lanes.set(lane, null);
+    this.lanes.set(lane, { sentAt: null, periodMs: null, shape: null });
     this.measure();
     return {
       predict: (input, signal) => this.enqueue(lane, input, signal),
@@ -143,10 +158,13 @@ export class PredictBatcher {
 
   private enqueue(lane: object, input: NoisePredictorInput, signal?: AbortSignal): Promise<Tensor> {
     this.counts.calls++;
-    const now = performance.now();
-    const last = this.lanes.get(lane);
-    if (last != null) this.periodMs = this.periodMs === null ? now - last : 0.8 * this.periodMs + 0.2 * (now - last);
-    if (this.lanes.has(lane)) this.lanes.set(lane, now);
+    const shape = `${input.sample.dims.slice(1).join("x")}|${input.encoderHiddenStates.dims.slice(1).join("x")}`;
+    const l = this.lanes.get(lane);
+    if (l) {
+      const now = performance.now();
+      if (l.sentAt !== null) l.periodMs = l.periodMs === null ? now - l.sentAt : 0.8 * l.periodMs + 0.2 * (now - l.sentAt);
+      l.shape = shape;
+    }
     if (signal?.aborted) return Promise.reject(signal.reason ?? new DOMException("The run was cancelled", "AbortError"));
     return new Promise<Tensor>((resolve, reject) => {
       const onAbort = () => {
@@ -161,8 +179,7 @@ export class PredictBatcher {
       const item: Waiting = {
         lane,
         input,
-        key: `${input.sample.dims.slice(1).join("x")}|${input.encoderHiddenStates.dims.slice(1).join("x")}` +
-          (this.predictor.perRowTimesteps ? "" : `|${typeof input.timestep === "number" ? input.timestep : input.timestep.join(",")}`),
+        key: this.predictor.perRowTimesteps ? shape : `${shape}|${typeof input.timestep === "number" ? input.timestep : input.timestep.join(",")}`,
         rows: input.sample.dims[0]!,
         resolve,
         reject,
@@ -183,15 +200,21 @@ export class PredictBatcher {
       this.flush();
       return;
     }
+    // Flush once every run that could share a call is waiting: a run whose last call had another
+    // shape (another image size, say) cannot, so nobody waits for it; a run with no call yet might.
     const waitingLanes = new Set(this.waiting.map((w) => w.lane));
-    const everyLaneWaits = [...this.lanes.keys()].every((l) => waitingLanes.has(l));
+    const shapes = new Set(this.waiting.map((w) => this.lanes.get(w.lane)?.shape));
+    const everyLaneWaits = [...this.lanes].every(([key, l]) => waitingLanes.has(key) || (l.shape !== null && !shapes.has(l.shape)));
     const rows = this.waiting.reduce((n, w) => n + w.rows, 0);
     if (everyLaneWaits || rows >= this.limit()) {
       this.flush();
       return;
     }
     if (!this.timer) {
-      const wait = this.options.maxWaitMs ?? Math.max(MIN_WAIT_MS, 1.5 * (this.periodMs ?? FIRST_WAIT_MS));
+      // The first waiting run waits at most 1.5 of its own step periods: a fast run is never held
+      // long by a slow one.
+      const own = this.lanes.get(this.waiting[0]!.lane)?.periodMs ?? null;
+      const wait = this.options.maxWaitMs ?? Math.max(MIN_WAIT_MS, 1.5 * (own ?? FIRST_WAIT_MS));
       this.timer = setTimeout(() => {
         this.timer = null;
         this.flush();
@@ -215,8 +238,11 @@ export class PredictBatcher {
     this.waiting = [];
     const groups = new Map<string, Waiting[][]>();
     const limit = this.limit();
+    const now = performance.now();
     for (const [i, w] of items.entries()) {
       w.detach();
+      const l = this.lanes.get(w.lane);
+      if (l) l.sentAt = now;
       const key = this.mode === "merge" ? w.key : String(i);
       const chunks = groups.get(key) ?? [];
       const last = chunks[chunks.length - 1];
@@ -230,6 +256,7 @@ export class PredictBatcher {
   private async call(members: Waiting[]): Promise<void> {
     this.counts.modelCalls++;
     this.counts.maxMerged = Math.max(this.counts.maxMerged, members.length);
+    let ok = false;
     try {
       let out: Tensor;
       if (members.length === 1) {
@@ -249,41 +276,54 @@ export class PredictBatcher {
         m.resolve(members.length === 1 ? out : slice0(out, at, at + m.rows));
         at += m.rows;
       }
+      ok = true;
     } catch (err) {
       for (const m of members) m.reject(err);
     }
-    if (this.window) {
-      this.window.done += members.length;
+    if (this.window && ok) {
+      this.window.done += members.length; // only steps that succeeded count as speed
       this.measure();
     }
     if (this.waiting.length) this.maybeFlush(); // the mode may have changed under waiting calls
   }
 
   /**
-   * Adaptive mode: open a measuring window when two or more runs are active, drop it when fewer
-   * are, and when it is full record its steps/s and move to the next window's mode.
+   * Adaptive mode: while two or more runs are active, time windows of run steps in each mode,
+   * separately for each number of active runs; keep the faster mode and re-measure the other every
+   * `EXPLOIT_WINDOWS` windows. A window whose run count changes is dropped and redone.
    */
   private measure(): void {
     if (this.options.adaptive === false) return;
-    if (this.lanes.size < 2) {
-      this.window = null;
-      return;
-    }
+    const n = this.lanes.size;
     const now = performance.now();
+    if (this.window && (this.window.lanes !== n || n < 2)) {
+      if (this.plan[0] !== this.window.mode) this.plan.unshift(this.window.mode);
+      this.window = null;
+    }
+    if (n < 2) return;
     if (this.window && this.window.done >= this.window.target) {
       const w = this.window;
-      this.stepsPerSecond[w.mode] = (1000 * w.done) / Math.max(now - w.start, 1e-3);
+      const sp = this.speeds.get(n) ?? { merge: 0, separate: 0 };
+      sp[w.mode] = (1000 * w.done) / Math.max(now - w.start, 1e-3);
+      this.speeds.set(n, sp);
       this.window = null;
     }
     if (this.window) return;
-    if (this.plan.length === 0) {
-      const { merge, separate } = this.stepsPerSecond;
-      const best: BatchMode = merge >= separate ? "merge" : "separate";
-      const other: BatchMode = best === "merge" ? "separate" : "merge";
-      this.plan = [...new Array<BatchMode>(EXPLOIT_WINDOWS).fill(best), other];
+    const sp = this.speeds.get(n);
+    if (!sp?.merge || !sp.separate) {
+      // Not measured at this run count yet: measure what is missing, starting with the mode that won
+      // at the nearest measured count (merge when there is none).
+      const near = [...this.speeds].filter(([, v]) => v.merge && v.separate).sort((x, y) => Math.abs(x[0] - n) - Math.abs(y[0] - n))[0]?.[1];
+      const first: BatchMode = near && near.separate > near.merge ? "separate" : "merge";
+      const order: BatchMode[] = [first, first === "merge" ? "separate" : "merge"];
+      this.plan = order.filter((m) => !sp?.[m]);
+    } else if (this.plan.length === 0) {
+      const best: BatchMode = sp.merge >= sp.separate ? "merge" : "separate";
+      this.plan = [...new Array<BatchMode>(EXPLOIT_WINDOWS).fill(best), best === "merge" ? "separate" : "merge"];
+      this.decidedAt = n;
     }
     this.mode = this.plan.shift()!;
-    this.window = { mode: this.mode, start: now, target: WINDOW_STEPS_PER_RUN * this.lanes.size, done: 0 };
+    this.window = { mode: this.mode, lanes: n, start: now, target: WINDOW_STEPS_PER_RUN * n, done: 0 };
   }
 }
 
