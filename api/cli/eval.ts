@@ -235,7 +235,8 @@ export async function main(argv: string[]): Promise<number> {
     if (!modelDir) {
       if (pipelinePath.endsWith(".json")) {
         const doc = JSON.parse(readFileSync(pipelinePath, "utf8")) as { model?: string };
-        modelDir = `${pipelinePath.replace(/[^/]*$/, "") || "./"}${doc.model ?? "."}`;
+        // where openPipeline finds it: relative to the pipeline file, or absolute
+        modelDir = doc.model?.startsWith("/") ? doc.model : `${pipelinePath.replace(/[^/]*$/, "") || "./"}${doc.model ?? "."}`;
       } else modelDir = pipelinePath;
     }
     const evalModels = dg.adapter.fileSource(modelDir);

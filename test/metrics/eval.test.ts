@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { resolve } from "node:path";
 import type { Results } from "../../api/report.ts";
 import { tensorToPng } from "../../api/image.ts";
 import { createRng } from "../../core/random.ts";
@@ -80,6 +81,18 @@ describe("bun run eval", () => {
     expect(Number.isFinite(results.real!.clipScore) && Number.isFinite(results.real!.fd!)).toBe(true);
     expect(readFileSync(`${dir}/report/index.html`, "utf8")).toContain("real images");
   });
+});
+
+test("a pipeline file naming its model folder by absolute path finds the evaluation CLIP there", () => {
+  const dir = mkdtempSync(`${tmpdir()}/diffgraph-abs-`);
+  const doc = JSON.parse(readFileSync("pipelines/emoji-64.json", "utf8"));
+  doc.model = resolve("models/emoji-64");
+  writeFileSync(`${dir}/p.json`, JSON.stringify(doc));
+  const r = Bun.spawnSync(["./node_modules/.bin/bun", "api/cli/eval.ts", "--pipeline", `${dir}/p.json`, "--schedulers", "ddim", "--steps", "2",
+    "--limit", "2", "--provider", "cpu", "--threads", "1", "--out", `${dir}/report`]);
+  expect(r.stderr.toString()).not.toContain("eval:");
+  expect(r.exitCode).toBe(0);
+  expect((JSON.parse(readFileSync(`${dir}/report/results.json`, "utf8")) as Results).cells).toHaveLength(1);
 });
 
 describe("report helpers", () => {
