@@ -42,7 +42,7 @@ SAMPLE_PROMPTS = ["red heart", "grinning face", "thumbs up", "pizza", "cat face"
 # ----------------------------------------------------------------------------------------------
 # configuration (full vs --quick)
 FULL = dict(ae_steps=750, ae_batch=32, clip_steps=300, clip_batch=256, clipeval_steps=250, clipeval_batch=128,
-            unet_steps=4200, unet_batch=128, unet_minutes=36.0, eval_n=100, fd_n=400, sample_steps=20)
+            unet_steps=4200, unet_batch=128, unet_minutes=36.0, eval_n=100, fd_n=1000, sample_steps=20)
 QUICK = dict(ae_steps=4, ae_batch=8, clip_steps=3, clip_batch=32, clipeval_steps=3, clipeval_batch=32,
              unet_steps=4, unet_batch=8, unet_minutes=1.0, eval_n=8, fd_n=16, sample_steps=3)
 
@@ -184,6 +184,23 @@ def load_data():
         _DATA = dict(images=z["images"], base=z["base"], style=z["style"], heldout=z["heldout"],
                      caps=c["caps"], hexes=c["hexes"])
     return _DATA
+
+
+class BalancedSampler:
+    """Draws a batch of training images with every base emoji equally likely, whatever its number of
+    skin-tone variants: a base emoji uniformly, then one of its images (style x skin tone). Drawing
+    images uniformly instead lets person and hand emojis (up to 26 images each) crowd out the objects
+    (2 each): 36 of the 38 captions holding the word "rocket" belong to astronauts."""
+
+    def __init__(self, d, idx):
+        groups = {}
+        for i in idx:
+            groups.setdefault(int(d["base"][i]), []).append(int(i))
+        self.groups = [np.array(g) for g in groups.values()]
+
+    def __call__(self, rng, n):
+        picks = rng.choice(len(self.groups), n, replace=n > len(self.groups))
+        return np.array([self.groups[g][rng.integers(len(self.groups[g]))] for g in picks])
 
 
 def sample_caption(c, rng):
@@ -568,12 +585,16 @@ def train_clip(name):
     if cc.get("latent"):
         lat = torch.load(os.path.join(CACHE, "latents.pt"))
         z_all = lat["mean"] * lat["scaling_factor"]
+    balanced = BalancedSampler(d, tr)
     t0 = time.time() - spent
     run = None
     while step < total:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, 1e-3, 50)
-        idx = rng.choice(tr, CFG["clip_batch"] if name == "clip" else CFG["clipeval_batch"], replace=False)
+        if name == "clip":  # the conditioning text encoder: balanced over base emojis, as the UNet
+            idx = balanced(rng, CFG["clip_batch"])
+        else:  # the metric network keeps uniform image sampling (unchanged since the first model)
+            idx = rng.choice(tr, CFG["clipeval_batch"], replace=False)
         x = z_all[idx] if cc.get("latent") else to_t(d["images"][idx])
         labels = [d["caps"][i]["label"] for i in idx]
         caps = [sample_caption(d["caps"][i], prng) for i in idx]
@@ -669,6 +690,12 @@ class UNet(nn.Module):
         c0, c1 = ch
         self.c0 = c0
         self.temb = nn.Sequential(nn.Linear(c0, temb), nn.SiLU(), nn.Linear(temb, temb))
+        # Pooled text conditioning, added to the timestep embedding (as SDXL adds its pooled text
+        # embedding, and as class-conditional UNets add a label embedding): every ResBlock then sees
+        # what to draw, not only the attention blocks. Built from encoder_hidden_states alone (mean over
+        # tokens, and the last position, which under the text encoder's causal attention has seen the
+        # whole prompt), so the ONNX interface stays Stable Diffusion's.
+        self.pool = nn.Sequential(nn.Linear(2 * ctx, temb), nn.SiLU(), nn.Linear(temb, temb))
         self.cin = nn.Conv2d(zc, c0, 3, padding=1)
         self.d0r = Res(c0, c0, temb)
         self.down = nn.Conv2d(c0, c0, 3, stride=2, padding=1)
@@ -683,7 +710,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight); nn.init.zeros_(self.out[-1].bias)
 
     def forward(self, x, t, ctx):
-        e = self.temb(timestep_embedding(t, self.c0))
+        e = self.temb(timestep_embedding(t, self.c0)) + self.pool(torch.cat([ctx.mean(1), ctx[:, -1]], -1))
         h = self.cin(x); hs = [h]
         h = self.d0r(h, e); hs.append(h)
         h = self.down(h); hs.append(h)
@@ -695,6 +722,13 @@ class UNet(nn.Module):
         h = self.u0a[0](self.u0r[0](torch.cat([h, hs.pop()], 1), e), ctx)
         h = self.u0r[1](torch.cat([h, hs.pop()], 1), e)
         return self.out(h)
+
+
+def lr_time(step, frac, peak, warm):
+    """Linear warm-up over `warm` steps, then a cosine to 10 % of `peak` over the fraction of wall time (as lr_at over steps)."""
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
 def stage_unet(a):
@@ -734,24 +768,29 @@ def stage_unet(a):
         total = 10 ** 9
         budget = (spent + extend - ext_t0) / 1.1  # the loop stops at 1.1 x budget
         log(f"unet: extending from {step0} until the deadline, peak lr {CFG['unet_extend_lr']}")
-    if CFG.get("unet_deadline_s"):
+    by_time = bool(CFG.get("unet_deadline_s")) and step0 is None
+    if by_time:
+        # With a deadline the learning rate follows a cosine in wall time, not in steps, so a machine
+        # that is slower or busier than when the run began still ends on a decayed learning rate.
         budget = spent + CFG["unet_deadline_s"] - time.time()
-        log(f"unet: budget {budget/60:.1f} min (deadline)")
+        total = 10 ** 9
+        log(f"unet: budget {budget/60:.1f} min (deadline); learning rate scheduled in wall time")
     B = CFG["unet_batch"]
+    balanced = BalancedSampler(d, tr)
     while step < total:
-        if time.time() - t0 > budget * 1.1:
+        if time.time() - t0 > (budget if by_time else budget * 1.1):
             log(f"unet: time budget reached, stopping at step {step}")
             save_ckpt(ck, model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
                       step=step, spent=time.time() - t0, total=step)
             break
-        if step == 30 and spent == 0.0 and step0 is None:  # fit the schedule to the time budget, once
+        if step == 30 and spent == 0.0 and step0 is None and not by_time:  # fit the schedule to the time budget, once
             per = (time.time() - t0) / 30
             total = int(min(total, budget / per))
             log(f"unet: {per:.3f}s/step -> total {total} steps")
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, 1e-3, 200) if step0 is None else \
+            g["lr"] = (lr_time(step, (time.time() - t0) / budget, 1e-3, 200) if by_time else lr_at(step, total, 1e-3, 200)) if step0 is None else \
                 CFG["unet_extend_lr"] * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, (time.time() - ext_t0) / (extend - ext_t0)))))
-        idx = rng.choice(tr, B, replace=False)
+        idx = balanced(rng, B)
         z = z_all[idx]
         caps = [sample_caption(d["caps"][i], prng) if prng.random() >= 0.1 else "" for i in idx]
         with torch.no_grad():
@@ -1067,7 +1106,9 @@ def stage_eval(a):
                   open(os.path.join(OUT, "preview", "projection.json"), "w"), indent=2)
         res["preview_mae"] = err
         # metrics fixture
-        fxdir = os.path.join(ROOT, "test", "fixtures", "emoji-metrics") if not a.quick else os.path.join(OUT, "fixture")
+        # the test fixture follows the committed model only: a run into another --out keeps its own copy
+        committed = OUT == os.path.join(ROOT, "models", "emoji-64")
+        fxdir = os.path.join(ROOT, "test", "fixtures", "emoji-metrics") if committed else os.path.join(OUT, "fixture")
         os.makedirs(os.path.join(fxdir, "real"), exist_ok=True)
         os.makedirs(os.path.join(fxdir, "generated"), exist_ok=True)
         pick, caps, real, gen = fx

@@ -1,0 +1,61 @@
+#!/usr/bin/python3
+"""Writes the real-image sets `bun run eval` measures the emoji model against, from the recipe's data
+cache (models/.cache/data.npz, made by `train.py --stages data`):
+
+    OUT/train/set.json + PNGs   100 training base emojis (no skin-tone variants), distinct CLDR labels,
+                                one random style each: [{file, caption}] for --real-set
+    OUT/heldout/set.json + PNGs the same over the held-out emojis
+    OUT/fdref/*.png             1,000 other training images (any variant) for --reference-images
+
+    /usr/bin/python3 models/recipes/eval_sets.py OUT [--n 100] [--fd-n 1000] [--seed 21]
+
+The draw is seeded, so every model is measured against the same images.
+"""
+import argparse, json, os
+
+import numpy as np
+from PIL import Image
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+ap = argparse.ArgumentParser()
+ap.add_argument("out")
+ap.add_argument("--n", type=int, default=100)
+ap.add_argument("--fd-n", type=int, default=1000)
+ap.add_argument("--seed", type=int, default=21)
+ap.add_argument("--cache", default=os.path.join(ROOT, "models", ".cache"))
+a = ap.parse_args()
+
+z = np.load(os.path.join(a.cache, "data.npz"))
+caps = json.load(open(os.path.join(a.cache, "caps.json")))["caps"]
+images, heldout = z["images"], z["heldout"]
+rng = np.random.default_rng(a.seed)
+is_base = np.array([":" not in c["label"] or "flag" in c["label"] for c in caps])
+
+
+def write_set(name, mask):
+    d = os.path.join(a.out, name)
+    os.makedirs(d, exist_ok=True)
+    seen, items, used = set(), [], []
+    for i in rng.permutation(np.where(mask & is_base)[0]):
+        if caps[i]["label"] in seen:
+            continue
+        seen.add(caps[i]["label"])
+        fn = f"{len(items):03d}.png"
+        Image.fromarray(images[i]).save(os.path.join(d, fn))
+        items.append({"file": fn, "caption": caps[i]["label"]})
+        used.append(int(i))
+        if len(items) == a.n:
+            break
+    json.dump(items, open(os.path.join(d, "set.json"), "w"), indent=1)
+    return used
+
+
+used = set(write_set("train", ~heldout))
+write_set("heldout", heldout)
+d = os.path.join(a.out, "fdref")
+os.makedirs(d, exist_ok=True)
+pool = [i for i in rng.permutation(np.where(~heldout)[0]) if int(i) not in used][: a.fd_n]
+for k, i in enumerate(pool):
+    Image.fromarray(images[i]).save(os.path.join(d, f"{k:04d}.png"))
+print(f"wrote {a.out}: train/ and heldout/ ({a.n} each), fdref/ ({len(pool)})")
