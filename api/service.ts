@@ -4,8 +4,8 @@
  * plugins by name from what is registered here; no client input becomes a path or a module.
  */
 import { readdir } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
-import type { Diffgraph } from "../core/diffgraph.ts";
+import { join } from "node:path";
+import { modelFolderOf, type Diffgraph } from "../core/diffgraph.ts";
 import { readJson } from "../core/model-source.ts";
 import { LIMITS, ParamsSchema, type ResolvedParams } from "../core/params.ts";
 import type { Pipeline } from "../core/pipeline.ts";
@@ -212,8 +212,7 @@ async function schedulerOf(dg: Diffgraph, file: string, pipeline: Pipeline): Pro
     if (!ref?.use) continue;
     let fromFile: Record<string, unknown> = {};
     if (ref.configFile && pipeline.doc.model) {
-      // the model folder as openPipeline finds it: relative to the pipeline file, or absolute
-      const models = dg.adapter.fileSource(resolve(dirname(file), pipeline.doc.model));
+      const models = dg.adapter.fileSource(modelFolderOf(file, pipeline.doc.model));
       fromFile = (await readJson(models, ref.configFile)) as Record<string, unknown>;
     }
     return { use: ref.use, config: Object.freeze({ ...fromFile, ...(ref.config ?? {}) }) };

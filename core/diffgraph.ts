@@ -53,12 +53,20 @@ export async function createDiffgraph(options: DiffgraphOptions): Promise<Diffgr
       const json = await readJson(folder, base);
       const doc = parsePipelineDoc(json);
       if (!doc.model) throw new PipelineConfigError("model", `${path} names no model folder`);
-      const models = adapter.fileSource(doc.model.startsWith("/") ? doc.model : `${dir}/${doc.model}`);
+      const models = adapter.fileSource(modelFolderOf(path, doc.model));
       const moduleBase = adapter.host === "browser" ? new URL(path, globalThis.location?.href).href : `file://${absolute(path)}`;
       return Pipeline.load(doc, { registry: options.registry, onnx, models, moduleBase, log });
     },
     dispose: () => onnx.dispose(),
   };
+}
+
+/**
+ * The model folder a pipeline file names: its `model`, relative to the file's folder unless absolute.
+ * The one rule for every caller (openPipeline, the API's scheduler lookup, `bun run eval`).
+ */
+export function modelFolderOf(pipelinePath: string, model: string): string {
+  return model.startsWith("/") ? model : `${splitPath(pipelinePath)[0]}/${model}`;
 }
 
 function absolute(path: string): string {

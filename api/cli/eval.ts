@@ -11,7 +11,7 @@
 import { parseArgs } from "node:util";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
-import { createDiffgraph } from "../../core/diffgraph.ts";
+import { createDiffgraph, modelFolderOf } from "../../core/diffgraph.ts";
 import type { ModelSource } from "../../core/model-source.ts";
 import type { ExecutionProvider } from "../../core/onnx.ts";
 import { concat0, type Tensor } from "../../core/tensor.ts";
@@ -235,8 +235,7 @@ export async function main(argv: string[]): Promise<number> {
     if (!modelDir) {
       if (pipelinePath.endsWith(".json")) {
         const doc = JSON.parse(readFileSync(pipelinePath, "utf8")) as { model?: string };
-        // where openPipeline finds it: relative to the pipeline file, or absolute
-        modelDir = doc.model?.startsWith("/") ? doc.model : `${pipelinePath.replace(/[^/]*$/, "") || "./"}${doc.model ?? "."}`;
+        modelDir = modelFolderOf(pipelinePath, doc.model ?? ".");
       } else modelDir = pipelinePath;
     }
     const evalModels = dg.adapter.fileSource(modelDir);
