@@ -13,11 +13,9 @@
  *      beside it the ceiling, the same images as batchSize-4 jobs.
  * Writes bench/results/api.json; asserts nothing.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { GENERATE, PROGRESS, sseTransport, startTestServer, wsTransport, type TestServer, type Transport } from "../test/api/helpers.ts";
+import { GENERATE, PROGRESS, pipelineFolderWithBatching, sseTransport, startTestServer, wsTransport, type TestServer, type Transport } from "../test/api/helpers.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -119,21 +117,6 @@ async function generationTime(server: TestServer, stalledReaders: number): Promi
   return ms;
 }
 
-/**
- * A pipelines folder holding the benchmarked pipeline with cross-job batching on or off (the only
- * difference), so the servers below run the same model with the same settings.
- */
-function pipelinesWithBatching(on: boolean): string {
-  const dir = mkdtempSync(join(tmpdir(), "diffgraph-bench-"));
-  const doc = JSON.parse(readFileSync(`pipelines/${name}.json`, "utf8"));
-  doc.model = resolve("pipelines", doc.model);
-  for (const n of Object.values(doc.nodes) as { use: string; config?: Record<string, unknown> }[]) {
-    if (n.use === "denoise") n.config!.batching = on ? { maxRows: 64 } : false;
-  }
-  writeFileSync(join(dir, `${name}.json`), JSON.stringify(doc));
-  return dir;
-}
-
 interface Throughput {
   jobsPerSecond: number;
   /** Model calls made for the measured jobs (job steps when batching is off). */
@@ -148,7 +131,8 @@ interface Throughput {
  * thread count here (the server's default), so unbatched concurrent jobs may use every core.
  */
 async function throughput(concurrency: number, batching: boolean): Promise<Throughput> {
-  const dir = pipelinesWithBatching(batching);
+  // the same pipeline file with batching on or off, the only difference
+  const dir = pipelineFolderWithBatching(name, batching ? { maxRows: 64 } : false);
   const server = await startTestServer({ concurrency, maxQueue: jobsN + 1, threads: undefined, pipelinesDir: dir, defaultPipeline: name });
   try {
     for (let i = 0; i < concurrency; i++) await generate(server, { steps: 2, seed: 1000 + i }); // warm-up

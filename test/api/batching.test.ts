@@ -1,9 +1,7 @@
 /** Cross-job batching through the API: jobs running together share noise-predictor calls. */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { createTestApp, GENERATE } from "./helpers.ts";
+import { rmSync } from "node:fs";
+import { createTestApp, GENERATE, pipelineFolderWithBatching } from "./helpers.ts";
 
 type TestApp = Awaited<ReturnType<typeof createTestApp>>;
 let t: TestApp;
@@ -45,11 +43,7 @@ test("cancelling one of the batched jobs leaves the others running to success", 
 });
 
 test("a pipeline whose denoise node says batching: false reports null, and its jobs still run", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "diffgraph-pipelines-"));
-  const doc = JSON.parse(readFileSync("pipelines/tiny-sd.json", "utf8"));
-  doc.model = resolve("models/tiny-sd");
-  doc.nodes.denoise.config.batching = false;
-  writeFileSync(join(dir, "tiny-sd.json"), JSON.stringify(doc));
+  const dir = pipelineFolderWithBatching("tiny-sd", false);
   const u = await createTestApp({ concurrency: 2, pipelinesDir: dir });
   try {
     const r = await u.gql(STATS);

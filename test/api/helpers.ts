@@ -1,7 +1,7 @@
 /** Shared by the API suites: a real server on a loopback port, and GraphQL clients for both transports. */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { createClient as createSseClient } from "graphql-sse";
 import { createClient as createWsClient } from "graphql-ws";
 import { setDefaultTimeout } from "bun:test";
@@ -119,6 +119,21 @@ export function pngSize(png: Uint8Array): { width: number; height: number } {
   if (!sig.every((b, i) => png[i] === b)) throw new Error("not a PNG");
   const v = new DataView(png.buffer, png.byteOffset, png.byteLength);
   return { width: v.getUint32(16), height: v.getUint32(20) };
+}
+
+/**
+ * A temporary pipelines folder holding one shipped pipeline (`pipelines/NAME.json`, its model folder
+ * made absolute) with its denoise node's `batching` config set; remove it with rmSync when done.
+ */
+export function pipelineFolderWithBatching(name: string, batching: unknown): string {
+  const dir = mkdtempSync(join(tmpdir(), "diffgraph-pipelines-"));
+  const doc = JSON.parse(readFileSync(`pipelines/${name}.json`, "utf8"));
+  doc.model = resolve("pipelines", doc.model);
+  for (const n of Object.values(doc.nodes) as { use: string; config?: Record<string, unknown> }[]) {
+    if (n.use === "denoise") n.config!.batching = batching;
+  }
+  writeFileSync(join(dir, `${name}.json`), JSON.stringify(doc));
+  return dir;
 }
 
 /** The app without a socket (`app.request(path)`), for HTTP-only checks. */
