@@ -165,14 +165,15 @@ export class PredictBatcher {
       if (l.sentAt !== null) l.periodMs = l.periodMs === null ? now - l.sentAt : 0.8 * l.periodMs + 0.2 * (now - l.sentAt);
       l.shape = shape;
     }
-    if (signal?.aborted) return Promise.reject(signal.reason ?? new DOMException("The run was cancelled", "AbortError"));
+    // AbortSignal's reason is always set once aborted (an "AbortError" DOMException unless the caller gave one).
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<Tensor>((resolve, reject) => {
       const onAbort = () => {
         // Cancelled while waiting: leave the queue now; the others are not held up by it.
         const i = this.waiting.indexOf(item);
         if (i >= 0) {
           this.waiting.splice(i, 1);
-          reject(signal!.reason ?? new DOMException("The run was cancelled", "AbortError"));
+          reject(signal!.reason);
           this.maybeFlush();
         }
       };

@@ -42,10 +42,6 @@ const ConfigSchema = z
   })
   .strict();
 
-function abortIfNeeded(signal: AbortSignal): void {
-  if (signal.aborted) throw signal.reason ?? new DOMException("The run was cancelled", "AbortError");
-}
-
 /** Rows to match the batch: a single conditioning row is shared by every image. */
 function toBatch(t: Tensor, batch: number, what: string): Tensor {
   const rows = t.dims[0]!;
@@ -84,6 +80,7 @@ export const denoiseNode: NodeType = {
 
     return {
       ...(batcher ? { stats: (): Record<string, number> => ({ ...batcher.stats }) } : {}),
+      ...(predictor.sizes ? { sizes: predictor.sizes } : {}),
       async run(inputs: Values, run) {
         const { params, signal } = run;
         const cond = inputs.cond as Tensor;
@@ -128,7 +125,7 @@ export const denoiseNode: NodeType = {
         const lane = batcher?.join() ?? solo;
         try {
           for (let i = 0; i < timesteps.length; i++) {
-            abortIfNeeded(signal);
+            signal.throwIfAborted();
             const t = timesteps[i]!;
             const input = scheduler.scaleModelInput(latents, t);
             let eps: Tensor;

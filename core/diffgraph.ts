@@ -3,6 +3,7 @@
  * from a pipeline JSON file or straight from a diffusers ONNX model folder.
  */
 import { pipelineDocFromModelFolder } from "./model-folder.ts";
+import { NodeCache } from "./node-cache.ts";
 import { readJson } from "./model-source.ts";
 import { OnnxRuntime, type ExecutionProvider } from "./onnx.ts";
 import { parsePipelineDoc, PipelineConfigError } from "./pipeline-config.ts";
@@ -23,6 +24,8 @@ export interface Diffgraph {
   readonly registry: PluginRegistry;
   readonly onnx: OnnxRuntime;
   readonly adapter: RuntimeAdapter;
+  /** Outputs of deterministic nodes (text encodings), shared by every pipeline this instance opens. */
+  readonly cache: NodeCache;
   /** Open a pipeline JSON file, or a model folder in the diffusers ONNX layout. */
   openPipeline(path: string): Promise<Pipeline>;
   dispose(): Promise<void>;
@@ -38,16 +41,18 @@ export async function createDiffgraph(options: DiffgraphOptions): Promise<Diffgr
   const adapter = options.adapter ?? (await loadRuntimeAdapter());
   const log = options.log ?? ((m: string) => console.error(m));
   const onnx = new OnnxRuntime({ backends: adapter.onnxBackends, executionProvider: options.executionProvider ?? "auto", log, threads: options.threads });
+  const cache = new NodeCache();
   return {
     registry: options.registry,
     onnx,
     adapter,
+    cache,
     async openPipeline(path) {
       const [dir, base] = splitPath(path);
       if (!base.endsWith(".json")) {
         const models = adapter.fileSource(path);
         const doc = await pipelineDocFromModelFolder(models, base, options.registry);
-        return Pipeline.load(doc, { registry: options.registry, onnx, models, log });
+        return Pipeline.load(doc, { registry: options.registry, onnx, models, log, cache });
       }
       const folder = adapter.fileSource(dir);
       const json = await readJson(folder, base);
@@ -55,7 +60,7 @@ export async function createDiffgraph(options: DiffgraphOptions): Promise<Diffgr
       if (!doc.model) throw new PipelineConfigError("model", `${path} names no model folder`);
       const models = adapter.fileSource(modelFolderOf(path, doc.model));
       const moduleBase = adapter.host === "browser" ? new URL(path, globalThis.location?.href).href : `file://${absolute(path)}`;
-      return Pipeline.load(doc, { registry: options.registry, onnx, models, moduleBase, log });
+      return Pipeline.load(doc, { registry: options.registry, onnx, models, moduleBase, log, cache });
     },
     dispose: () => onnx.dispose(),
   };

@@ -4,7 +4,8 @@
  * run parameters and the event stream.
  */
 import type { ZodType } from "zod";
-import type { ResolvedParams } from "./params.ts";
+import type { NodeCache } from "./node-cache.ts";
+import type { ParamDefaults, ResolvedParams, SizeRule } from "./params.ts";
 import type { PluginContext, PortSpec, PortTypes } from "./plugin.ts";
 import type { Rng } from "./random.ts";
 import type { Tensor } from "./tensor.ts";
@@ -43,6 +44,8 @@ export type Values = Partial<Record<string, PortTypes[keyof PortTypes]>>;
 
 export interface NodeInstance {
   run(inputs: Values, ctx: NodeRunContext): Promise<Values>;
+  /** Image sizes the node can make (the denoising loop: its noise predictor's); checked before a run starts. */
+  readonly sizes?: SizeRule;
   /** Counters the node keeps across runs (the denoising loop: its cross-run batching). */
   stats?(): Readonly<Record<string, number>>;
   dispose?(): Promise<void> | void;
@@ -65,4 +68,28 @@ export interface NodeType {
   /** Config keys that hold component plugin references, and the plugin kind each must be. */
   readonly components?: Readonly<Record<string, "scheduler" | "noise-predictor">>;
   create(config: any, ctx: NodeCreateContext): Promise<NodeInstance>;
+}
+
+/** A node of a loaded graph: its type, validated config, wiring and created instance. */
+export interface GraphNode {
+  readonly name: string;
+  readonly type: NodeType;
+  readonly config: unknown;
+  /** Input port → [source node or "$", port or run input]. */
+  readonly wires: Readonly<Record<string, readonly [string, string]>>;
+  readonly instance: NodeInstance;
+}
+
+/** What the executor runs: a loaded pipeline, or any graph of nodes (tests use fake ones). */
+export interface ExecutableGraph {
+  readonly nodes: ReadonlyMap<string, GraphNode>;
+  /** Topological order (a node after all its inputs). */
+  readonly order: readonly string[];
+  readonly output: readonly [string, string];
+  readonly preview: { readonly instance: NodeInstance; readonly source: "x0" | "latents" } | undefined;
+  readonly defaults: ParamDefaults;
+  /** What decides node outputs besides plugin, config and inputs: the model folder, the execution provider. */
+  readonly identity: string;
+  /** Where deterministic nodes' outputs are kept; none: nothing is cached. */
+  readonly cache: NodeCache | undefined;
 }

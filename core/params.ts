@@ -61,3 +61,42 @@ export function formatIssues(error: z.ZodError, prefix = ""): string {
     })
     .join("; ");
 }
+
+/** Image sizes a model takes: multiples of `multipleOf`, or exactly `fixed` when its input shape is static. */
+export interface SizeRule {
+  readonly multipleOf: number;
+  readonly fixed?: { readonly height: number; readonly width: number };
+}
+
+/** Why a size does not fit a rule (naming the field and the allowed values), or null when it fits. */
+export function sizeProblem(rule: SizeRule, height: number, width: number): { field: "height" | "width"; message: string } | null {
+  if (rule.fixed) {
+    if (height !== rule.fixed.height) return { field: "height", message: `this pipeline's model takes only ${rule.fixed.width}×${rule.fixed.height} images; height must be ${rule.fixed.height}, got ${height}` };
+    if (width !== rule.fixed.width) return { field: "width", message: `this pipeline's model takes only ${rule.fixed.width}×${rule.fixed.height} images; width must be ${rule.fixed.width}, got ${width}` };
+    return null;
+  }
+  if (height % rule.multipleOf) return { field: "height", message: `must be a multiple of ${rule.multipleOf} for this pipeline's model, got ${height}` };
+  if (width % rule.multipleOf) return { field: "width", message: `must be a multiple of ${rule.multipleOf} for this pipeline's model, got ${width}` };
+  return null;
+}
+
+/** A run's parameters do not fit the schema; the message names each bad field. */
+export class ParamsError extends Error {
+  constructor(
+    message: string,
+    /** The first field at fault ("steps", "height"). */
+    readonly field?: string,
+  ) {
+    super(message);
+    this.name = "ParamsError";
+  }
+}
+
+/** A graph's defaults under a run's input, validated: what the run will use. */
+export function resolveParams(defaults: ParamDefaults, input: GenerationInput): ResolvedParams {
+  const { image: _image, ...scalars } = input;
+  const merged = { ...defaults, ...Object.fromEntries(Object.entries(scalars).filter(([, v]) => v !== undefined && v !== null)) };
+  const r = ParamsSchema.safeParse(merged);
+  if (!r.success) throw new ParamsError(formatIssues(r.error), r.error.issues[0]?.path.map(String).join("."));
+  return r.data;
+}

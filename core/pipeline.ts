@@ -6,7 +6,8 @@
 import { denoiseNode } from "./denoise.ts";
 import { execute, type RunOptions, type RunResult, type RunStream } from "./executor.ts";
 import { readJson, type ModelSource } from "./model-source.ts";
-import type { NodeCreateContext, NodeInstance, NodeType } from "./node.ts";
+import type { NodeCache } from "./node-cache.ts";
+import type { ExecutableGraph, GraphNode, NodeCreateContext, NodeInstance, NodeType } from "./node.ts";
 import type { OnnxRuntime } from "./onnx.ts";
 import { BUILTIN_DEFAULTS, formatIssues, type GenerationInput, type ParamDefaults } from "./params.ts";
 import {
@@ -30,16 +31,11 @@ export interface PipelineEnv {
   /** Core node types; default: the denoising loop. */
   readonly coreNodes?: readonly NodeType[];
   readonly log?: (message: string) => void;
+  /** Cache for deterministic nodes' outputs, shared by the pipelines of one `Diffgraph`; none: no caching. */
+  readonly cache?: NodeCache;
 }
 
-export interface GraphNode {
-  readonly name: string;
-  readonly type: NodeType;
-  readonly config: unknown;
-  /** Input port → [source node or "$", port or run input]. */
-  readonly wires: Readonly<Record<string, readonly [string, string]>>;
-  readonly instance: NodeInstance;
-}
+export type { GraphNode } from "./node.ts";
 
 const GRAPH_KINDS: readonly PluginKind[] = ["encoder", "decoder", "metric"];
 
@@ -76,7 +72,7 @@ function closest(name: string, options: readonly string[]): string {
   return best && best[1] <= Math.max(2, name.length / 3) ? ` Did you mean "${best[0]}"?` : "";
 }
 
-export class Pipeline {
+export class Pipeline implements ExecutableGraph {
   private constructor(
     readonly doc: PipelineDoc,
     readonly nodes: ReadonlyMap<string, GraphNode>,
@@ -85,6 +81,8 @@ export class Pipeline {
     readonly output: readonly [string, string],
     readonly preview: { readonly instance: NodeInstance; readonly source: "x0" | "latents" } | undefined,
     readonly defaults: ParamDefaults,
+    readonly identity: string,
+    readonly cache: NodeCache | undefined,
   ) {}
 
   get name(): string {
@@ -247,7 +245,9 @@ export class Pipeline {
     const preview = previewDef && doc.preview
       ? { instance: await pluginNodeType(previewDef.def).create(previewDef.config, ctx), source: doc.preview.source }
       : undefined;
-    return new Pipeline(doc, nodes, order, output, preview, { ...BUILTIN_DEFAULTS, ...doc.defaults });
+    // Node outputs depend on the models (and the provider that runs them) besides plugin, config and inputs.
+    const identity = JSON.stringify({ models: env.models.root, provider: env.onnx.executionProvider, moduleBase: env.moduleBase ?? null });
+    return new Pipeline(doc, nodes, order, output, preview, { ...BUILTIN_DEFAULTS, ...doc.defaults }, identity, env.cache);
   }
 
   /** Run to completion. Events go to `options.onEvent` as they happen. */

@@ -5,6 +5,7 @@
  */
 import type { z } from "zod";
 import type { OnnxRuntime } from "./onnx.ts";
+import type { SizeRule } from "./params.ts";
 import type { Rng } from "./random.ts";
 import type { Scheduler } from "./scheduler.ts";
 import type { Tensor } from "./tensor.ts";
@@ -67,6 +68,8 @@ export interface NoisePredictorInstance {
   latentShape(height: number, width: number): [number, number, number];
   /** Largest batch the model accepts in one call (Infinity for a dynamic batch axis). */
   readonly maxBatch: number;
+  /** Image sizes the model takes, so a run can be refused before it starts. */
+  readonly sizes?: SizeRule;
   /** Accepts a different timestep for each row (the model's `timestep` input is [batch]). */
   readonly perRowTimesteps?: boolean;
   predict(input: NoisePredictorInput, signal?: AbortSignal): Promise<Tensor>;

@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { createDiffgraph, type Diffgraph } from "../core/diffgraph.ts";
 import { OnnxRuntime, type ExecutionProvider } from "../core/onnx.ts";
+import { NodeCache } from "../core/node-cache.ts";
 import { Pipeline } from "../core/pipeline.ts";
 import { fileSource, onnxBackends } from "../core/adapters/node.ts";
 import { builtinRegistry } from "../plugins/index.ts";
@@ -16,8 +17,8 @@ export function testRuntime(executionProvider: ExecutionProvider = "cpu"): OnnxR
   return new OnnxRuntime({ backends: onnxBackends, executionProvider, threads: 1 });
 }
 
-export async function loadTiny(doc = tinyDoc(), onnx = testRuntime(), model = "models/tiny-sd"): Promise<Pipeline> {
-  return Pipeline.load(doc, { registry: builtinRegistry(), onnx, models: fileSource(model) });
+export async function loadTiny(doc = tinyDoc(), onnx = testRuntime(), model = "models/tiny-sd", cache = new NodeCache()): Promise<Pipeline> {
+  return Pipeline.load(doc, { registry: builtinRegistry(), onnx, models: fileSource(model), cache });
 }
 
 export async function diffgraph(): Promise<Diffgraph> {

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { ModelFileError, readJson } from "../../core/model-source.ts";
+import { sizeProblem, type SizeRule } from "../../core/params.ts";
 import { definePlugin } from "../../core/plugin.ts";
 import type { Feed } from "../../core/onnx.ts";
 
@@ -53,11 +54,21 @@ export default definePlugin({
     // A [batch]-shaped timestep can differ per row (cross-run batching merges runs at different
     // steps); a scalar or [1] one cannot.
     const perRow = ts.shape.length === 1 && ts.shape[0] !== 1;
+    // A static latent size (a fixed-shape export) allows one image size; a dynamic one needs the
+    // latents to survive the UNet's downsamplings (2^(levels−1)) when its config tells the levels.
+    const [, , lh, lw] = sampleShape;
+    const levels = Array.isArray(unetConfig.block_out_channels) ? unetConfig.block_out_channels.length : 1;
+    const sizes: SizeRule =
+      typeof lh === "number" && typeof lw === "number"
+        ? { multipleOf: factor, fixed: { height: lh * factor, width: lw * factor } }
+        : { multipleOf: factor * 2 ** Math.max(0, levels - 1) };
     return {
       maxBatch: typeof batchDim === "number" ? batchDim : Infinity,
       perRowTimesteps: perRow,
+      sizes,
       latentShape(height, width) {
-        if (height % factor || width % factor) throw new RangeError(`height and width must be multiples of ${factor} for this model, got ${width}×${height}`);
+        const bad = sizeProblem(sizes, height, width);
+        if (bad) throw new RangeError(`${bad.field}: ${bad.message}`);
         return [channels, height / factor, width / factor];
       },
       async predict({ sample, timestep, encoderHiddenStates }) {

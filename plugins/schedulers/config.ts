@@ -15,19 +15,23 @@ import { z } from "zod";
 export const BETA_SCHEDULES = ["linear", "scaled_linear", "squaredcos_cap_v2"] as const;
 export const PREDICTION_TYPES = ["epsilon", "v_prediction", "sample"] as const;
 export const TIMESTEP_SPACINGS = ["leading", "trailing", "linspace"] as const;
+/** Upper bound on `num_train_timesteps` (and the length of `trained_betas`). */
+export const MAX_TRAIN_TIMESTEPS = 10_000;
 
 const bool = z.boolean();
 const positiveNumber = z.number().finite().positive();
 
 /** Every key any supported diffusers scheduler accepts. Values are checked even when the key is ignored. */
 const KNOWN = {
-  num_train_timesteps: z.number().int().positive(),
+  // Released models train with 1,000 (a few with 4,000); the bound keeps a config from asking for
+  // gigabytes of schedule arrays (10^8 took 27 s and 5.9 GB).
+  num_train_timesteps: z.number().int().positive().max(MAX_TRAIN_TIMESTEPS),
   beta_start: positiveNumber,
   beta_end: positiveNumber,
   beta_schedule: z.enum(BETA_SCHEDULES, {
     error: (i) => `beta_schedule ${JSON.stringify(i.input)} is unknown (expected one of ${BETA_SCHEDULES.join(", ")})`,
   }),
-  trained_betas: z.array(z.number().finite().gt(0).lt(1)).nullable(),
+  trained_betas: z.array(z.number().finite().gt(0).lt(1)).max(MAX_TRAIN_TIMESTEPS).nullable(),
   prediction_type: z.enum(PREDICTION_TYPES, {
     error: (i) => `prediction_type ${JSON.stringify(i.input)} is unknown (expected one of ${PREDICTION_TYPES.join(", ")})`,
   }),
