@@ -3,9 +3,10 @@
  * the playground, and graphql-yoga at /graphql (GraphiQL in browsers, SSE for subscriptions).
  * It sees only Web `Request`/`Response`; `api/server.ts` hosts it on Bun and adds WebSocket.
  */
+import { useCSRFPrevention } from "@graphql-yoga/plugin-csrf-prevention";
 import { createYoga, type Plugin, type YogaServerInstance } from "graphql-yoga";
-import { getOperationAST } from "graphql";
-import { Hono } from "hono";
+import { getOperationAST, parse } from "graphql";
+import { Hono, type Context } from "hono";
 import { cors } from "hono/cors";
 import { apiError, ErrorCode } from "./errors.ts";
 import { IMAGE_ID } from "./jobs.ts";
@@ -58,12 +59,73 @@ function useApiKey(key: string | undefined): Plugin<{ apiKey?: string }> {
 }
 
 function useQueryLimits(): Plugin {
-  const rule = queryLimitsRule({ maxDepth: API_LIMITS.queryDepth, maxCost: API_LIMITS.queryCost, defaultPage: API_LIMITS.jobsPageSize });
+  const rule = queryLimitsRule({
+    maxDepth: API_LIMITS.queryDepth,
+    maxCost: API_LIMITS.queryCost,
+    defaultPage: API_LIMITS.jobsPageSize,
+    maxRootFields: API_LIMITS.rootFields,
+  });
   return {
+    // graphql-js stops parsing past `maxTokens`, so a huge or deeply nested document is refused
+    // before it is built (the parser recurses once per nesting level).
+    onParse({ setParseFn }) {
+      setParseFn((source, options) => parse(source, { ...options, maxTokens: API_LIMITS.queryTokens }));
+    },
     onValidate({ addValidationRule }) {
       addValidationRule(rule);
     },
   };
+}
+
+/**
+ * Cross-site request forgery: a page on another site can make a browser send a "simple" POST
+ * (form-encoded, multipart or text/plain bodies need no CORS preflight) that would run a mutation.
+ * yoga's plugin refuses such POSTs unless they carry a header only scripts allowed by CORS can set.
+ * GET is left to yoga, which never runs mutations over GET, so EventSource subscriptions still work.
+ */
+function useCsrfOnPost(): Plugin {
+  const csrf = useCSRFPrevention();
+  return {
+    onRequestParse(payload) {
+      if (payload.request.method !== "GET") return csrf.onRequestParse!(payload);
+    },
+  };
+}
+
+/**
+ * Whether a browser request from `Origin` may use the API: same-origin, or listed by the operator
+ * (`corsOrigins`, "*" for any). Requests without an Origin header (curl, servers) are not from a
+ * browser page and pass. Browsers apply no CORS to WebSocket, so the host checks upgrades with this.
+ */
+export function originAllowed(request: Request, corsOrigins: AppOptions["corsOrigins"]): boolean {
+  const origin = request.headers.get("origin");
+  if (!origin || corsOrigins === "*") return true;
+  if (corsOrigins?.includes(origin)) return true;
+  const host = request.headers.get("host");
+  try {
+    const o = new URL(origin);
+    return o.host === (host ?? new URL(request.url).host);
+  } catch {
+    return false;
+  }
+}
+
+/** yoga answers 500 when GET's `variables` or `extensions` is not JSON; this is the client's fault. */
+function badGetParams(request: Request): string | null {
+  if (request.method !== "GET") return null;
+  const params = new URL(request.url).searchParams;
+  for (const key of ["variables", "extensions"]) {
+    const raw = params.get(key);
+    if (raw === null || raw === "") continue;
+    let v: unknown;
+    try {
+      v = JSON.parse(raw);
+    } catch {
+      return `${key}: not valid JSON`;
+    }
+    if (v !== null && (typeof v !== "object" || Array.isArray(v))) return `${key}: must be a JSON object`;
+  }
+  return null;
 }
 
 export type ApiYoga = YogaServerInstance<Record<string, unknown>, ApiContext>;
@@ -81,7 +143,7 @@ export function createYogaServer(options: AppOptions): ApiYoga {
       const i = initial as { request?: Request; upgradeRequest?: Request; connectionParams?: Record<string, unknown> };
       return { service, baseUrl: options.publicUrl ?? "", apiKey: presentedKey(i.request ?? i.upgradeRequest, i.connectionParams) };
     },
-    plugins: [useQueryLimits(), useApiKey(service.apiKey), ...(options.plugins ?? [])],
+    plugins: [useCsrfOnPost(), useQueryLimits(), useApiKey(service.apiKey), ...(options.plugins ?? [])],
     logging: "warn",
   }) as ApiYoga;
 }
@@ -114,7 +176,16 @@ export function createApp(options: AppOptions): { app: Hono; yoga: ApiYoga } {
     return c.body(png as Uint8Array<ArrayBuffer>, 200, { "content-type": "image/png", "cache-control": "public, max-age=31536000, immutable" });
   });
   app.get("/", (c) => c.html(playgroundHtml));
-  app.on(["GET", "POST", "OPTIONS"], "/graphql/*", (c) => yoga.fetch(c.req.raw));
-  app.on(["GET", "POST", "OPTIONS"], "/graphql", (c) => yoga.fetch(c.req.raw));
+  const graphql = (c: Context) => {
+    const request = c.req.raw;
+    if (request.method === "POST" && !originAllowed(request, options.corsOrigins)) {
+      return c.json({ errors: [apiError(ErrorCode.FORBIDDEN, `origin ${request.headers.get("origin")} is not allowed (start the server with --cors to allow it)`)] }, 403);
+    }
+    const bad = badGetParams(request);
+    if (bad) return c.json({ errors: [apiError(ErrorCode.BAD_REQUEST, bad)] }, 400);
+    return yoga.fetch(request);
+  };
+  app.on(["GET", "POST", "OPTIONS"], "/graphql/*", graphql);
+  app.on(["GET", "POST", "OPTIONS"], "/graphql", graphql);
   return { app, yoga };
 }

@@ -13,6 +13,12 @@ export const ErrorCode = Object.freeze({
   QUERY_TOO_DEEP: "QUERY_TOO_DEEP",
   QUERY_TOO_COSTLY: "QUERY_TOO_COSTLY",
   NOT_CANCELLABLE: "NOT_CANCELLABLE",
+  /** A malformed request (not valid GraphQL-over-HTTP, bad WebSocket message). */
+  BAD_REQUEST: "BAD_REQUEST",
+  /** A browser request from an origin the operator did not allow. */
+  FORBIDDEN: "FORBIDDEN",
+  /** A job failed while running; the message is safe to show, the server log has the detail. */
+  RUN_FAILED: "RUN_FAILED",
 });
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

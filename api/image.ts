@@ -37,9 +37,22 @@ export function batchToPng(images: Tensor, options: { compressionLevel?: number 
   return Promise.all(Array.from({ length: images.dims[0] ?? 0 }, (_, i) => tensorToPng(images, i, options)));
 }
 
-/** Decode PNG/JPEG/WebP bytes to a [1, 3, H, W] tensor in [0, 1], resized (cover) to width × height when given. */
-export async function imageToTensor(bytes: Uint8Array, size?: { width: number; height: number }): Promise<Tensor> {
-  let img = sharp(bytes).removeAlpha().toColourspace("srgb");
+/** An image whose header declares more pixels than the caller allows (refused before decoding). */
+export class ImageTooLargeError extends RangeError {}
+
+/**
+ * Decode PNG/JPEG/WebP bytes to a [1, 3, H, W] tensor in [0, 1], resized (cover) to width × height
+ * when given. With `maxPixels`, the size is read from the header first and a larger image is refused
+ * before any pixel is decoded (sharp's own bound, `limitInputPixels`, backs it up).
+ */
+export async function imageToTensor(bytes: Uint8Array, size?: { width: number; height: number }, options: { maxPixels?: number } = {}): Promise<Tensor> {
+  const limit = options.maxPixels ?? 0x3fff * 0x3fff;
+  const meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+  if (!meta.width || !meta.height) throw new RangeError("no image size in its header");
+  if (meta.width * meta.height > limit) {
+    throw new ImageTooLargeError(`is ${meta.width}×${meta.height} pixels; at most ${limit} pixels are accepted`);
+  }
+  let img = sharp(bytes, { limitInputPixels: limit }).removeAlpha().toColourspace("srgb");
   if (size) img = img.resize(size.width, size.height, { fit: "cover" });
   const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
   const { width, height, channels } = info;
@@ -90,4 +103,12 @@ export async function gridPng(images: Tensor, columns?: number, scale = 1): Prom
   }
   const buf = await sharp(out, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer();
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+/** Width and height from a PNG's IHDR chunk; undefined when the bytes are not a PNG. */
+export function pngSize(png: Uint8Array | null | undefined): { width: number; height: number } | undefined {
+  const sig = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+  if (!png || png.length < 24 || sig.some((b, i) => png[i] !== b) || String.fromCharCode(...png.subarray(12, 16)) !== "IHDR") return undefined;
+  const v = new DataView(png.buffer, png.byteOffset, png.byteLength);
+  return { width: v.getUint32(16), height: v.getUint32(20) };
 }

@@ -13,7 +13,7 @@ import type { GenerationInput } from "../core/params.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { apiError, ErrorCode } from "./errors.ts";
 import { batchToPng } from "./image.ts";
-import { FINISHED, INTERRUPTED_REASON, JobStore, type JobPage, type JobParams, type JobRecord, type JobStatus } from "./store.ts";
+import { FINISHED, INTERRUPTED_CODE, INTERRUPTED_REASON, JobStore, type JobPage, type JobParams, type JobRecord, type JobStatus } from "./store.ts";
 
 /** A PNG the server can hand out by id (`/images/<id>.png`). */
 export interface StoredImage {
@@ -26,6 +26,8 @@ export interface StoredImage {
 
 export interface StepFrame {
   readonly jobId: string;
+  /** The pipeline node (stage) whose step this is: "denoise" for a single-stage pipeline. */
+  readonly node: string;
   readonly step: number;
   readonly totalSteps: number;
   readonly timestep: number;
@@ -196,6 +198,8 @@ export class JobManager {
     this.log = options.log ?? (() => {});
     const n = this.store.failInterrupted();
     if (n) this.log(`jobs: marked ${n} job(s) interrupted by the previous shutdown as FAILED`);
+    const orphans = this.store.sweepOrphans();
+    if (orphans) this.log(`jobs: removed ${orphans} image file(s) of jobs that never finished`);
   }
 
   get queueLength(): number {
@@ -206,12 +210,17 @@ export class JobManager {
     return this.running;
   }
 
-  /** Enqueue a validated job. Throws QUEUE_FULL when the queue is at its bound. */
-  submit(job: NewJob): JobRecord {
+  /** Throws QUEUE_FULL when a job submitted now would be refused (checked before any costly validation). */
+  checkCapacity(): void {
     if (this.closed) throw apiError(ErrorCode.QUEUE_FULL, "the server is shutting down and accepts no new jobs");
     if (this.queued.length >= this.maxQueue) {
       throw apiError(ErrorCode.QUEUE_FULL, `the queue is full (${this.maxQueue} jobs waiting); retry later`, { field: "queue", limit: this.maxQueue });
     }
+  }
+
+  /** Enqueue a validated job. Throws QUEUE_FULL when the queue is at its bound. */
+  submit(job: NewJob): JobRecord {
+    this.checkCapacity();
     const record = this.store.insert({
       id: newJobId(),
       status: "QUEUED",
@@ -222,6 +231,7 @@ export class JobManager {
       startedAt: null,
       finishedAt: null,
       error: null,
+      errorCode: null,
       step: 0,
       totalSteps: null,
       metrics: {},
@@ -256,7 +266,7 @@ export class JobManager {
     if (!live) return this.store.get(id);
     if (live.record.status === "QUEUED") {
       this.queued.splice(this.queued.indexOf(live), 1);
-      this.finish(live, "CANCELLED", "cancelled by a client before it started");
+      this.finish(live, "CANCELLED", "cancelled by a client before it started", "CANCELLED");
     } else if (live.record.status === "RUNNING") {
       live.abort.abort(new DOMException("cancelled by a client", "AbortError"));
     }
@@ -266,7 +276,7 @@ export class JobManager {
   /** Cancel every queued job; running jobs finish. Returns the cancelled jobs. */
   clearQueue(): JobRecord[] {
     const jobs = this.queued.splice(0);
-    for (const j of jobs) this.finish(j, "CANCELLED", "cancelled by clearQueue before it started");
+    for (const j of jobs) this.finish(j, "CANCELLED", "cancelled by clearQueue before it started", "CANCELLED");
     return jobs.map((j) => j.record);
   }
 
@@ -319,7 +329,7 @@ export class JobManager {
    */
   async close(): Promise<void> {
     this.closed = true;
-    for (const j of this.queued.splice(0)) this.finish(j, "FAILED", INTERRUPTED_REASON);
+    for (const j of this.queued.splice(0)) this.finish(j, "FAILED", INTERRUPTED_REASON, INTERRUPTED_CODE);
     for (const j of this.live.values()) if (j.record.status === "RUNNING") j.abort.abort(new ShutdownError());
     await this.idle();
   }
@@ -361,17 +371,18 @@ export class JobManager {
       });
       await job.chain;
       const pngs = await batchToPng(result.images);
-      await Promise.all(pngs.map((png, i) => this.store.writeImage(`${r.id}-${i}`, png)));
+      await this.store.writeImages(r.id, pngs);
       job.record = { ...job.record, metrics: { ...result.metrics }, imageCount: pngs.length };
-      this.finish(job, "SUCCEEDED", null);
+      this.finish(job, "SUCCEEDED", null, null);
     } catch (err) {
       await job.chain;
       const reason = job.abort.signal.reason as Error | undefined;
-      if (reason instanceof ShutdownError) this.finish(job, "FAILED", INTERRUPTED_REASON);
-      else if (job.abort.signal.aborted) this.finish(job, "CANCELLED", String(reason?.message ?? "cancelled"));
+      if (reason instanceof ShutdownError) this.finish(job, "FAILED", INTERRUPTED_REASON, INTERRUPTED_CODE);
+      else if (job.abort.signal.aborted) this.finish(job, "CANCELLED", String(reason?.message ?? "cancelled"), "CANCELLED");
       else {
+        // The log keeps the detail (paths, stack); the client gets a code and a message free of server paths.
         this.log(`job ${r.id} failed: ${(err as Error)?.stack ?? err}`);
-        this.finish(job, "FAILED", (err as Error)?.message ?? String(err));
+        this.finish(job, "FAILED", publicMessage(err), ErrorCode.RUN_FAILED);
       }
     }
   }
@@ -406,7 +417,7 @@ export class JobManager {
         previews.push(img);
       });
     }
-    return { jobId, step: e.step, totalSteps: e.totalSteps, timestep: e.timestep, elapsedMs: e.elapsedMs, previews, stepEndedAt, dropped: 0 };
+    return { jobId, node: e.node, step: e.step, totalSteps: e.totalSteps, timestep: e.timestep, elapsedMs: e.elapsedMs, previews, stepEndedAt, dropped: 0 };
   }
 
   private update(job: LiveJob, patch: Partial<JobRecord>): void {
@@ -414,8 +425,8 @@ export class JobManager {
     this.store.update(job.record);
   }
 
-  private finish(job: LiveJob, status: JobStatus, error: string | null): void {
-    this.update(job, { status, error, finishedAt: Date.now() });
+  private finish(job: LiveJob, status: JobStatus, error: string | null, errorCode: string | null): void {
+    this.update(job, { status, error, errorCode, finishedAt: Date.now() });
     for (const s of job.subscribers) {
       s.push({ type: "finished", job: job.record });
       s.end();
@@ -424,6 +435,17 @@ export class JobManager {
     // Finished jobs are served from the store from now on.
     this.live.delete(job.record.id);
   }
+}
+
+/**
+ * What a client may read of a run's failure: the first line of the message with every absolute path
+ * or file URL cut to its last component, at most 300 characters.
+ */
+export function publicMessage(err: unknown): string {
+  const raw = err instanceof Error ? err.message : String(err);
+  const line = (raw.split("\n")[0] ?? "").replace(/(?:file:\/\/)?(?:[A-Za-z]:)?(?:[\\/][^\s\\/'"`()\[\],;]+){2,}/g, (p) => p.split(/[\\/]/).pop()!);
+  const text = line.length > 300 ? `${line.slice(0, 297)}...` : line;
+  return `the run failed: ${text || (err as Error)?.name || "error"} (the server log has the detail)`;
 }
 
 class ShutdownError extends DOMException {

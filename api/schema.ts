@@ -9,7 +9,7 @@ import { LIMITS } from "../core/params.ts";
 import { PLUGIN_KINDS, type PluginDefinition, type PluginKind, type SchedulerInstance } from "../core/plugin.ts";
 import type { ScheduleData } from "../core/scheduler.ts";
 import { apiError, badInput, ErrorCode } from "./errors.ts";
-import { pngDataUrl } from "./image.ts";
+import { pngDataUrl, pngSize } from "./image.ts";
 import type { JobEvent, StepFrame, StoredImage } from "./jobs.ts";
 import { API_LIMITS, checkInt, type ApiService, type GenerateArgs, type RegisteredPipeline } from "./service.ts";
 import { JOB_STATUSES, type JobRecord, type JobStatus } from "./store.ts";
@@ -31,7 +31,8 @@ const builder = new SchemaBuilder<{
   DefaultFieldNullability: false;
 }>({ defaultFieldNullability: false });
 
-function literal(ast: ValueNode): unknown {
+function literal(ast: ValueNode, depth = 0): unknown {
+  if (depth > API_LIMITS.jsonDepth) throw badInput("JSON", `nested deeper than ${API_LIMITS.jsonDepth} levels`);
   switch (ast.kind) {
     case Kind.STRING:
     case Kind.BOOLEAN:
@@ -42,19 +43,26 @@ function literal(ast: ValueNode): unknown {
     case Kind.NULL:
       return null;
     case Kind.LIST:
-      return ast.values.map(literal);
+      return ast.values.map((v) => literal(v, depth + 1));
     case Kind.OBJECT:
-      return Object.fromEntries(ast.fields.map((f) => [f.name.value, literal(f.value)]));
+      return Object.fromEntries(ast.fields.map((f) => [f.name.value, literal(f.value, depth + 1)]));
     default:
       throw new GraphQLError("JSON literals cannot contain variables");
   }
 }
 
+/** A JSON variable as the client sent it, refused when nested deeper than the limit. */
+function jsonValue(v: unknown, depth = 0): unknown {
+  if (depth > API_LIMITS.jsonDepth) throw badInput("JSON", `nested deeper than ${API_LIMITS.jsonDepth} levels`);
+  if (v && typeof v === "object") for (const x of Object.values(v)) jsonValue(x, depth + 1);
+  return v;
+}
+
 builder.scalarType("JSON", {
   description: "Any JSON value (configs, JSON Schemas, metric maps).",
   serialize: (v) => v,
-  parseValue: (v) => v,
-  parseLiteral: literal,
+  parseValue: (v) => jsonValue(v),
+  parseLiteral: (ast) => literal(ast),
 });
 
 const PluginKindEnum = builder.enumType("PluginKind", {
@@ -258,13 +266,25 @@ const JobRef = builder.objectRef<JobRecord>("Job").implement({
     createdAt: t.string({ description: "When it was submitted (ISO 8601).", resolve: (j) => new Date(j.createdAt).toISOString() }),
     startedAt: t.string({ nullable: true, description: "When it started running.", resolve: (j) => (j.startedAt ? new Date(j.startedAt).toISOString() : null) }),
     finishedAt: t.string({ nullable: true, description: "When it finished.", resolve: (j) => (j.finishedAt ? new Date(j.finishedAt).toISOString() : null) }),
-    error: t.exposeString("error", { nullable: true, description: "Why it failed or was cancelled." }),
+    error: t.exposeString("error", { nullable: true, description: "Why it failed or was cancelled (free of server paths; the server log has the detail)." }),
+    errorCode: t.exposeString("errorCode", {
+      nullable: true,
+      description: "Machine-readable reason: RUN_FAILED (the pipeline failed while running), INTERRUPTED (the server stopped first) or CANCELLED.",
+    }),
     step: t.exposeInt("step", { description: "Denoising steps done." }),
     totalSteps: t.exposeInt("totalSteps", { nullable: true, description: "Denoising steps planned (known once it runs; may differ from params.steps for multi-stage solvers or img2img)." }),
     images: t.field({
       type: [ImageRef],
       description: "Final images (empty until SUCCEEDED).",
-      resolve: (j) => Array.from({ length: j.imageCount }, (_, i) => ({ id: `${j.id}-${i}`, width: j.params.width, height: j.params.height })),
+      // Sizes come from the PNGs: a cascade's output is bigger than the generation size (params).
+      resolve: (j, _a, ctx) =>
+        Promise.all(
+          Array.from({ length: j.imageCount }, async (_, i) => {
+            const id = `${j.id}-${i}`;
+            const size = pngSize(await ctx.service.jobs.store.readImage(id));
+            return { id, width: size?.width ?? j.params.width, height: size?.height ?? j.params.height };
+          }),
+        ),
     }),
     metrics: t.field({ type: [MetricRef], description: "Values from the pipeline's metric nodes.", resolve: (j) => Object.entries(j.metrics) }),
     position: t.int({
@@ -316,6 +336,7 @@ const JobStepRef = builder.objectRef<StepFrame>("JobStep").implement({
   description: "One denoising step finished.",
   fields: (t) => ({
     jobId: t.exposeID("jobId", { description: "The job." }),
+    node: t.exposeString("node", { description: "The pipeline node (stage) that made this step: \"denoise\" for the base model's steps." }),
     step: t.exposeInt("step", { description: "1-based index of the step just finished." }),
     totalSteps: t.exposeInt("totalSteps", { description: "Steps this run makes." }),
     timestep: t.exposeFloat("timestep", { description: "The training timestep t of this step." }),
@@ -467,7 +488,10 @@ builder.mutationType({
   fields: (t) => ({
     generate: t.field({
       type: JobRef,
-      description: "Queue a generation. Fails with BAD_USER_INPUT (extensions.field names the input) or QUEUE_FULL.",
+      // Nullable so that in a request with several aliased `generate` fields, one refused job
+      // (QUEUE_FULL) nulls only its own field: the client still learns the ids of the jobs it created.
+      nullable: true,
+      description: "Queue a generation. Fails with BAD_USER_INPUT (extensions.field names the input) or QUEUE_FULL, and then creates nothing.",
       args: { input: t.arg({ type: GenerateInputRef, required: true, description: "What to generate." }) },
       resolve: async (_r, a, ctx) => ctx.service.jobs.submit(await ctx.service.prepare(a.input as GenerateArgs)),
     }),

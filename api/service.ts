@@ -7,12 +7,13 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { modelFolderOf, type Diffgraph } from "../core/diffgraph.ts";
 import { readJson } from "../core/model-source.ts";
-import { LIMITS, ParamsSchema, type ResolvedParams } from "../core/params.ts";
+import { paramsFor } from "../core/executor.ts";
+import { LIMITS, ParamsError, type GenerationInput, type ResolvedParams } from "../core/params.ts";
 import type { Pipeline } from "../core/pipeline.ts";
 import type { PluginKind } from "../core/plugin.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { badInput } from "./errors.ts";
-import { imageToTensor } from "./image.ts";
+import { ImageTooLargeError, imageToTensor } from "./image.ts";
 import { JobManager, type NewJob } from "./jobs.ts";
 import type { JobParams, JobStore } from "./store.ts";
 
@@ -28,6 +29,16 @@ export const API_LIMITS = Object.freeze({
   /** Deep enough for GraphiQL's introspection query (11), too shallow for recursive introspection abuse. */
   queryDepth: 15,
   queryCost: 2000,
+  /** Tokens in one GraphQL document (GraphiQL's introspection query has ~700). */
+  queryTokens: 5000,
+  /** Root fields per operation: bounds the jobs one request can queue. */
+  rootFields: 16,
+  /** Nesting of a JSON literal or variable (scheduler configs are flat). */
+  jsonDepth: 16,
+  /** Bytes of a request body (an 8 MiB image is ~11 MiB as base64). */
+  requestBytes: 12 * 2 ** 20,
+  /** Pixels an img2img source may have before it is decoded (read from its header first). */
+  sourcePixels: 4096 * 4096,
 });
 
 export interface RegisteredPipeline {
@@ -70,6 +81,9 @@ export interface GenerateArgs {
   previewEvery?: number | null;
   priority?: number | null;
 }
+
+/** The default pipeline when none is named, first registered wins: the embedded model, then the fixture. */
+export const PREFERRED_DEFAULTS: readonly string[] = ["emoji-64", "tiny-sd"];
 
 export class ApiService {
   readonly diffgraph: Diffgraph;
@@ -118,7 +132,9 @@ export class ApiService {
     }
     if (pipelines.size === 0) throw new Error(`no pipeline in ${dir}/ could be loaded (see the log lines above)`);
     const names = [...pipelines.keys()];
-    const def = options.defaultPipeline ?? names[0]!;
+    // Without an explicit default: the embedded model's pipeline (as the CLI), not whichever file sorts
+    // first (emoji-256.json, the cascade, sorts before emoji-64.json).
+    const def = options.defaultPipeline ?? PREFERRED_DEFAULTS.find((n) => pipelines.has(n)) ?? names[0]!;
     if (!pipelines.has(def)) {
       await Promise.all([...pipelines.values()].map((p) => p.pipeline.dispose()));
       throw new Error(`default pipeline "${def}" is not registered (registered: ${names.join(", ")})`);
@@ -134,7 +150,10 @@ export class ApiService {
     return this.registry.list(kind);
   }
 
-  /** Validate generate input against every bound and registered name; throws BAD_USER_INPUT naming the field. */
+  /**
+   * Validate generate input against every bound and registered name; throws BAD_USER_INPUT naming the
+   * field, or QUEUE_FULL. Cheap checks come first: a request the queue would refuse decodes no image.
+   */
   async prepare(input: GenerateArgs): Promise<NewJob> {
     const name = input.pipeline ?? this.defaultPipeline;
     const reg = this.pipelines.get(name);
@@ -145,35 +164,23 @@ export class ApiService {
         throw badInput("input.scheduler", `unknown scheduler "${input.scheduler}" (schedulers: ${this.registry.names("scheduler").join(", ")})`);
       }
     }
-    const scalars = {
-      prompt: input.prompt,
-      negativePrompt: input.negativePrompt,
-      steps: input.steps,
-      guidanceScale: input.guidanceScale,
-      seed: input.seed,
-      batchSize: input.batchSize,
-      height: input.height,
-      width: input.width,
-      strength: input.strength,
-      scheduler: input.scheduler,
-    };
-    const merged = { ...reg.pipeline.defaults, ...Object.fromEntries(Object.entries(scalars).filter(([, v]) => v != null)) };
-    const parsed = ParamsSchema.safeParse(merged);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
-      const field = `input.${issue.path.map(String).join(".")}`;
-      throw badInput(field, issue.message, {
-        issues: parsed.error.issues.map((i) => ({ field: `input.${i.path.map(String).join(".")}`, message: i.message })),
-      });
-    }
-    const params: ResolvedParams = parsed.data;
-    if (params.height * params.width * params.batchSize > API_LIMITS.pixels) {
-      throw badInput("input.batchSize", `height × width × batchSize = ${params.height * params.width * params.batchSize} exceeds the budget of ${API_LIMITS.pixels} pixels per job`, { limit: API_LIMITS.pixels });
-    }
+    this.jobs.checkCapacity();
     const previewEvery = input.previewEvery ?? 1;
     checkInt("input.previewEvery", previewEvery, API_LIMITS.previewEvery);
     const priority = input.priority ?? 0;
     checkInt("input.priority", priority, API_LIMITS.priority);
+
+    let params: ResolvedParams;
+    try {
+      const { pipeline: _p, image: _i, previewEvery: _e, priority: _r, ...scalars } = input;
+      params = paramsFor(reg.pipeline, scalars as GenerationInput);
+    } catch (err) {
+      if (!(err instanceof ParamsError)) throw err;
+      throw badInput(`input.${err.field ?? ""}`.replace(/\.$/, ""), err.message.replace(/^[\w.]+: /, ""), { allowed: allowedSizes(reg) });
+    }
+    if (params.height * params.width * params.batchSize > API_LIMITS.pixels) {
+      throw badInput("input.batchSize", `height × width × batchSize = ${params.height * params.width * params.batchSize} exceeds the budget of ${API_LIMITS.pixels} pixels per job`, { limit: API_LIMITS.pixels });
+    }
 
     let image: Tensor | undefined;
     if (input.image != null) {
@@ -230,9 +237,32 @@ async function decodeDataUrl(url: string, size: { width: number; height: number 
   const m = /^data:image\/(png|jpeg|webp);base64,([A-Za-z0-9+/=]+)$/.exec(url);
   if (!m) throw badInput("input.image", "must be a data URL: data:image/png;base64,… (png, jpeg or webp)");
   if ((m[2]!.length * 3) / 4 > API_LIMITS.imageBytes) throw badInput("input.image", `is larger than ${API_LIMITS.imageBytes} bytes`, { limit: API_LIMITS.imageBytes });
+  const bytes = base64Bytes(m[2]!);
+  if (!bytes) throw badInput("input.image", "is not valid base64");
   try {
-    return await imageToTensor(new Uint8Array(Buffer.from(m[2]!, "base64")), size);
+    return await imageToTensor(bytes, size, { maxPixels: API_LIMITS.sourcePixels });
   } catch (err) {
+    if (err instanceof ImageTooLargeError) throw badInput("input.image", err.message, { limit: API_LIMITS.sourcePixels });
     throw badInput("input.image", `cannot be decoded: ${(err as Error).message}`);
   }
+}
+
+function base64Bytes(b64: string): Uint8Array | null {
+  try {
+    const bin = atob(b64);
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  } catch {
+    return null;
+  }
+}
+
+/** The image sizes a pipeline's model takes, for error details. */
+function allowedSizes(reg: RegisteredPipeline): { multipleOf: number; height?: number; width?: number } | undefined {
+  for (const node of reg.pipeline.nodes.values()) {
+    const rule = node.instance.sizes;
+    if (rule) return { multipleOf: rule.multipleOf, ...(rule.fixed ?? {}) };
+  }
+  return undefined;
 }

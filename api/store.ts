@@ -1,10 +1,14 @@
 /**
  * Job records in SQLite (bun:sqlite) and finished images as PNG files in a folder, so a restart
  * loses no finished job. The store knows nothing about GraphQL or the queue.
+ *
+ * A job is finished with all its images or not finished with none: images are written to temporary
+ * names, fsynced and renamed, and only then is the record committed; at start, images that no
+ * finished record claims (a crash between the two) and temporary files are swept away.
  */
 import { Database } from "bun:sqlite";
-import { mkdirSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdirSync, readdirSync, rmSync } from "node:fs";
+import { open, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 
 export const JOB_STATUSES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"] as const;
@@ -39,6 +43,8 @@ export interface JobRecord {
   startedAt: number | null;
   finishedAt: number | null;
   error: string | null;
+  /** Machine-readable reason for FAILED and CANCELLED jobs (RUN_FAILED, INTERRUPTED, CANCELLED). */
+  errorCode: string | null;
   /** Denoising steps done / planned (planned is known once the scheduler has its timesteps). */
   step: number;
   totalSteps: number | null;
@@ -58,6 +64,7 @@ interface Row {
   started_at: number | null;
   finished_at: number | null;
   error: string | null;
+  error_code: string | null;
   step: number;
   total_steps: number | null;
   metrics: string;
@@ -76,6 +83,7 @@ function fromRow(r: Row): JobRecord {
     startedAt: r.started_at,
     finishedAt: r.finished_at,
     error: r.error,
+    errorCode: r.error_code,
     step: r.step,
     totalSteps: r.total_steps,
     metrics: JSON.parse(r.metrics),
@@ -90,6 +98,10 @@ export interface JobPage {
 }
 
 export const INTERRUPTED_REASON = "interrupted: the server stopped before this job finished";
+export const INTERRUPTED_CODE = "INTERRUPTED";
+
+/** Set DIFFGRAPH_FAULT=after-images to die by SIGKILL between writing a job's images and committing its record (crash tests). */
+const FAULT = process.env.DIFFGRAPH_FAULT;
 
 export class JobStore {
   readonly db: Database;
@@ -118,20 +130,40 @@ export class JobStore {
       metrics TEXT NOT NULL DEFAULT '{}',
       image_count INTEGER NOT NULL DEFAULT 0
     ); CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);`);
+    const columns = (this.db.query("PRAGMA table_info(jobs)").all() as { name: string }[]).map((c) => c.name);
+    if (!columns.includes("error_code")) this.db.exec("ALTER TABLE jobs ADD COLUMN error_code TEXT");
+  }
+
+  /**
+   * Remove images no finished record claims and temporary files (a crash between writing a job's
+   * images and committing its record leaves them). Call after `failInterrupted`. Returns how many.
+   */
+  sweepOrphans(): number {
+    const claimed = new Set<string>();
+    for (const r of this.db.query("SELECT id, image_count FROM jobs WHERE status = 'SUCCEEDED' AND image_count > 0").all() as { id: string; image_count: number }[]) {
+      for (let i = 0; i < r.image_count; i++) claimed.add(`${r.id}-${i}.png`);
+    }
+    let n = 0;
+    for (const f of readdirSync(this.imageDir)) {
+      if (claimed.has(f)) continue;
+      rmSync(join(this.imageDir, f), { force: true });
+      n++;
+    }
+    return n;
   }
 
   /** Jobs left QUEUED or RUNNING by a previous process are failed with a reason; returns how many. */
   failInterrupted(now = Date.now()): number {
     return this.db
-      .query("UPDATE jobs SET status = 'FAILED', error = $error, finished_at = $now WHERE status IN ('QUEUED', 'RUNNING')")
-      .run({ error: INTERRUPTED_REASON, now }).changes;
+      .query("UPDATE jobs SET status = 'FAILED', error = $error, error_code = $code, finished_at = $now WHERE status IN ('QUEUED', 'RUNNING')")
+      .run({ error: INTERRUPTED_REASON, code: INTERRUPTED_CODE, now }).changes;
   }
 
   insert(job: Omit<JobRecord, "seq">): JobRecord {
     const row = this.db
       .query(
-        `INSERT INTO jobs (id, status, pipeline, params, priority, created_at, started_at, finished_at, error, step, total_steps, metrics, image_count)
-         VALUES ($id, $status, $pipeline, $params, $priority, $createdAt, $startedAt, $finishedAt, $error, $step, $totalSteps, $metrics, $imageCount)
+        `INSERT INTO jobs (id, status, pipeline, params, priority, created_at, started_at, finished_at, error, error_code, step, total_steps, metrics, image_count)
+         VALUES ($id, $status, $pipeline, $params, $priority, $createdAt, $startedAt, $finishedAt, $error, $errorCode, $step, $totalSteps, $metrics, $imageCount)
          RETURNING seq`,
       )
       .get({
@@ -144,6 +176,7 @@ export class JobStore {
         startedAt: job.startedAt,
         finishedAt: job.finishedAt,
         error: job.error,
+        errorCode: job.errorCode,
         step: job.step,
         totalSteps: job.totalSteps,
         metrics: JSON.stringify(job.metrics),
@@ -156,7 +189,7 @@ export class JobStore {
   update(job: JobRecord): void {
     this.db
       .query(
-        `UPDATE jobs SET status = $status, started_at = $startedAt, finished_at = $finishedAt, error = $error,
+        `UPDATE jobs SET status = $status, started_at = $startedAt, finished_at = $finishedAt, error = $error, error_code = $errorCode,
          step = $step, total_steps = $totalSteps, metrics = $metrics, image_count = $imageCount WHERE id = $id`,
       )
       .run({
@@ -165,6 +198,7 @@ export class JobStore {
         startedAt: job.startedAt,
         finishedAt: job.finishedAt,
         error: job.error,
+        errorCode: job.errorCode,
         step: job.step,
         totalSteps: job.totalSteps,
         metrics: JSON.stringify(job.metrics),
@@ -202,8 +236,32 @@ export class JobStore {
     return join(this.imageDir, `${imageId}.png`);
   }
 
-  async writeImage(imageId: string, png: Uint8Array): Promise<void> {
-    await writeFile(this.imagePath(imageId), png);
+  /**
+   * Write a job's images durably (temporary file, fsync, rename, fsync of the folder). Commit the
+   * record only after this resolves; until then a crash leaves files `sweepOrphans` removes.
+   */
+  async writeImages(jobId: string, pngs: readonly Uint8Array[]): Promise<void> {
+    await Promise.all(
+      pngs.map(async (png, i) => {
+        const path = this.imagePath(`${jobId}-${i}`);
+        const tmp = `${path}.tmp`;
+        const fh = await open(tmp, "w");
+        try {
+          await fh.writeFile(png);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        await rename(tmp, path);
+      }),
+    );
+    const dir = await open(this.imageDir, "r");
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+    if (FAULT === "after-images") process.kill(process.pid, "SIGKILL");
   }
 
   async readImage(imageId: string): Promise<Uint8Array | null> {

@@ -25,6 +25,7 @@ test("a restart keeps finished jobs and their images, and fails the interrupted 
     startedAt: Date.now(),
     finishedAt: null,
     error: null,
+    errorCode: null,
     step: 7,
     totalSteps: 20,
     metrics: {},
