@@ -46,6 +46,12 @@ export type ComponentRef = z.output<typeof ComponentRefSchema>;
 
 export const NodeSchema = ComponentRefSchema.extend({
   inputs: z.record(z.string(), z.string()).default({}),
+  /**
+   * This node's own model folder, relative to the pipeline file (the same rule as the document's
+   * `model`); its plugin files and `configFile` resolve inside it. For a cascade whose later stage
+   * (a super-resolution model) ships in a folder of its own. Default: the document's `model`.
+   */
+  model: z.string().min(1).optional(),
 }).strict();
 export type NodeConfig = z.output<typeof NodeSchema>;
 

@@ -97,12 +97,14 @@ export async function main(argv: string[]): Promise<number> {
       },
     );
     if (isTty) process.stderr.write("\n");
-    const scale = num("scale", values.scale) ?? (width < 256 ? 4 : 1);
+    // The output may be bigger than the generation size (a cascade's super-resolution stage).
+    const [, , outHeight, outWidth] = result.images.dims as [number, number, number, number];
+    const scale = num("scale", values.scale) ?? (outWidth < 256 ? 4 : 1);
     await writeFile(out, await gridPng(result.images, undefined, scale));
     const p = result.params;
     const defaultScheduler = (pipeline.doc.nodes.denoise?.config as { scheduler?: { use?: string } } | undefined)?.scheduler?.use ?? "?";
     console.log(
-      `wrote ${out}: ${p.batchSize}× ${width}×${height} (×${scale}) "${p.prompt}" — ${pipeline.name}, ${p.scheduler ?? defaultScheduler}, ${p.steps} steps, guidance ${p.guidanceScale}, seed ${p.seed}, ${(result.timings.denoise ?? 0).toFixed(0)} ms denoising`,
+      `wrote ${out}: ${p.batchSize}× ${outWidth}×${outHeight}${outWidth !== width || outHeight !== height ? ` (from ${width}×${height})` : ""} (×${scale}) "${p.prompt}" — ${pipeline.name}, ${p.scheduler ?? defaultScheduler}, ${p.steps} steps, guidance ${p.guidanceScale}, seed ${p.seed}, ${(result.timings.denoise ?? 0).toFixed(0)} ms denoising`,
     );
     return 0;
   } finally {
