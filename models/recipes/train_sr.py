@@ -32,7 +32,7 @@ PACKAGES = {  # pinned data packages (SVG emoji sets, and emoji-datasource for b
 FACTOR = 4
 LR_SIZE = 64
 ARCH = dict(channels=64, blocks=10, mid=32)
-FULL = dict(steps=6000, batch=24, patch=32, minutes=70.0, lr=1e-3, warm=100, eval_n=None, limit=None, ckpt_every=100)
+FULL = dict(steps=6000, batch=24, patch=32, minutes=90.0, lr=1e-3, warm=100, eval_n=None, limit=None, ckpt_every=100)
 QUICK = dict(steps=3, batch=4, patch=16, minutes=1.0, lr=1e-3, warm=1, eval_n=8, limit=48, ckpt_every=2)
 SEED = 14
 
