@@ -2,7 +2,7 @@
  * The entry point most programs want: one ONNX runtime, one plugin registry, and pipelines opened
  * from a pipeline JSON file or straight from a diffusers ONNX model folder.
  */
-import { pipelineDocFromModelFolder } from "./model-folder.ts";
+import { openModelFolder, pipelineDocFromModelFolder } from "./model-folder.ts";
 import { NodeCache } from "./node-cache.ts";
 import { readJson } from "./model-source.ts";
 import { OnnxRuntime, type ExecutionProvider } from "./onnx.ts";
@@ -50,7 +50,7 @@ export async function createDiffgraph(options: DiffgraphOptions): Promise<Diffgr
     async openPipeline(path) {
       const [dir, base] = splitPath(path);
       if (!base.endsWith(".json")) {
-        const models = adapter.fileSource(path);
+        const models = await openModelFolder(adapter.fileSource(path));
         const doc = await pipelineDocFromModelFolder(models, base, options.registry);
         return Pipeline.load(doc, { registry: options.registry, onnx, models, log, cache });
       }
@@ -58,7 +58,7 @@ export async function createDiffgraph(options: DiffgraphOptions): Promise<Diffgr
       const json = await readJson(folder, base);
       const doc = parsePipelineDoc(json);
       if (!doc.model) throw new PipelineConfigError("model", `${path} names no model folder`);
-      const models = adapter.fileSource(modelFolderOf(path, doc.model));
+      const models = await openModelFolder(adapter.fileSource(modelFolderOf(path, doc.model)));
       const moduleBase = adapter.host === "browser" ? new URL(path, globalThis.location?.href).href : `file://${absolute(path)}`;
       return Pipeline.load(doc, { registry: options.registry, onnx, models, moduleBase, log, cache });
     },

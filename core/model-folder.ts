@@ -2,17 +2,98 @@
  * A model folder in the diffusers ONNX layout (model_index.json, text_encoder/, tokenizer/, unet/,
  * vae_decoder/, optional vae_encoder/, scheduler/scheduler_config.json) becomes a pipeline document,
  * so a real Stable Diffusion ONNX export runs with no pipeline file at all.
+ *
+ * Every JSON file of the folder is checked when it is read (`readModelJson` with a schema): a bad
+ * one is an error naming the file and the key, not a default silently used in its place.
  */
-import { ModelFileError, readJson, type ModelSource } from "./model-source.ts";
+import { z } from "zod";
+import { readManifest, verifiedSource } from "./manifest.ts";
+import { ModelFileError, readModelJson, type ModelSource } from "./model-source.ts";
 import type { PipelineDoc } from "./pipeline-config.ts";
 import type { PluginRegistry } from "./registry.ts";
 
+/** A `[library, class]` pair as diffusers writes it (`["diffusers", "OnnxRuntimeModel"]`, or `[null, null]` for none). */
+const ComponentEntry = z.tuple([z.string().nullable(), z.string().nullable()], {
+  error: () => `must be a [library, class] pair such as ["diffusers", "OnnxRuntimeModel"]`,
+});
+
+/** Components a diffusers pipeline index may list; their entries must be pairs. */
+export const KNOWN_COMPONENTS = [
+  "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "transformer", "vae", "vae_decoder", "vae_encoder",
+  "scheduler", "safety_checker", "feature_extractor", "image_encoder",
+] as const;
+
+export const ModelIndexSchema = z
+  .looseObject({
+    _class_name: z.string({ error: (i) => (i.input === undefined ? "missing (the diffusers pipeline class)" : "must be a string") }).min(1),
+    _diffusers_version: z.string().optional(),
+    ...Object.fromEntries(KNOWN_COMPONENTS.map((k) => [k, ComponentEntry.nullable().optional()])),
+  })
+  .superRefine((index, ctx) => {
+    for (const [key, value] of Object.entries(index)) {
+      if (key.startsWith("_") || (KNOWN_COMPONENTS as readonly string[]).includes(key)) continue;
+      // Other keys are pipeline options (`requires_safety_checker: false`) or components of other pipelines.
+      const ok = value === null || ["boolean", "number", "string"].includes(typeof value) || ComponentEntry.safeParse(value).success;
+      if (!ok) ctx.addIssue({ code: "custom", path: [key], message: `${key}: must be a [library, class] pair or a scalar option, got ${JSON.stringify(value).slice(0, 60)}` });
+    }
+  });
+
+const positiveInt = z.number().int().positive();
+
+/**
+ * The keys of a component's `config.json` that diffgraph reads, typed; other keys are kept as
+ * documentation. A wrong type is an error naming the key instead of a silent fallback.
+ */
+export const ComponentConfigSchema = z.looseObject({
+  _class_name: z.string().optional(),
+  sample_size: positiveInt.optional(),
+  latent_sample_size: positiveInt.optional(),
+  in_channels: positiveInt.optional(),
+  out_channels: positiveInt.optional(),
+  latent_channels: positiveInt.optional(),
+  scaling_factor: z.number().finite().positive().optional(),
+  block_out_channels: z.array(positiveInt).min(1).optional(),
+  vocab_size: positiveInt.optional(),
+  max_position_embeddings: positiveInt.optional(),
+});
+export type ComponentConfig = z.output<typeof ComponentConfigSchema>;
+
+/** A component's config.json, checked; `{}` when the folder has none (SD 1.x ONNX exports ship none). */
+export async function readComponentConfig(models: ModelSource, path: string): Promise<ComponentConfig> {
+  return (await models.exists(path)) ? readModelJson(models, path, ComponentConfigSchema) : {};
+}
+
+const opened = new WeakSet<ModelSource>();
+
+/**
+ * The model folder as pipelines should read it: checked against `manifest.sha256.json` when it has
+ * one, with `model_index.json` (when present) validated. Idempotent: an opened source is returned
+ * as is.
+ */
+export async function openModelFolder(source: ModelSource): Promise<ModelSource> {
+  if (opened.has(source)) return source;
+  const manifest = await readManifest(source);
+  const models = manifest ? verifiedSource(source, manifest) : source;
+  if (await models.exists("model_index.json")) await readModelJson(models, "model_index.json", ModelIndexSchema);
+  opened.add(models);
+  return models;
+}
+
+/** Components a folder opened without a pipeline file must list in model_index.json. */
+const REQUIRED_COMPONENTS = ["text_encoder", "tokenizer", "unet", "vae_decoder", "scheduler"] as const;
+
 export async function pipelineDocFromModelFolder(models: ModelSource, name: string, registry: PluginRegistry): Promise<PipelineDoc> {
-  const index = await readJson<Record<string, unknown>>(models, "model_index.json");
+  models = await openModelFolder(models);
+  if (!(await models.exists("model_index.json"))) throw new ModelFileError(`${models.root}/model_index.json`, "file not found (required by the diffusers ONNX layout)");
+  const index = await readModelJson(models, "model_index.json", ModelIndexSchema);
+  for (const c of REQUIRED_COMPONENTS) {
+    const entry = index[c] as [string | null, string | null] | null | undefined;
+    if (!entry || entry[1] === null) throw new ModelFileError(`${models.root}/model_index.json`, `${c}: missing; a diffusers ONNX pipeline lists ${REQUIRED_COMPONENTS.join(", ")}`);
+  }
   for (const part of ["text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx"]) {
     if (!(await models.exists(part))) throw new ModelFileError(`${models.root}/${part}`, "file not found (required by the diffusers ONNX layout)");
   }
-  const sched = await readJson<Record<string, unknown>>(models, "scheduler/scheduler_config.json");
+  const sched = await readModelJson(models, "scheduler/scheduler_config.json", z.looseObject({}));
   const cls = String(sched._class_name ?? "");
   const schedulers = registry.list("scheduler");
   const scheduler = schedulers.find((p) => p.className === cls)?.name;
@@ -20,15 +101,14 @@ export async function pipelineDocFromModelFolder(models: ModelSource, name: stri
     const known = schedulers.map((p) => p.className).filter(Boolean);
     throw new ModelFileError(`${models.root}/scheduler/scheduler_config.json`, `_class_name "${cls}" is not a scheduler diffgraph knows (${known.join(", ")})`);
   }
-  const unet = (await models.exists("unet/config.json")) ? await readJson<Record<string, unknown>>(models, "unet/config.json") : {};
-  const vae = (await models.exists("vae_decoder/config.json")) ? await readJson<Record<string, unknown>>(models, "vae_decoder/config.json") : {};
-  const pixels =
-    typeof vae.sample_size === "number" ? vae.sample_size : typeof unet.sample_size === "number" ? unet.sample_size * 8 : 512;
+  const unet = await readComponentConfig(models, "unet/config.json");
+  const vae = await readComponentConfig(models, "vae_decoder/config.json");
+  const pixels = vae.sample_size ?? (unet.sample_size !== undefined ? unet.sample_size * 8 : 512);
   const hasEncoder = await models.exists("vae_encoder/model.onnx");
   const hasProjection = await models.exists("preview/projection.json");
   return {
     name: name.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "") || "model",
-    description: `${String(index._class_name ?? "diffusers")} from ${models.root}`,
+    description: `${index._class_name} from ${models.root}`,
     defaults: { height: pixels, width: pixels },
     nodes: {
       prompt: { use: "clip-text", config: {}, inputs: { text: "$prompt" } },
@@ -45,6 +125,7 @@ export async function pipelineDocFromModelFolder(models: ModelSource, name: stri
       decode: { use: "vae-decoder", config: {}, inputs: { latents: "denoise.latents" } },
     },
     output: "decode.images",
+    // Without a fitted projection the preview is the VAE decoder itself (slower, never wrong).
     preview: hasProjection ? { use: "latent-preview", config: {}, source: "x0" } : { use: "vae-decoder", config: {}, source: "x0" },
   };
 }

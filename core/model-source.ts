@@ -3,6 +3,8 @@
  * (a folder on disk via a runtime adapter, URLs via `fetch`, or bytes in memory for tests).
  * Paths are POSIX-style and relative to the source's root; `..` may not escape it.
  */
+import type { z } from "zod";
+
 export interface ModelSource {
   /** Human-readable location, used in error messages ("models/emoji-64"). */
   readonly root: string;
@@ -18,7 +20,7 @@ export class ModelFileError extends Error {
     message: string,
     options?: { cause?: unknown },
   ) {
-    super(`${file}: ${message}`, options);
+    super(`${file}: ${oneLine(message)}`, options);
     this.name = "ModelFileError";
   }
 }
@@ -42,10 +44,42 @@ export function joinPath(...parts: string[]): string {
 export async function readJson<T = unknown>(source: ModelSource, path: string): Promise<T> {
   const bytes = await source.read(path);
   try {
-    return JSON.parse(new TextDecoder().decode(bytes)) as T;
+    return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes)) as T;
   } catch (err) {
-    throw new ModelFileError(`${source.root}/${path}`, `is not valid JSON (${(err as Error).message})`);
+    throw new ModelFileError(`${source.root}/${path}`, `is not valid JSON (${oneLine((err as Error).message)})`);
   }
+}
+
+/**
+ * Read a JSON file of the model folder and check it against a zod schema. The error names the file
+ * and the key at fault: `models/x/unet/config.json: sample_size: expected number, received string`.
+ */
+export async function readModelJson<S extends z.ZodType>(source: ModelSource, path: string, schema: S): Promise<z.output<S>> {
+  const json = await readJson(source, path);
+  if (json === null || typeof json !== "object" || Array.isArray(json)) {
+    throw new ModelFileError(`${source.root}/${path}`, `must hold a JSON object, got ${json === null ? "null" : Array.isArray(json) ? "an array" : typeof json}`);
+  }
+  const r = schema.safeParse(json);
+  if (!r.success) throw new ModelFileError(`${source.root}/${path}`, issuesLine(r.error));
+  return r.data;
+}
+
+/** Zod issues as one line, each naming its key: "steps_offset: Too small…; beta_end: …". */
+export function issuesLine(error: z.ZodError): string {
+  return oneLine(
+    error.issues
+      .map((i) => {
+        const key = i.path.map(String).join(".");
+        return key && !i.message.startsWith(key) ? `${key}: ${i.message}` : i.message;
+      })
+      .join("; "),
+  );
+}
+
+/** Error text as one line (library messages can carry newlines and stack-like detail). */
+export function oneLine(message: string, max = 400): string {
+  const s = message.replace(/\s*\n\s*/g, " ").trim();
+  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
 }
 
 /** In-memory files (tests, or a browser that has already fetched everything). */

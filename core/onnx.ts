@@ -83,6 +83,13 @@ export interface IOInfo {
 /** A value to feed: floats (converted to the model's float dtype) or integers (int32/int64). */
 export type Feed = Tensor | { readonly dims: readonly number[]; readonly ints: ArrayLike<number> };
 
+export interface IOExpectation {
+  readonly rank?: number | readonly number[];
+  readonly types?: readonly string[];
+  /** What the slot is, for the message ("the UNet's latents"). */
+  readonly what?: string;
+}
+
 export interface OnnxModelInfo {
   readonly file: string;
   readonly backend: BackendName;
@@ -101,11 +108,40 @@ export class OnnxModel implements OnnxModelInfo {
     private readonly ort: OrtModuleLike,
     private readonly session: OrtSessionLike,
     private readonly serialize: <T>(work: () => Promise<T>) => Promise<T> = (work) => work(),
+    /** Whether the backend reported input/output shapes and dtypes (checks are skipped where not). */
+    readonly metadata = true,
   ) {}
 
   input(name: string): IOInfo {
     const io = this.inputs.find((i) => i.name === name);
     if (!io) throw new ModelFileError(this.file, `has no input "${name}" (inputs: ${this.inputs.map((i) => i.name).join(", ")})`);
+    return io;
+  }
+
+  /**
+   * The input a plugin's slot needs, checked: present, of the given rank and dtype (where the
+   * backend reports metadata). The error names the file: a model in the wrong slot, or a file
+   * exported for another purpose, fails at load and not on the first generation.
+   */
+  expectInput(name: string, want: IOExpectation = {}): IOInfo {
+    return this.expect("input", this.input(name), want);
+  }
+
+  expectOutput(name: string, want: IOExpectation = {}): IOInfo {
+    const io = this.outputs.find((o) => o.name === name);
+    if (!io) throw new ModelFileError(this.file, `has no output "${name}" (outputs: ${this.outputs.map((o) => o.name).join(", ") || "none"})`);
+    return this.expect("output", io, want);
+  }
+
+  private expect(kind: "input" | "output", io: IOInfo, want: IOExpectation): IOInfo {
+    if (!this.metadata) return io;
+    const ranks = want.rank === undefined ? undefined : typeof want.rank === "number" ? [want.rank] : want.rank;
+    if (ranks && !ranks.includes(io.shape.length)) {
+      throw new ModelFileError(this.file, `${kind} "${io.name}" has rank ${io.shape.length} [${io.shape.join(",")}], expected rank ${ranks.join(" or ")}${want.what ? ` (${want.what})` : ""}`);
+    }
+    if (want.types && !want.types.includes(io.type)) {
+      throw new ModelFileError(this.file, `${kind} "${io.name}" has dtype ${io.type}, expected ${want.types.join(" or ")}${want.what ? ` (${want.what})` : ""}`);
+    }
     return io;
   }
 
@@ -280,7 +316,8 @@ export class OnnxRuntime {
           const m = list?.find((x) => x.name === name);
           return { name, type: normalizeType(m?.type), shape: m?.shape ? [...m.shape] : [] };
         });
-      return new OnnxModel(file, backend, provider, meta(session.inputMetadata, session.inputNames), meta(session.outputMetadata, session.outputNames), ort, session, serialize);
+      const hasMeta = !!session.inputMetadata?.length && session.inputMetadata.every((m) => !m.isTensor || m.shape !== undefined);
+      return new OnnxModel(file, backend, provider, meta(session.inputMetadata, session.inputNames), meta(session.outputMetadata, session.outputNames), ort, session, serialize, hasMeta);
     }
     throw new Error(`no ONNX backend could load ${file} with executionProvider "${this.executionProvider}" on ${this.host}: ${errors.join("; ")}`);
   }

@@ -3,13 +3,15 @@
  * configs, wiring, port types and cycles — all before any model loads — then create each plugin
  * once. Every error names the node and field at fault.
  */
+import { z } from "zod";
 import { denoiseNode } from "./denoise.ts";
 import { execute, type RunOptions, type RunResult, type RunStream } from "./executor.ts";
-import { readJson, type ModelSource } from "./model-source.ts";
+import { openModelFolder } from "./model-folder.ts";
+import { issuesLine, ModelFileError, readModelJson, type ModelSource } from "./model-source.ts";
 import type { NodeCache } from "./node-cache.ts";
 import type { ExecutableGraph, GraphNode, NodeCreateContext, NodeInstance, NodeType } from "./node.ts";
 import type { OnnxRuntime } from "./onnx.ts";
-import { BUILTIN_DEFAULTS, formatIssues, type GenerationInput, type ParamDefaults } from "./params.ts";
+import { BUILTIN_DEFAULTS, type GenerationInput, type ParamDefaults } from "./params.ts";
 import {
   parsePipelineDoc,
   parseRef,
@@ -36,6 +38,9 @@ export interface PipelineEnv {
 }
 
 export type { GraphNode } from "./node.ts";
+
+/** The most steps `Pipeline.check` tries before it gives up on finding a step count the scheduler accepts. */
+const MAX_CHECK_STEPS = 8;
 
 const GRAPH_KINDS: readonly PluginKind[] = ["encoder", "decoder", "metric"];
 
@@ -92,6 +97,7 @@ export class Pipeline implements ExecutableGraph {
   /** Validate a document and load its plugins. Throws `PipelineConfigError` naming the bad field. */
   static async load(json: unknown, env: PipelineEnv): Promise<Pipeline> {
     const doc = parsePipelineDoc(json);
+    const models = await openModelFolder(env.models);
     const core = new Map((env.coreNodes ?? [denoiseNode]).map((n) => [n.name, n]));
     const log = env.log ?? (() => {});
 
@@ -112,30 +118,34 @@ export class Pipeline implements ExecutableGraph {
       return def;
     };
 
-    const mergeConfigFile = async (at: string, ref: ComponentRef): Promise<Record<string, unknown>> => {
-      if (!ref.configFile) return ref.config;
-      let fromFile: unknown;
-      try {
-        fromFile = await readJson(env.models, ref.configFile);
-      } catch (err) {
-        throw new PipelineConfigError(`${at}.configFile`, (err as Error).message);
-      }
-      if (!fromFile || typeof fromFile !== "object" || Array.isArray(fromFile)) {
-        throw new PipelineConfigError(`${at}.configFile`, `${ref.configFile} must hold a JSON object`);
-      }
-      return { ...(fromFile as Record<string, unknown>), ...ref.config };
+    /** The JSON object in a component's `configFile` (model folder); errors name the file. */
+    const readConfigFile = async (at: string, ref: ComponentRef): Promise<Record<string, unknown> | undefined> => {
+      if (!ref.configFile) return undefined;
+      // A file that is not there is the document's fault (it names it); a bad one is the file's.
+      if (!(await models.exists(ref.configFile))) throw new PipelineConfigError(`${at}.configFile`, `${models.root}/${ref.configFile}: file not found`);
+      return readModelJson(models, ref.configFile, z.looseObject({}));
     };
 
-    const validate = (at: string, type: { configSchema: NodeType["configSchema"] }, config: unknown): unknown => {
+    /**
+     * Check a config (the configFile's keys under the document's `config`). An issue at a key that
+     * comes from the file is the file's fault and names it (`…/scheduler_config.json: steps_offset: …`);
+     * one at a key the document sets names the document field.
+     */
+    const validate = (at: string, type: { configSchema: NodeType["configSchema"] }, ref: ComponentRef, fromFile: Record<string, unknown> | undefined): unknown => {
+      const config = fromFile ? { ...fromFile, ...ref.config } : ref.config;
       const r = type.configSchema.safeParse(config);
-      if (!r.success) throw new PipelineConfigError(at, formatIssues(r.error));
-      return r.data;
+      if (r.success) return r.data;
+      const key = String(r.error.issues[0]!.path[0] ?? "");
+      if (fromFile && ref.configFile && key in fromFile && !(key in ref.config)) {
+        throw new ModelFileError(`${models.root}/${ref.configFile}`, issuesLine(r.error));
+      }
+      throw new PipelineConfigError(`${at}.config`, issuesLine(r.error));
     };
 
     const resolveComponent = async (at: string, ref: ComponentRef, kind: string) => {
       const def = await resolveDef(`${at}.use`, ref.use);
       if (def.kind !== kind) throw new PipelineConfigError(`${at}.use`, `"${ref.use}" is a ${def.kind} plugin, but a ${kind} is needed here`);
-      const config = validate(`${at}.config`, def, await mergeConfigFile(at, ref));
+      const config = validate(at, def, ref, await readConfigFile(at, ref));
       return { def, config };
     };
 
@@ -151,8 +161,7 @@ export class Pipeline implements ExecutableGraph {
         }
         type = pluginNodeType(def);
       }
-      const rawConfig = await mergeConfigFile(at, node);
-      const config = validate(`${at}.config`, type, rawConfig) as Record<string, unknown>;
+      const config = validate(at, type, node, await readConfigFile(at, node)) as Record<string, unknown>;
       const components: Record<string, { def: PluginDefinition; config: unknown }> = {};
       for (const [key, kind] of Object.entries(type.components ?? {})) {
         components[key] = await resolveComponent(`${at}.config.${key}`, config[key] as ComponentRef, kind);
@@ -223,7 +232,7 @@ export class Pipeline implements ExecutableGraph {
 
     // 5. Create instances once (in parallel; each plugin loads its models).
     const ctx: NodeCreateContext = {
-      models: env.models,
+      models,
       onnx: env.onnx,
       log,
       component: async <T>(path: string, ref: { use: string; config: Record<string, unknown>; configFile?: string | undefined }, kind: string) => {
@@ -253,6 +262,27 @@ export class Pipeline implements ExecutableGraph {
   /** Run to completion. Events go to `options.onEvent` as they happen. */
   run(input: GenerationInput, options: RunOptions = {}): Promise<RunResult> {
     return execute(this, input, options).result;
+  }
+
+  /**
+   * A dry run: one generation at the fewest steps the pipeline's scheduler accepts (1 for most;
+   * PNDM with its Runge–Kutta warm-up needs 4), tiny prompt, seed 0, no previews, the document's
+   * defaults otherwise. A pipeline whose files load but cannot generate (a UNet that rejects the
+   * text encoder's embeddings, a projection for the wrong channel count) fails here, with the
+   * error of the failing node, instead of on the first real job. Returns the steps it used and
+   * the time it took.
+   */
+  async check(options: { readonly signal?: AbortSignal } = {}): Promise<{ readonly steps: number; readonly ms: number }> {
+    const started = performance.now();
+    for (let steps = 1; ; steps++) {
+      try {
+        await this.run({ prompt: "check", steps, seed: 0, batchSize: 1 }, { preview: false, ...(options.signal ? { signal: options.signal } : {}) });
+        return { steps, ms: performance.now() - started };
+      } catch (err) {
+        // Schedulers name the argument at fault (`SchedulerConfigError.key`); too few steps → try one more.
+        if ((err as { key?: unknown }).key !== "num_inference_steps" || steps >= MAX_CHECK_STEPS) throw err;
+      }
+    }
   }
 
   /** Run with the events as an async iterable. */

@@ -4,11 +4,13 @@
  * (vae_decoder/config.json, else SD 1.x's 0.18215) before decoding, and pixels mapped to [0, 1].
  */
 import { z } from "zod";
-import { readJson } from "../../core/model-source.ts";
+import { readComponentConfig } from "../../core/model-folder.ts";
+import { ModelFileError, type ModelSource } from "../../core/model-source.ts";
 import { definePlugin } from "../../core/plugin.ts";
 import type { Tensor } from "../../core/tensor.ts";
 
 export const SD_SCALING_FACTOR = 0.18215;
+const FLOATS = ["float32", "float16"];
 
 const Config = z
   .object({
@@ -19,15 +21,22 @@ const Config = z
   })
   .strict();
 
-export async function scalingFactorOf(models: import("../../core/model-source.ts").ModelSource, explicit?: number): Promise<number> {
+/**
+ * The VAE scaling factor: explicit, else the `scaling_factor` of the VAE configs in the folder
+ * (each one checked; two that disagree are an error naming both), else SD 1.x's.
+ */
+export async function scalingFactorOf(models: ModelSource, explicit?: number): Promise<number> {
   if (explicit !== undefined) return explicit;
+  let found: { file: string; value: number } | undefined;
   for (const f of ["vae_decoder/config.json", "vae_encoder/config.json", "vae/config.json"]) {
-    if (await models.exists(f)) {
-      const c = await readJson<Record<string, unknown>>(models, f);
-      if (typeof c.scaling_factor === "number") return c.scaling_factor;
+    const value = (await readComponentConfig(models, f)).scaling_factor;
+    if (value === undefined) continue;
+    if (found && found.value !== value) {
+      throw new ModelFileError(`${models.root}/${f}`, `scaling_factor: ${value}, but ${models.root}/${found.file} says ${found.value} (encoder and decoder must agree)`);
     }
+    found ??= { file: f, value };
   }
-  return SD_SCALING_FACTOR;
+  return found?.value ?? SD_SCALING_FACTOR;
 }
 
 export default definePlugin({
@@ -40,7 +49,7 @@ export default definePlugin({
   deterministic: true,
   async create(config, ctx) {
     const [model, scale] = await Promise.all([ctx.onnx.load(ctx.models, config.model), scalingFactorOf(ctx.models, config.scalingFactor)]);
-    model.input("latent_sample");
+    model.expectInput("latent_sample", { rank: 4, types: FLOATS, what: "latents [batch, channels, height, width]" });
     const outName = model.outputs.find((o) => o.name === "sample")?.name ?? model.outputs[0]!.name;
     return {
       async run({ latents }) {

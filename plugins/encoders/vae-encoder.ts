@@ -23,7 +23,7 @@ export default definePlugin({
   deterministic: true,
   async create(config, ctx) {
     const [model, scale] = await Promise.all([ctx.onnx.load(ctx.models, config.model), scalingFactorOf(ctx.models, config.scalingFactor)]);
-    model.input("sample");
+    model.expectInput("sample", { rank: 4, types: ["float32", "float16"], what: "images [batch, 3, height, width]" });
     const outName = model.outputs[0]!.name;
     return {
       async run({ images }) {

@@ -4,7 +4,8 @@
  * scalar [], int64 [1] — the shape and dtype are read from the model and the timestep fed to fit.
  */
 import { z } from "zod";
-import { ModelFileError, readJson } from "../../core/model-source.ts";
+import { readComponentConfig, type ComponentConfig } from "../../core/model-folder.ts";
+import { ModelFileError } from "../../core/model-source.ts";
 import { sizeProblem, type SizeRule } from "../../core/params.ts";
 import { definePlugin } from "../../core/plugin.ts";
 import type { Feed } from "../../core/onnx.ts";
@@ -25,7 +26,7 @@ const Config = z
  * (the emoji VAE has 3 blocks and a stride-2 stem: factor 8, not 4). SD 1.x ONNX exports ship no
  * configs: 8.
  */
-function vaeScaleFactor(vae: Record<string, unknown>, unet: Record<string, unknown>): number {
+function vaeScaleFactor(vae: ComponentConfig, unet: ComponentConfig): number {
   if (typeof vae.sample_size === "number" && typeof unet.sample_size === "number" && vae.sample_size % unet.sample_size === 0) {
     return vae.sample_size / unet.sample_size;
   }
@@ -41,13 +42,24 @@ export default definePlugin({
   configSchema: Config,
   async create(config, ctx) {
     const model = await ctx.onnx.load(ctx.models, config.model);
-    for (const name of ["sample", "timestep", "encoder_hidden_states"]) model.input(name);
+    const floats = ["float32", "float16"];
+    model.expectInput("sample", { rank: 4, types: floats, what: "latents [batch, channels, height, width]" });
+    model.expectInput("timestep", { rank: [0, 1], types: [...floats, "int64", "int32"], what: "a scalar or [batch]" });
+    model.expectInput("encoder_hidden_states", { rank: 3, types: floats, what: "text embeddings [batch, tokens, dim]" });
     const outName = model.outputs.find((o) => o.name === "out_sample")?.name ?? model.outputs[0]?.name;
     if (!outName) throw new ModelFileError(model.file, "has no outputs");
-    const unetConfig = (await ctx.models.exists("unet/config.json")) ? await readJson<Record<string, unknown>>(ctx.models, "unet/config.json") : {};
-    const vaeConfig = (await ctx.models.exists("vae_decoder/config.json")) ? await readJson<Record<string, unknown>>(ctx.models, "vae_decoder/config.json") : {};
+    const unetConfig = await readComponentConfig(ctx.models, "unet/config.json");
+    const vaeConfig = await readComponentConfig(ctx.models, "vae_decoder/config.json");
     const factor = config.vaeScaleFactor ?? vaeScaleFactor(vaeConfig, unetConfig);
     const sampleShape = model.input("sample").shape;
+    const modelChannels = sampleShape[1];
+    if (typeof modelChannels === "number") {
+      for (const [file, key, value] of [["unet/config.json", "in_channels", unetConfig.in_channels], ["vae_decoder/config.json", "latent_channels", vaeConfig.latent_channels]] as const) {
+        if (value !== undefined && value !== modelChannels) {
+          throw new ModelFileError(`${ctx.models.root}/${file}`, `${key}: ${value}, but ${model.file} takes latents with ${modelChannels} channels`);
+        }
+      }
+    }
     const channels = config.latentChannels ?? (typeof sampleShape[1] === "number" ? sampleShape[1] : (typeof unetConfig.in_channels === "number" ? unetConfig.in_channels : 4));
     const ts = model.input("timestep");
     const batchDim = sampleShape[0];

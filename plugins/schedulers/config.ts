@@ -141,6 +141,15 @@ export const schedulerConfigSchema = z
     if (start !== undefined && end !== undefined && end < start) {
       ctx.addIssue({ code: "custom", path: ["beta_end"], message: `beta_end (${end}) must be ≥ beta_start (${start})` });
     }
+    const offset = cfg.steps_offset;
+    if (offset !== undefined && T !== undefined && Number.isInteger(T) && T > 0 && offset >= T) {
+      // "leading" spacing adds it to every timestep; even one step would land past the last one.
+      ctx.addIssue({
+        code: "custom",
+        path: ["steps_offset"],
+        message: `steps_offset (${offset}) is past the schedule: training timesteps run 0..${T - 1}`,
+      });
+    }
     if (trained && T !== undefined && trained.length !== T) {
       ctx.addIssue({
         code: "custom",
