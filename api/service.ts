@@ -122,6 +122,11 @@ export class ApiService {
           await pipeline.dispose();
           continue;
         }
+        // A pipeline that loads but cannot generate is skipped like one that fails to load (never the default).
+        await pipeline.check().catch(async (err) => {
+          await pipeline.dispose();
+          throw new Error(`dry run failed: ${(err as Error).message}`);
+        });
         const img2img = Object.values(pipeline.doc.nodes).some((n) => Object.values(n.inputs ?? {}).includes("$image"));
         const scheduler = await schedulerOf(options.diffgraph, file, pipeline);
         pipelines.set(pipeline.name, { name: pipeline.name, file, pipeline, img2img, scheduler });
