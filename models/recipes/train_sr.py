@@ -299,7 +299,7 @@ def stage_export(a):
                       do_constant_folding=True)
     onnx.checker.check_model(onnx.load(path))
     json.dump({"_class_name": "DiffgraphSuperResolution", "_diffgraph_version": "0.1.0",
-               "sr": ["diffgraph", "SR"]}, open(os.path.join(OUT, "model_index.json"), "w"), indent=1)
+               "sr": ["diffusers", "OnnxRuntimeModel"]}, open(os.path.join(OUT, "model_index.json"), "w"), indent=1)
     json.dump({"architecture": "residual conv blocks at the input size, 2x pixel-shuffle x2, residual over bicubic",
                **s["arch"], "scale_factor": FACTOR, "sample_size": LR_SIZE, "out_sample_size": LR_SIZE * FACTOR,
                "input": "images float32 [batch, 3, 64, 64], RGB in [0, 1]",
