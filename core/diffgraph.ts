@@ -60,7 +60,8 @@ export async function createDiffgraph(options: DiffgraphOptions): Promise<Diffgr
       if (!doc.model) throw new PipelineConfigError("model", `${path} names no model folder`);
       const models = await openModelFolder(adapter.fileSource(modelFolderOf(path, doc.model)));
       const moduleBase = adapter.host === "browser" ? new URL(path, globalThis.location?.href).href : `file://${absolute(path)}`;
-      return Pipeline.load(doc, { registry: options.registry, onnx, models, moduleBase, log, cache });
+      const openModels = (model: string) => adapter.fileSource(modelFolderOf(path, model));
+      return Pipeline.load(doc, { registry: options.registry, onnx, models, moduleBase, log, cache, openModels });
     },
     dispose: () => onnx.dispose(),
   };

@@ -30,6 +30,8 @@ export interface PipelineEnv {
   readonly models: ModelSource;
   /** Base URL for plugins named by module path (the pipeline file's URL). */
   readonly moduleBase?: string;
+  /** Opens a node's own model folder: its `model`, as the document writes it (relative to the pipeline file). */
+  readonly openModels?: (model: string) => ModelSource;
   /** Core node types; default: the denoising loop. */
   readonly coreNodes?: readonly NodeType[];
   readonly log?: (message: string) => void;
@@ -98,6 +100,14 @@ export class Pipeline implements ExecutableGraph {
   static async load(json: unknown, env: PipelineEnv): Promise<Pipeline> {
     const doc = parsePipelineDoc(json);
     const models = await openModelFolder(env.models);
+    // A node may name its own model folder (a cascade's later stage): its plugin, its components and
+    // its configFile read from there.
+    const nodeModels = new Map<string, ModelSource>();
+    for (const [name, node] of Object.entries(doc.nodes)) {
+      if (node.model === undefined) continue;
+      if (!env.openModels) throw new PipelineConfigError(`nodes.${name}.model`, `model folder "${node.model}" given, but this pipeline was not loaded from a file`);
+      nodeModels.set(name, await openModelFolder(env.openModels(node.model)));
+    }
     const core = new Map((env.coreNodes ?? [denoiseNode]).map((n) => [n.name, n]));
     const log = env.log ?? (() => {});
 
@@ -119,11 +129,11 @@ export class Pipeline implements ExecutableGraph {
     };
 
     /** The JSON object in a component's `configFile` (model folder); errors name the file. */
-    const readConfigFile = async (at: string, ref: ComponentRef): Promise<Record<string, unknown> | undefined> => {
+    const readConfigFile = async (at: string, ref: ComponentRef, src = models): Promise<Record<string, unknown> | undefined> => {
       if (!ref.configFile) return undefined;
       // A file that is not there is the document's fault (it names it); a bad one is the file's.
-      if (!(await models.exists(ref.configFile))) throw new PipelineConfigError(`${at}.configFile`, `${models.root}/${ref.configFile}: file not found`);
-      return readModelJson(models, ref.configFile, z.looseObject({}));
+      if (!(await src.exists(ref.configFile))) throw new PipelineConfigError(`${at}.configFile`, `${src.root}/${ref.configFile}: file not found`);
+      return readModelJson(src, ref.configFile, z.looseObject({}));
     };
 
     /**
@@ -131,21 +141,21 @@ export class Pipeline implements ExecutableGraph {
      * comes from the file is the file's fault and names it (`…/scheduler_config.json: steps_offset: …`);
      * one at a key the document sets names the document field.
      */
-    const validate = (at: string, type: { configSchema: NodeType["configSchema"] }, ref: ComponentRef, fromFile: Record<string, unknown> | undefined): unknown => {
+    const validate = (at: string, type: { configSchema: NodeType["configSchema"] }, ref: ComponentRef, fromFile: Record<string, unknown> | undefined, src = models): unknown => {
       const config = fromFile ? { ...fromFile, ...ref.config } : ref.config;
       const r = type.configSchema.safeParse(config);
       if (r.success) return r.data;
       const key = String(r.error.issues[0]!.path[0] ?? "");
       if (fromFile && ref.configFile && key in fromFile && !(key in ref.config)) {
-        throw new ModelFileError(`${models.root}/${ref.configFile}`, issuesLine(r.error));
+        throw new ModelFileError(`${src.root}/${ref.configFile}`, issuesLine(r.error));
       }
       throw new PipelineConfigError(`${at}.config`, issuesLine(r.error));
     };
 
-    const resolveComponent = async (at: string, ref: ComponentRef, kind: string) => {
+    const resolveComponent = async (at: string, ref: ComponentRef, kind: string, src = models) => {
       const def = await resolveDef(`${at}.use`, ref.use);
       if (def.kind !== kind) throw new PipelineConfigError(`${at}.use`, `"${ref.use}" is a ${def.kind} plugin, but a ${kind} is needed here`);
-      const config = validate(at, def, ref, await readConfigFile(at, ref));
+      const config = validate(at, def, ref, await readConfigFile(at, ref, src), src);
       return { def, config };
     };
 
@@ -161,10 +171,11 @@ export class Pipeline implements ExecutableGraph {
         }
         type = pluginNodeType(def);
       }
-      const config = validate(at, type, node, await readConfigFile(at, node)) as Record<string, unknown>;
+      const src = nodeModels.get(name) ?? models;
+      const config = validate(at, type, node, await readConfigFile(at, node, src), src) as Record<string, unknown>;
       const components: Record<string, { def: PluginDefinition; config: unknown }> = {};
       for (const [key, kind] of Object.entries(type.components ?? {})) {
-        components[key] = await resolveComponent(`${at}.config.${key}`, config[key] as ComponentRef, kind);
+        components[key] = await resolveComponent(`${at}.config.${key}`, config[key] as ComponentRef, kind, src);
       }
       resolved.set(name, { type, config, components });
     }
@@ -243,10 +254,17 @@ export class Pipeline implements ExecutableGraph {
     const nodes = new Map<string, GraphNode>();
     await Promise.all(
       [...resolved].map(async ([name, r]) => {
-        const nodeCtx: NodeCreateContext = {
-          ...ctx,
-          component: (path, ref, kind) => ctx.component(`nodes.${name}.${path}`, ref, kind),
-        };
+        const src = nodeModels.get(name);
+        const nodeCtx: NodeCreateContext = src
+          ? {
+              ...ctx,
+              models: src,
+              component: async <T>(path: string, ref: { use: string; config: Record<string, unknown>; configFile?: string | undefined }, kind: string) => {
+                const { def, config } = await resolveComponent(`nodes.${name}.${path}`, { use: ref.use, config: ref.config, configFile: ref.configFile }, kind, src);
+                return (await def.create(config, { ...ctx, models: src })) as T;
+              },
+            }
+          : { ...ctx, component: (path, ref, kind) => ctx.component(`nodes.${name}.${path}`, ref, kind) };
         const instance = await r.type.create(r.config, nodeCtx);
         nodes.set(name, { name, type: r.type, config: r.config, wires: wires.get(name)!, instance });
       }),
@@ -255,7 +273,12 @@ export class Pipeline implements ExecutableGraph {
       ? { instance: await pluginNodeType(previewDef.def).create(previewDef.config, ctx), source: doc.preview.source }
       : undefined;
     // Node outputs depend on the models (and the provider that runs them) besides plugin, config and inputs.
-    const identity = JSON.stringify({ models: env.models.root, provider: env.onnx.executionProvider, moduleBase: env.moduleBase ?? null });
+    const identity = JSON.stringify({
+      models: env.models.root,
+      provider: env.onnx.executionProvider,
+      moduleBase: env.moduleBase ?? null,
+      ...(nodeModels.size ? { nodeModels: Object.fromEntries([...nodeModels].map(([n, m]) => [n, m.root])) } : {}),
+    });
     return new Pipeline(doc, nodes, order, output, preview, { ...BUILTIN_DEFAULTS, ...doc.defaults }, identity, env.cache);
   }
 
