@@ -1,0 +1,74 @@
+/**
+ * A real `bun api/serve.ts` in a child process on a free loopback port, for the robustness suites:
+ * a crash there is seen as the process exiting (in-process servers would take the test runner down
+ * with them, or hide an unhandled rejection). Stop it with `stop()` or kill it with `kill9()`.
+ */
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { Subprocess } from "bun";
+
+export interface ServerProcess {
+  readonly url: string;
+  readonly proc: Subprocess;
+  readonly dataDir: string;
+  /** stderr so far (the server's log). */
+  log(): string;
+  alive(): boolean;
+  stop(): Promise<void>;
+  kill9(): Promise<void>;
+}
+
+/** A pipelines folder holding the shipped pipelines `names`, their model folders made absolute. */
+export function pipelinesFolder(names: readonly string[]): string {
+  const dir = mkdtempSync(join(tmpdir(), "diffgraph-robust-pipelines-"));
+  for (const name of names) {
+    const doc = JSON.parse(readFileSync(`pipelines/${name}.json`, "utf8"));
+    doc.model = resolve("pipelines", doc.model);
+    writeFileSync(join(dir, `${name}.json`), JSON.stringify(doc));
+  }
+  return dir;
+}
+
+export async function startServerProcess(options: { dataDir?: string; pipelinesDir: string; args?: string[]; env?: Record<string, string> }): Promise<ServerProcess> {
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "diffgraph-robust-data-"));
+  const proc = Bun.spawn(
+    ["bun", "api/serve.ts", "--port", "0", "--data", dataDir, "--pipelines", options.pipelinesDir, ...(options.args ?? [])],
+    { stdout: "ignore", stderr: "pipe", env: { ...process.env, ...options.env } },
+  );
+  let log = "";
+  const reader = proc.stderr.getReader();
+  const decoder = new TextDecoder();
+  const url = await new Promise<string>((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start in 60 s:\n${log}`)), 60_000);
+    (async () => {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        log += decoder.decode(value);
+        const m = /diffgraph API on (http:\/\/[\d.]+:\d+)/.exec(log);
+        if (m) {
+          clearTimeout(timer);
+          resolveUrl(m[1]!);
+        }
+      }
+      clearTimeout(timer);
+      reject(new Error(`server exited before listening (code ${proc.exitCode}):\n${log}`));
+    })().catch(reject);
+  });
+  return {
+    url,
+    proc,
+    dataDir,
+    log: () => log,
+    alive: () => proc.exitCode === null && proc.signalCode === null,
+    async stop() {
+      proc.kill("SIGTERM");
+      await proc.exited;
+    },
+    async kill9() {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    },
+  };
+}
