@@ -30,12 +30,18 @@ export function pipelinesFolder(names: readonly string[]): string {
   return dir;
 }
 
+/** Every server still running is killed when the test process exits, even after a failed test. */
+const running = new Set<Subprocess>();
+process.on("exit", () => running.forEach((p) => p.kill("SIGKILL")));
+
 export async function startServerProcess(options: { dataDir?: string; pipelinesDir: string; args?: string[]; env?: Record<string, string> }): Promise<ServerProcess> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "diffgraph-robust-data-"));
   const proc = Bun.spawn(
     ["bun", "api/serve.ts", "--port", "0", "--data", dataDir, "--pipelines", options.pipelinesDir, ...(options.args ?? [])],
     { stdout: "ignore", stderr: "pipe", env: { ...process.env, ...options.env } },
   );
+  running.add(proc);
+  void proc.exited.then(() => running.delete(proc));
   let log = "";
   const reader = proc.stderr.getReader();
   const decoder = new TextDecoder();
