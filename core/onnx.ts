@@ -242,6 +242,8 @@ export class OnnxRuntime {
   private readonly sessions = new Map<string, Promise<OnnxModel>>();
   private readonly unavailable = new Map<string, string>();
   private readonly announced = new Set<string>();
+  /** Backend/provider pairs that have created a session in this runtime. */
+  private readonly working = new Set<string>();
   private readonly log: (message: string) => void;
 
   constructor(private readonly options: OnnxRuntimeOptions) {
@@ -301,12 +303,16 @@ export class OnnxRuntime {
         session = await serialize(() => ort.InferenceSession.create(bytes, this.sessionOptions(backend, provider)));
       } catch (err) {
         const msg = (err as Error).message ?? String(err);
-        if (/protobuf|parse|Invalid model|Load model|failed to load model|ModelProto|graph/i.test(msg) && !/adapter|webgpu|device/i.test(msg)) {
+        // A backend that has already created a session works: its failure is this file's fault, and
+        // must not mark the backend unavailable for every file after it (one bad model among several).
+        const fileFault = /protobuf|parse|Invalid model|Load model|failed to load model|ModelProto|graph/i.test(msg) && !/adapter|webgpu|device/i.test(msg);
+        if (fileFault || this.working.has(`${backend}/${provider}`)) {
           throw new ModelFileError(file, `is not a valid ONNX model or is truncated (${firstLine(msg)})`, { cause: err });
         }
         this.markUnavailable(backend, provider, shortReason(msg), errors);
         continue;
       }
+      this.working.add(`${backend}/${provider}`);
       if (this.executionProvider === "auto" && errors.length > 0 && !this.announced.has(`${backend}/${provider}`)) {
         this.announced.add(`${backend}/${provider}`);
         this.log(`onnx: executionProvider "auto" falls back to ${backend}/${provider} (${errors.join("; ")})`);
