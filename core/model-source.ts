@@ -4,6 +4,7 @@
  * Paths are POSIX-style and relative to the source's root; `..` may not escape it.
  */
 import type { z } from "zod";
+import { parsePythonJson } from "./json.ts";
 
 export interface ModelSource {
   /** Human-readable location, used in error messages ("models/emoji-64"). */
@@ -44,7 +45,8 @@ export function joinPath(...parts: string[]): string {
 export async function readJson<T = unknown>(source: ModelSource, path: string): Promise<T> {
   const bytes = await source.read(path);
   try {
-    return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes)) as T;
+    // Python's json writes NaN / Infinity / -Infinity bare (diffusers configs carry -Infinity).
+    return parsePythonJson(new TextDecoder("utf-8", { fatal: true }).decode(bytes)) as T;
   } catch (err) {
     throw new ModelFileError(`${source.root}/${path}`, `is not valid JSON (${oneLine((err as Error).message)})`);
   }

@@ -80,6 +80,13 @@ const KNOWN = {
   use_flow_sigmas: bool.nullable(),
   flow_shift: z.number().nullable(),
   shift: z.number().nullable(),
+  // Resolution-dependent shifting of flow-matching schedules (current diffusers writes these keys
+  // into DPM-Solver++ and UniPC configs with their defaults; only the defaults are implemented).
+  use_dynamic_shifting: bool,
+  time_shift_type: z.enum(["exponential", "linear"], {
+    error: (i) => `time_shift_type ${JSON.stringify(i.input)} is unknown (expected "exponential" or "linear")`,
+  }),
+  shift_terminal: z.number().finite().nullable(),
 } as const;
 
 export type KnownKey = keyof typeof KNOWN;

@@ -8,7 +8,7 @@
 import type { Rng } from "../../core/random.ts";
 import type { SchedulerStepOutput } from "../../core/scheduler.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { BASE_DEFAULTS } from "./config.ts";
+import { BASE_DEFAULTS, requireSupported } from "./config.ts";
 import type { SharedKey } from "./config.ts";
 import { defineScheduler, like, sameShape } from "./base.ts";
 import { clipInPlace } from "./schedule.ts";
@@ -20,6 +20,8 @@ const DEFAULTS = {
   beta_end: 0.012,
   timestep_spacing: "linspace" as const,
   use_karras_sigmas: false,
+  use_exponential_sigmas: false,
+  use_beta_sigmas: false,
   clip_sample: false,
   clip_sample_range: 1.0,
 };
@@ -83,5 +85,7 @@ export default defineScheduler({
   className: "HeunDiscreteScheduler",
   description: "Heun's 2nd-order ODE sampler in σ (Karras et al. 2022, Algorithm 1)",
   defaults: DEFAULTS,
+  // diffusers' Heun also takes exponential and beta σ spacings; only Karras' is implemented here.
+  validate: (cfg) => requireSupported("heun", cfg, { use_exponential_sigmas: [false, null], use_beta_sigmas: [false, null] }),
   create: (cfg) => new HeunScheduler(cfg),
 });

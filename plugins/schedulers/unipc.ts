@@ -33,6 +33,9 @@ const DEFAULTS = {
   use_beta_sigmas: false,
   use_flow_sigmas: false,
   final_sigmas_type: "zero" as "zero" | "sigma_min" | null,
+  use_dynamic_shifting: false,
+  time_shift_type: "exponential" as const,
+  shift_terminal: null as number | null,
 };
 type Config = ConfigWith<typeof DEFAULTS>;
 
@@ -170,6 +173,9 @@ export default defineScheduler({
       use_exponential_sigmas: [false, null],
       use_beta_sigmas: [false, null],
       use_flow_sigmas: [false, null],
+      use_dynamic_shifting: [false],
+      time_shift_type: ["exponential"],
+      shift_terminal: [null],
     }),
   create: (cfg) => new UniPcScheduler(cfg),
 });

@@ -97,7 +97,7 @@ describe("scheduler config", () => {
     rejects({ beta_strat: 0.001 }, "beta_strat", /not a config key of any diffusers scheduler/);
     rejects({ trained_betas: [0.1, 0.2], num_train_timesteps: 3 }, "trained_betas");
     rejects({ solver_order: 3 }, "solver_order", /not supported by the dpmpp-2m/, "dpmpp-2m");
-    rejects({ algorithm_type: "sde-dpmsolver++" }, "algorithm_type", /dpmpp-2m/, "dpmpp-2m");
+    rejects({ algorithm_type: "sde-dpmsolver" }, "algorithm_type", /dpmpp-2m/, "dpmpp-2m"); // the noise-prediction SDE form is not implemented
     rejects({ variance_type: "learned_range" }, "variance_type", /ddpm/, "ddpm");
     rejects({ use_exponential_sigmas: true }, "use_exponential_sigmas", /euler/, "euler");
   });

@@ -25,6 +25,7 @@ runSchedulerContract({ name: "heun", config: { use_karras_sigmas: true }, repeat
 runSchedulerContract({ name: "dpmpp-2m", config: { solver_order: 1 } });
 runSchedulerContract({ name: "dpmpp-2m", config: { use_karras_sigmas: true, final_sigmas_type: "zero" } });
 runSchedulerContract({ name: "dpmpp-2m", config: { solver_type: "heun", lower_order_final: false } });
+runSchedulerContract({ name: "dpmpp-2m", config: { algorithm_type: "sde-dpmsolver++", use_karras_sigmas: true }, stochastic: true });
 runSchedulerContract({ name: "ddim", config: { beta_schedule: "squaredcos_cap_v2", set_alpha_to_one: false } });
 runSchedulerContract({ name: "euler", config: { beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012 } });
 runSchedulerContract({ name: "unipc", config: { solver_order: 3, solver_type: "bh1" } });
