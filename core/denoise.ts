@@ -16,7 +16,7 @@ import { ComponentRefSchema } from "./pipeline-config.ts";
 import type { NoisePredictorInstance, SchedulerInstance } from "./plugin.ts";
 import { PredictBatcher } from "./batcher.ts";
 import { createRng } from "./random.ts";
-import { concat0, numel, repeatRows, slice0, tensor, type Tensor } from "./tensor.ts";
+import { concat0, numel, repeatRows, slice0, tensor, type Embeddings, type Tensor } from "./tensor.ts";
 
 const ConfigSchema = z
   .object({
@@ -48,6 +48,30 @@ function toBatch(t: Tensor, batch: number, what: string): Tensor {
   if (rows === batch) return t;
   if (rows === 1) return repeatRows(t, batch);
   throw new RangeError(`denoise: ${what} has ${rows} rows but the batch has ${batch} images`);
+}
+
+/**
+ * Prompt and negative with different token counts (a long prompt spans more encoder windows than
+ * its negative): the shorter is padded with the encoder's empty-window encoding, as A1111 pads
+ * with empty chunks, so both halves of the guidance batch have the same shape.
+ */
+export function evenTokens(a: Tensor, b: Tensor, pad: Tensor | undefined): [Tensor, Tensor] {
+  const [ta, tb] = [a.dims[1]!, b.dims[1]!];
+  if (ta === tb) return [a, b];
+  const [short, long] = ta < tb ? [a, b] : [b, a];
+  const missing = long.dims[1]! - short.dims[1]!;
+  if (!pad || pad.dims[1] === 0 || missing % pad.dims[1]! !== 0 || pad.dims[2] !== short.dims[2]) {
+    throw new RangeError(`denoise: cond has ${ta} tokens and uncond ${tb}; they differ by ${missing}, which is not a whole number of the encoder's padding windows`);
+  }
+  const [rows, T, D] = short.dims as [number, number, number];
+  const out = new Float32Array(rows * long.dims[1]! * D);
+  for (let r = 0; r < rows; r++) {
+    const at = r * long.dims[1]! * D;
+    out.set(short.data.subarray(r * T * D, (r + 1) * T * D), at);
+    for (let k = 0; k < missing / pad.dims[1]!; k++) out.set(pad.data, at + (T + k * pad.dims[1]!) * D);
+  }
+  const padded: Tensor = { dims: [rows, long.dims[1]!, D], data: out };
+  return ta < tb ? [padded, b] : [a, padded];
 }
 
 export const denoiseNode: NodeType = {
@@ -116,8 +140,14 @@ export const denoiseNode: NodeType = {
           latents = s === 1 ? noise : { dims: noise.dims, data: noise.data.map((v) => v * s) };
         }
 
-        const condB = toBatch(cond, batch, "cond");
-        const ehs = guided ? concat0([toBatch(uncond!, batch, "uncond"), condB]) : condB;
+        let condB = toBatch(cond, batch, "cond");
+        let ehs = condB;
+        if (guided) {
+          const pad = (uncond as Embeddings).padding ?? (cond as Embeddings).padding;
+          const [c2, u2] = evenTokens(condB, toBatch(uncond!, batch, "uncond"), pad);
+          condB = c2;
+          ehs = concat0([u2, c2]);
+        }
         const stepRng = createRng(params.seed).fork(); // ancestral/SDE noise, independent of the start noise
         const started = performance.now();
         const g = params.guidanceScale;

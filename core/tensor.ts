@@ -8,6 +8,15 @@ export interface Tensor {
   readonly data: Float32Array;
 }
 
+/**
+ * Token embeddings [B, T, D] as a text encoder gives them, with what a shorter sequence is padded
+ * with when two must be evened out (the encoding of an empty prompt window, [1, L, D]): a long
+ * prompt spans several windows, its negative may span fewer.
+ */
+export interface Embeddings extends Tensor {
+  readonly padding?: Tensor;
+}
+
 export function tensor(dims: readonly number[], data?: Float32Array): Tensor {
   const size = numel(dims);
   if (data && data.length !== size) {
