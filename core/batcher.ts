@@ -158,7 +158,10 @@ export class PredictBatcher {
 
   private enqueue(lane: object, input: NoisePredictorInput, signal?: AbortSignal): Promise<Tensor> {
     this.counts.calls++;
-    const shape = `${input.sample.dims.slice(1).join("x")}|${input.encoderHiddenStates.dims.slice(1).join("x")}`;
+    // Extra conditioning (SDXL's pooled embeddings, LCM's guidance, inpainting channels) merges too;
+    // its presence and shape are part of what calls must share.
+    const extra = [input.pooled && `p${input.pooled.dims.slice(1).join("x")}`, input.guidance && "g", input.inpaint && `i${input.inpaint.dims.slice(1).join("x")}`].filter(Boolean).join(",");
+    const shape = `${input.sample.dims.slice(1).join("x")}|${input.encoderHiddenStates.dims.slice(1).join("x")}|${extra}`;
     const l = this.lanes.get(lane);
     if (l) {
       const now = performance.now();
@@ -263,10 +266,14 @@ export class PredictBatcher {
       if (members.length === 1) {
         out = await this.predictor.predict(members[0]!.input);
       } else {
+        const first = members[0]!.input;
         out = await this.predictor.predict({
           sample: concat0(members.map((m) => m.input.sample)),
           timestep: mergedTimesteps(members),
           encoderHiddenStates: concat0(members.map((m) => m.input.encoderHiddenStates)),
+          ...(first.pooled ? { pooled: concat0(members.map((m) => m.input.pooled!)) } : {}),
+          ...(first.inpaint ? { inpaint: concat0(members.map((m) => m.input.inpaint!)) } : {}),
+          ...(first.guidance ? { guidance: Float32Array.from(members.flatMap((m) => [...m.input.guidance!])) } : {}),
         });
       }
       const total = members.reduce((n, m) => n + m.rows, 0);

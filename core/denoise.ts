@@ -7,6 +7,14 @@
  *   x_{t−1}, x̂₀ = scheduler.step(ε̂, t, x_t)
  * img2img (SDEdit, Meng et al. 2021): start from add_noise(encode(image), ε, t_start), skipping the
  * first (1 − strength) of the schedule.
+ * Guidance runs only for a scale above 1 (diffusers' `do_classifier_free_guidance`): at 0 or 1 —
+ * SD-Turbo's and SDXL-Turbo's setting — no unconditional batch is run at all, and a UNet that
+ * embeds the scale itself (LCM's `timestep_cond`, w = scale − 1) gets it per row instead.
+ * Inpainting (`mask`: 1 = repaint, binarised at 0.5 and taken nearest at the latent size, as
+ * diffusers does): a 9-channel inpainting UNet gets [latents, mask, masked-image latents] on its
+ * channels; any other model keeps the known region by blending it back from the source latents,
+ * noised to the next step's level, after every step (diffusers' 4-channel inpainting):
+ *   x ← (1 − m)·add_noise(x_src, ε, t_{i+1}) + m·x   (the last step blends with x_src itself).
  * Concurrent runs of one pipeline share noise-predictor calls through a `PredictBatcher` (see
  * core/batcher.ts) unless the node's config says `"batching": false`.
  */
@@ -41,6 +49,54 @@ const ConfigSchema = z
       .default({ maxRows: 64, adaptive: true }),
   })
   .strict();
+
+/**
+ * A pixel mask [1|B, 1|3, H, W] (1 = repaint) at the latent size [B, 1, h, w]: binarised at 0.5,
+ * then nearest (the top-left pixel of each cell, as torch's `interpolate` picks it).
+ */
+export function latentMask(mask: Tensor, batch: number, H: number, W: number, h: number, w: number): Tensor {
+  const [mb, mc, mh, mw] = mask.dims as [number, number, number, number];
+  if (mask.dims.length !== 4 || (mc !== 1 && mc !== 3) || mh !== H || mw !== W || (mb !== 1 && mb !== batch)) {
+    throw new RangeError(`mask: must be [1, 1 or 3, ${H}, ${W}] (the image size), got [${mask.dims.join(",")}]`);
+  }
+  const fy = H / h;
+  const fx = W / w;
+  const out = new Float32Array(batch * h * w);
+  for (let b = 0; b < batch; b++) {
+    const src = mb === 1 ? 0 : b;
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) out[(b * h + y) * w + x] = mask.data[((src * mc) * H + y * fy) * W + x * fx]! >= 0.5 ? 1 : 0;
+  }
+  return { dims: [batch, 1, h, w], data: out };
+}
+
+/** [B, 1, h, w] and [B, C, h, w] stacked on the channel axis. */
+function stackChannels(a: Tensor, b: Tensor): Tensor {
+  const [B, ca, h, w] = a.dims as [number, number, number, number];
+  const cb = b.dims[1]!;
+  const plane = h * w;
+  const out = new Float32Array(B * (ca + cb) * plane);
+  for (let r = 0; r < B; r++) {
+    out.set(a.data.subarray(r * ca * plane, (r + 1) * ca * plane), r * (ca + cb) * plane);
+    out.set(b.data.subarray(r * cb * plane, (r + 1) * cb * plane), (r * (ca + cb) + ca) * plane);
+  }
+  return { dims: [B, ca + cb, h, w], data: out };
+}
+
+/** (1 − m)·known + m·x, the mask [B, 1, h, w] broadcast over channels. */
+function blend(known: Tensor, x: Tensor, m: Tensor): Tensor {
+  const [B, C, h, w] = x.dims as [number, number, number, number];
+  const plane = h * w;
+  const out = new Float32Array(x.data.length);
+  for (let b = 0; b < B; b++)
+    for (let c = 0; c < C; c++)
+      for (let p = 0; p < plane; p++) {
+        const i = (b * C + c) * plane + p;
+        const k = m.data[b * plane + p]!;
+        out[i] = (1 - k) * known.data[i]! + k * x.data[i]!;
+      }
+  return { dims: x.dims, data: out };
+}
 
 /** Rows to match the batch: a single conditioning row is shared by every image. */
 function toBatch(t: Tensor, batch: number, what: string): Tensor {
@@ -77,8 +133,8 @@ export function evenTokens(a: Tensor, b: Tensor, pad: Tensor | undefined): [Tens
 export const denoiseNode: NodeType = {
   name: "denoise",
   kind: "core",
-  inputs: { cond: "embeddings", uncond: "embeddings", init: "latents" },
-  optionalInputs: ["uncond", "init"],
+  inputs: { cond: "embeddings", uncond: "embeddings", init: "latents", pooled: "vector", uncondPooled: "vector", mask: "images", maskedLatents: "latents" },
+  optionalInputs: ["uncond", "init", "pooled", "uncondPooled", "mask", "maskedLatents"],
   outputs: { latents: "latents" },
   configSchema: ConfigSchema,
   components: { scheduler: "scheduler", noisePredictor: "noise-predictor" },
@@ -110,8 +166,12 @@ export const denoiseNode: NodeType = {
         const cond = inputs.cond as Tensor;
         const uncond = inputs.uncond as Tensor | undefined;
         const init = inputs.init as Tensor | undefined;
+        const mask = inputs.mask as Tensor | undefined;
+        const maskedLatents = inputs.maskedLatents as Tensor | undefined;
         const batch = params.batchSize;
-        const guided = uncond !== undefined && params.guidanceScale !== 1;
+        const takes = predictor.takes ?? {};
+        const guided = uncond !== undefined && params.guidanceScale > 1 && !takes.guidance;
+        if (takes.pooled && !inputs.pooled) throw new RangeError("denoise: this UNet takes pooled text embeddings (SDXL's text_embeds); wire the text encoder's pooled output to the denoise node's pooled input");
 
         const scheduler = (await schedulerFor(params.scheduler)).createScheduler();
         scheduler.setTimesteps(params.steps);
@@ -148,6 +208,24 @@ export const denoiseNode: NodeType = {
           condB = c2;
           ehs = concat0([u2, c2]);
         }
+        const rows = guided ? 2 * batch : batch;
+        let pooled: Tensor | undefined;
+        if (takes.pooled) {
+          const p = toBatch(inputs.pooled as Tensor, batch, "pooled");
+          pooled = guided ? concat0([toBatch((inputs.uncondPooled as Tensor | undefined) ?? (inputs.pooled as Tensor), batch, "uncondPooled"), p]) : p;
+        }
+        const guidance = takes.guidance ? new Float32Array(rows).fill(params.guidanceScale) : undefined;
+        const m = mask ? latentMask(mask, batch, params.height, params.width, h, w) : undefined;
+        let inpaint: Tensor | undefined;
+        if (takes.inpaint) {
+          if (!m || !maskedLatents) throw new RangeError("denoise: this is an inpainting UNet (latents + mask + masked-image latents); the run needs an image and a mask");
+          const one = stackChannels(m, toBatch(maskedLatents, batch, "masked-image latents"));
+          inpaint = guided ? concat0([one, one]) : one;
+        } else if (m && !init) {
+          throw new RangeError("denoise: a mask needs the source image (run input image) whose unmasked region it keeps");
+        }
+        const initB = init ? toBatch(init, batch, "init latents") : undefined;
+        const extra = { ...(pooled ? { pooled } : {}), ...(guidance ? { guidance } : {}), ...(inpaint ? { inpaint } : {}) };
         const stepRng = createRng(params.seed).fork(); // ancestral/SDE noise, independent of the start noise
         const started = performance.now();
         const g = params.guidanceScale;
@@ -160,17 +238,21 @@ export const denoiseNode: NodeType = {
             const input = scheduler.scaleModelInput(latents, t);
             let eps: Tensor;
             if (guided) {
-              const out = await lane.predict({ sample: concat0([input, input]), timestep: t, encoderHiddenStates: ehs }, signal);
+              const out = await lane.predict({ sample: concat0([input, input]), timestep: t, encoderHiddenStates: ehs, ...extra }, signal);
               const u = slice0(out, 0, batch).data;
               const v = slice0(out, batch, 2 * batch).data;
               const e = new Float32Array(u.length);
               for (let j = 0; j < e.length; j++) e[j] = u[j]! + g * (v[j]! - u[j]!);
               eps = { dims: input.dims, data: e };
             } else {
-              eps = await lane.predict({ sample: input, timestep: t, encoderHiddenStates: ehs }, signal);
+              eps = await lane.predict({ sample: input, timestep: t, encoderHiddenStates: ehs, ...extra }, signal);
             }
             const out = scheduler.step(eps, t, latents, stepRng);
             latents = out.prevSample;
+            if (m && !takes.inpaint && initB) {
+              const known = i + 1 < timesteps.length ? scheduler.addNoise(initB, noise, timesteps[i + 1]!) : initB;
+              latents = blend(known, latents, m);
+            }
             await run.step({
               step: i + 1,
               totalSteps: timesteps.length,

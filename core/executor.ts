@@ -81,6 +81,7 @@ async function run(graph: ExecutableGraph, input: GenerationInput, options: RunO
   const signal = options.signal ?? new AbortController().signal;
   const runInputs: Record<string, Values[string]> = { prompt: [params.prompt], negativePrompt: [params.negativePrompt] };
   if (input.image) runInputs.image = input.image;
+  if (input.mask) runInputs.mask = input.mask;
   const cache = graph.cache;
   const runInputKeys = new Map<string, Promise<string>>();
   const runInputKey = (name: string) => {

@@ -55,6 +55,7 @@ export const ComponentConfigSchema = z.looseObject({
   block_out_channels: z.array(positiveInt).min(1).optional(),
   vocab_size: positiveInt.optional(),
   max_position_embeddings: positiveInt.optional(),
+  time_cond_proj_dim: positiveInt.nullable().optional(),
 });
 export type ComponentConfig = z.output<typeof ComponentConfigSchema>;
 
@@ -80,18 +81,31 @@ export async function openModelFolder(source: ModelSource): Promise<ModelSource>
 }
 
 /** Components a folder opened without a pipeline file must list in model_index.json. */
-const REQUIRED_COMPONENTS = ["text_encoder", "tokenizer", "unet", "vae_decoder", "scheduler"] as const;
+const REQUIRED_COMPONENTS = ["text_encoder", "tokenizer", "unet", "scheduler"] as const;
 
+/**
+ * The pipeline a diffusers/Optimum ONNX folder describes. One document covers the layouts people
+ * export: Stable Diffusion 1.x/2.x (and SD-Turbo, a fixed-shape export included), SDXL (a second
+ * text encoder and tokenizer; Optimum lists `vae` where the legacy exporter lists `vae_decoder`),
+ * LCM (a UNet with `timestep_cond`; 4 steps by default), and inpainting UNets (9 input channels).
+ * With a VAE encoder, a run with `image` is img2img and one with `image` + `mask` is inpainting.
+ */
 export async function pipelineDocFromModelFolder(models: ModelSource, name: string, registry: PluginRegistry): Promise<PipelineDoc> {
   models = await openModelFolder(models);
   if (!(await models.exists("model_index.json"))) throw new ModelFileError(`${models.root}/model_index.json`, "file not found (required by the diffusers ONNX layout)");
   const index = await readModelJson(models, "model_index.json", ModelIndexSchema);
-  for (const c of REQUIRED_COMPONENTS) {
+  const listed = (c: string) => {
     const entry = index[c] as [string | null, string | null] | null | undefined;
-    if (!entry || entry[1] === null) throw new ModelFileError(`${models.root}/model_index.json`, `${c}: missing; a diffusers ONNX pipeline lists ${REQUIRED_COMPONENTS.join(", ")}`);
+    return !!entry && entry[1] !== null;
+  };
+  for (const c of REQUIRED_COMPONENTS) {
+    if (!listed(c)) throw new ModelFileError(`${models.root}/model_index.json`, `${c}: missing; a diffusers ONNX pipeline lists ${REQUIRED_COMPONENTS.join(", ")} and vae_decoder (or vae)`);
   }
-  for (const part of ["text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx"]) {
-    if (!(await models.exists(part))) throw new ModelFileError(`${models.root}/${part}`, "file not found (required by the diffusers ONNX layout)");
+  if (!listed("vae_decoder") && !listed("vae")) throw new ModelFileError(`${models.root}/model_index.json`, "vae_decoder: missing (and no vae); a diffusers ONNX pipeline lists a VAE decoder");
+  const sdxl = listed("text_encoder_2");
+  const parts = ["text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx", ...(sdxl ? ["text_encoder_2/model.onnx", "tokenizer_2/tokenizer.json"] : [])];
+  for (const part of parts) {
+    if (!(await models.exists(part))) throw new ModelFileError(`${models.root}/${part}`, `file not found (required by the ${sdxl ? "SDXL " : ""}diffusers ONNX layout)`);
   }
   const sched = await readModelJson(models, "scheduler/scheduler_config.json", z.looseObject({}));
   const cls = String(sched._class_name ?? "");
@@ -106,21 +120,42 @@ export async function pipelineDocFromModelFolder(models: ModelSource, name: stri
   const pixels = vae.sample_size ?? (unet.sample_size !== undefined ? unet.sample_size * 8 : 512);
   const hasEncoder = await models.exists("vae_encoder/model.onnx");
   const hasProjection = await models.exists("preview/projection.json");
+  // 9 input channels = latents + mask + masked-image latents (SD inpainting); the UNet plugin checks the model itself.
+  const inpaint = unet.in_channels === 9 || /Inpaint/.test(index._class_name);
+  if (inpaint && !hasEncoder) throw new ModelFileError(`${models.root}/vae_encoder/model.onnx`, "file not found (an inpainting UNet needs the VAE encoder for the masked image's latents)");
+  // SDXL's negative prompt, when empty, is zeros rather than the encoding of "" (diffusers: force_zeros_for_empty_prompt, default true).
+  const zeros = sdxl && index.force_zeros_for_empty_prompt !== false;
+  const text = sdxl
+    ? { hiddenStates: "penultimate", second: { model: "text_encoder_2/model.onnx", tokenizer: "tokenizer_2", hiddenStates: "penultimate", pooled: ["text_embeds"] } }
+    : {};
+  const lcm = cls === "LCMScheduler";
   return {
     name: name.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "") || "model",
     description: `${index._class_name} from ${models.root}`,
-    defaults: { height: pixels, width: pixels },
+    defaults: { height: pixels, width: pixels, ...(lcm ? { steps: 4, guidanceScale: 8.5 } : {}) },
     nodes: {
-      prompt: { use: "clip-text", config: {}, inputs: { text: "$prompt" } },
-      negative: { use: "clip-text", config: {}, inputs: { text: "$negativePrompt" } },
+      prompt: { use: "clip-text", config: { ...text }, inputs: { text: "$prompt" } },
+      negative: { use: "clip-text", config: { ...text, ...(zeros ? { zerosForEmpty: true } : {}) }, inputs: { text: "$negativePrompt" } },
       ...(hasEncoder ? { source: { use: "vae-encoder", config: {}, inputs: { images: "$image" } } } : {}),
+      ...(inpaint
+        ? {
+            masked: { use: "masked-image", config: {}, inputs: { images: "$image", mask: "$mask" } },
+            maskedSource: { use: "vae-encoder", config: {}, inputs: { images: "masked.images" } },
+          }
+        : {}),
       denoise: {
         use: "denoise",
         config: {
           scheduler: { use: scheduler, config: {}, configFile: "scheduler/scheduler_config.json" },
-          noisePredictor: { use: "onnx-unet", config: {} },
+          noisePredictor: { use: "onnx-unet", config: inpaint ? { inpaint: true } : {} },
         },
-        inputs: { cond: "prompt.embeddings", uncond: "negative.embeddings", ...(hasEncoder ? { init: "source.latents" } : {}) },
+        inputs: {
+          cond: "prompt.embeddings",
+          uncond: "negative.embeddings",
+          ...(hasEncoder ? { init: "source.latents", mask: "$mask" } : {}),
+          ...(sdxl ? { pooled: "prompt.pooled", uncondPooled: "negative.pooled" } : {}),
+          ...(inpaint ? { maskedLatents: "maskedSource.latents" } : {}),
+        },
       },
       decode: { use: "vae-decoder", config: {}, inputs: { latents: "denoise.latents" } },
     },

@@ -149,8 +149,39 @@ export class OnnxModel implements OnnxModelInfo {
     return this.inputs.some((i) => i.name === name);
   }
 
-  /** Run with feeds converted to each input's declared dtype; float outputs come back as float32 `Tensor`s. */
+  /**
+   * Run with feeds converted to each input's declared dtype; float outputs come back as float32
+   * `Tensor`s. A model exported with a fixed batch (SD-Turbo's browser exports take one image) runs
+   * a larger batch in slices of that size: feeds with the batch's row count are cut, the others
+   * (a [1] timestep) are passed whole, and the outputs are joined again.
+   */
   async run(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
+    const fixed = this.metadata ? this.inputs.map((i) => i.shape[0]).find((d): d is number => typeof d === "number" && d > 0) : undefined;
+    const rows = Math.max(...Object.values(feeds).map((f) => f.dims[0] ?? 1));
+    if (fixed === undefined || rows <= fixed || rows % fixed !== 0 || !this.inputs.every((i) => i.shape.length > 0 && i.shape[0] === fixed)) {
+      return this.runOnce(feeds, outputNames);
+    }
+    const parts: Record<string, Tensor>[] = [];
+    for (let at = 0; at < rows; at += fixed) {
+      const slice: Record<string, Feed> = {};
+      for (const [name, f] of Object.entries(feeds)) slice[name] = f.dims[0] === rows ? sliceFeed(f, at, at + fixed) : f;
+      parts.push(await this.runOnce(slice, outputNames));
+    }
+    const out: Record<string, Tensor> = {};
+    for (const name of Object.keys(parts[0]!)) {
+      const all = parts.map((p) => p[name]!);
+      const data = new Float32Array(all.reduce((n, t) => n + t.data.length, 0));
+      let off = 0;
+      for (const t of all) {
+        data.set(t.data, off);
+        off += t.data.length;
+      }
+      out[name] = { dims: [all.reduce((n, t) => n + t.dims[0]!, 0), ...all[0]!.dims.slice(1)], data };
+    }
+    return out;
+  }
+
+  private async runOnce(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
     const ortFeeds: Record<string, OrtTensorLike> = {};
     for (const [name, value] of Object.entries(feeds)) {
       ortFeeds[name] = this.toOrt(this.input(name), value);
@@ -206,6 +237,39 @@ export class OnnxModel implements OnnxModelInfo {
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/** Rows [start, end) of a feed. */
+function sliceFeed(f: Feed, start: number, end: number): Feed {
+  const per = f.dims.slice(1).reduce((a, b) => a * b, 1);
+  const dims = [end - start, ...f.dims.slice(1)];
+  if ("ints" in f) return { dims, ints: Array.prototype.slice.call(f.ints, start * per, end * per) as number[] };
+  return { dims, data: f.data.subarray(start * per, end * per) };
+}
+
+/**
+ * The external data files an ONNX model refers to (`TensorProto.external_data` entries whose key is
+ * "location"), found by their protobuf encoding: field 1 "location", then field 2 with the file name.
+ * Models above 2 GB must keep their weights this way (protobuf's limit), e.g. `model.onnx_data`.
+ */
+export function externalDataFiles(bytes: Uint8Array): string[] {
+  const key = [0x0a, 0x08, 0x6c, 0x6f, 0x63, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x12]; // tag, len 8, "location", tag of value
+  const found = new Set<string>();
+  const dec = new TextDecoder();
+  outer: for (let i = bytes.indexOf(0x0a); i >= 0 && i + key.length < bytes.length; i = bytes.indexOf(0x0a, i + 1)) {
+    for (let k = 1; k < key.length; k++) if (bytes[i + k] !== key[k]) continue outer;
+    let len = 0;
+    let shift = 0;
+    let at = i + key.length;
+    for (; at < bytes.length; at++) {
+      len |= (bytes[at]! & 0x7f) << shift;
+      shift += 7;
+      if (!(bytes[at]! & 0x80)) break;
+    }
+    at++;
+    if (len > 0 && len < 4096 && at + len <= bytes.length) found.add(dec.decode(bytes.subarray(at, at + len)));
+  }
+  return [...found];
 }
 
 function toFloat32(t: OrtTensorLike): Float32Array {
@@ -282,6 +346,15 @@ export class OnnxRuntime {
     if (bytes.length < 16) throw new ModelFileError(file, `is ${bytes.length} bytes: too short to be an ONNX model (truncated?)`);
     // An ONNX file is a protobuf ModelProto; its first field is ir_version (tag 0x08).
     if (bytes[0] !== 0x08) throw new ModelFileError(file, "is not an ONNX model (does not start with a ModelProto ir_version field)");
+    // Weights stored beside the graph (`model.onnx_data`, required above 2 GB): read through the same
+    // source (fetched in a browser, from disk on a server) and handed over as `externalData`.
+    const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/") + 1) : "";
+    const external: { path: string; data: Uint8Array }[] = [];
+    for (const location of externalDataFiles(bytes)) {
+      if (location.includes("..") || location.startsWith("/")) throw new ModelFileError(file, `refers to external data "${location}" outside its folder`);
+      if (!(await source.exists(dir + location))) throw new ModelFileError(`${source.root}/${dir}${location}`, `file not found (${file} keeps its weights there as external data)`);
+      external.push({ path: location, data: await source.read(dir + location) });
+    }
 
     const errors: string[] = [];
     for (const [backend, provider] of PLAN[this.executionProvider]) {
@@ -300,7 +373,9 @@ export class OnnxRuntime {
       let session: OrtSessionLike;
       const serialize = this.serializerFor(backend, provider);
       try {
-        session = await serialize(() => ort.InferenceSession.create(bytes, this.sessionOptions(backend, provider)));
+        const options = this.sessionOptions(backend, provider);
+        if (external.length) options.externalData = external;
+        session = await serialize(() => ort.InferenceSession.create(bytes, options));
       } catch (err) {
         const msg = (err as Error).message ?? String(err);
         // A backend that has already created a session works: its failure is this file's fault, and

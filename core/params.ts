@@ -50,6 +50,8 @@ export interface GenerationInput extends Partial<Omit<ResolvedParams, "prompt">>
   prompt: string;
   /** img2img source, RGB in [0, 1], [1, 3, H, W]. */
   image?: Tensor;
+  /** Inpainting: which pixels of `image` to repaint (≥ 0.5) and which to keep, [1, 1 or 3, H, W] in [0, 1]. */
+  mask?: Tensor;
 }
 
 /** Zod issues → one message naming each bad field: "steps: Too big: expected number to be <=1000". */
@@ -94,7 +96,7 @@ export class ParamsError extends Error {
 
 /** A graph's defaults under a run's input, validated: what the run will use. */
 export function resolveParams(defaults: ParamDefaults, input: GenerationInput): ResolvedParams {
-  const { image: _image, ...scalars } = input;
+  const { image: _image, mask: _mask, ...scalars } = input;
   const merged = { ...defaults, ...Object.fromEntries(Object.entries(scalars).filter(([, v]) => v !== undefined && v !== null)) };
   const r = ParamsSchema.safeParse(merged);
   if (!r.success) throw new ParamsError(formatIssues(r.error), r.error.issues[0]?.path.map(String).join("."));

@@ -72,7 +72,7 @@ export const PipelineDocSchema = z
 export type PipelineDoc = z.output<typeof PipelineDocSchema>;
 
 /** Run inputs a node may read with "$name", and the port type each carries. */
-export const RUN_INPUTS = { prompt: "text", negativePrompt: "text", image: "images" } as const;
+export const RUN_INPUTS = { prompt: "text", negativePrompt: "text", image: "images", mask: "images" } as const;
 
 export function parsePipelineDoc(json: unknown): PipelineDoc {
   const r = PipelineDocSchema.safeParse(json);

@@ -279,7 +279,10 @@ export class Pipeline implements ExecutableGraph {
       moduleBase: env.moduleBase ?? null,
       ...(nodeModels.size ? { nodeModels: Object.fromEntries([...nodeModels].map(([n, m]) => [n, m.root])) } : {}),
     });
-    return new Pipeline(doc, nodes, order, output, preview, { ...BUILTIN_DEFAULTS, ...doc.defaults }, identity, env.cache);
+    // A fixed-shape export (SD-Turbo's browser build) takes one size; defaults it cannot run give way to it.
+    const fixed = [...nodes.values()].map((n) => n.instance.sizes?.fixed).find((f) => f !== undefined);
+    const defaults = { ...BUILTIN_DEFAULTS, ...doc.defaults, ...(fixed ? { height: fixed.height, width: fixed.width } : {}) };
+    return new Pipeline(doc, nodes, order, output, preview, defaults, identity, env.cache);
   }
 
   /** Run to completion. Events go to `options.onEvent` as they happen. */

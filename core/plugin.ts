@@ -61,6 +61,22 @@ export interface NoisePredictorInput {
    */
   readonly timestep: number | Float32Array;
   readonly encoderHiddenStates: Tensor;
+  /** SDXL: the pooled text embedding per row, [B, E] (the UNet's `text_embeds`). */
+  readonly pooled?: Tensor;
+  /** For a UNet that embeds the guidance scale (LCM's `timestep_cond`): the scale per row, [B]. */
+  readonly guidance?: Float32Array;
+  /** Inpainting UNets: the latent-size mask and the masked image's latents per row, stacked on channels, [B, 1 + C, h, w]. */
+  readonly inpaint?: Tensor;
+}
+
+/** Conditioning a noise predictor takes besides latents, timestep and text states (all optional). */
+export interface PredictorConditioning {
+  /** Needs `pooled` (SDXL's text_embeds; its time_ids are made from the latent size). */
+  readonly pooled?: boolean;
+  /** Embeds `guidance` itself (LCM): the denoise loop runs no unconditional batch. */
+  readonly guidance?: boolean;
+  /** Needs `inpaint` (9-channel inpainting UNets). */
+  readonly inpaint?: boolean;
 }
 
 export interface NoisePredictorInstance {
@@ -72,6 +88,8 @@ export interface NoisePredictorInstance {
   readonly sizes?: SizeRule;
   /** Accepts a different timestep for each row (the model's `timestep` input is [batch]). */
   readonly perRowTimesteps?: boolean;
+  /** What it takes besides latents, timestep and text states. */
+  readonly takes?: PredictorConditioning;
   predict(input: NoisePredictorInput, signal?: AbortSignal): Promise<Tensor>;
   dispose?(): Promise<void> | void;
 }

@@ -7,10 +7,11 @@ import onnxUnet from "./noise-predictors/onnx-unet.ts";
 import vaeDecoder from "./decoders/vae-decoder.ts";
 import latentPreview from "./decoders/latent-preview.ts";
 import upscale from "./decoders/upscale.ts";
+import maskedImage from "./decoders/masked-image.ts";
 import { schedulerPlugins } from "./schedulers/index.ts";
 import { metricPlugins } from "./metrics/index.ts";
 
-export const builtinPlugins: readonly PluginDefinition[] = [clipText, vaeEncoder, onnxUnet, vaeDecoder, latentPreview, upscale, ...schedulerPlugins, ...metricPlugins];
+export const builtinPlugins: readonly PluginDefinition[] = [clipText, vaeEncoder, onnxUnet, vaeDecoder, latentPreview, upscale, maskedImage, ...schedulerPlugins, ...metricPlugins];
 
 export function builtinRegistry(): PluginRegistry {
   return new PluginRegistry(builtinPlugins);

@@ -2,6 +2,16 @@
  * ONNX UNet noise predictor (Stable Diffusion's `unet/model.onnx`: `sample`, `timestep`,
  * `encoder_hidden_states` → `out_sample`). Exporters disagree on the timestep: float [B], float
  * scalar [], int64 [1] — the shape and dtype are read from the model and the timestep fed to fit.
+ *
+ * Extra inputs, recognised by name as the exporters write them:
+ * - `text_embeds` [B, E] and `time_ids` [B, 6] (SDXL, Optimum's layout): the pooled text embedding,
+ *   and (original height, width, crop top, left, target height, width) = (H, W, 0, 0, H, W) for
+ *   the image being made, as diffusers' default micro-conditioning.
+ * - `timestep_cond` [B, D] (LCM): the guidance-scale embedding of w = scale − 1 (Luo et al. 2023,
+ *   after Ho & Salimans' sinusoidal timestep embedding): with w' = 1000·w, half = ⌊D/2⌋,
+ *   f_k = exp(−k·ln 10000/(half − 1)), emb = [sin(w'·f), cos(w'·f)] (zero-padded to odd D).
+ * - a `sample` of latent + 1 + latent channels (9 for SD inpainting, whose `out_sample` has 4):
+ *   [latents, mask, masked-image latents], the denoise node's `inpaint` rows.
  */
 import { z } from "zod";
 import { readComponentConfig, type ComponentConfig } from "../../core/model-folder.ts";
@@ -9,6 +19,7 @@ import { ModelFileError } from "../../core/model-source.ts";
 import { sizeProblem, type SizeRule } from "../../core/params.ts";
 import { definePlugin } from "../../core/plugin.ts";
 import type { Feed } from "../../core/onnx.ts";
+import type { Tensor } from "../../core/tensor.ts";
 
 const Config = z
   .object({
@@ -17,6 +28,13 @@ const Config = z
     vaeScaleFactor: z.number().int().positive().optional(),
     /** Latent channels; default: from the model's `sample` input, else unet/config.json, else 4. */
     latentChannels: z.number().int().positive().optional(),
+    /**
+     * An inpainting UNet (sample = latents + mask + masked-image latents). Default: when the input
+     * has 2·C + 1 channels for C output channels, by the model's static shape or unet/config.json
+     * (exporters leave the channel axis dynamic; the legacy ONNX inpainting folders only say so by
+     * their pipeline class, which the model-folder loader passes here).
+     */
+    inpaint: z.boolean().optional(),
   })
   .strict();
 
@@ -35,6 +53,35 @@ function vaeScaleFactor(vae: ComponentConfig, unet: ComponentConfig): number {
   return 8;
 }
 
+/** [B, C1, h, w] and [B, C2, h, w] stacked on the channel axis. */
+function stackChannels(a: Tensor, b: Tensor): Tensor {
+  const [B, ca, h, w] = a.dims as [number, number, number, number];
+  const cb = b.dims[1]!;
+  const plane = h * w;
+  const out = new Float32Array(B * (ca + cb) * plane);
+  for (let r = 0; r < B; r++) {
+    out.set(a.data.subarray(r * ca * plane, (r + 1) * ca * plane), r * (ca + cb) * plane);
+    out.set(b.data.subarray(r * cb * plane, (r + 1) * cb * plane), (r * (ca + cb) + ca) * plane);
+  }
+  return { dims: [B, ca + cb, h, w], data: out };
+}
+
+/** LCM's guidance embedding of w = scale − 1 for each row (see the header), [B, dim]. */
+export function guidanceEmbedding(scales: Float32Array, dim: number, rows: number): Tensor {
+  const half = Math.floor(dim / 2);
+  const out = new Float32Array(rows * dim);
+  const step = Math.log(10000) / (half - 1);
+  for (let r = 0; r < rows; r++) {
+    const w = ((scales.length === rows ? scales[r]! : scales[0]!) - 1) * 1000;
+    for (let k = 0; k < half; k++) {
+      const a = w * Math.exp(-k * step);
+      out[r * dim + k] = Math.sin(a);
+      out[r * dim + half + k] = Math.cos(a);
+    }
+  }
+  return { dims: [rows, dim], data: out };
+}
+
 export default definePlugin({
   name: "onnx-unet",
   kind: "noise-predictor",
@@ -48,19 +95,34 @@ export default definePlugin({
     model.expectInput("encoder_hidden_states", { rank: 3, types: floats, what: "text embeddings [batch, tokens, dim]" });
     const outName = model.outputs.find((o) => o.name === "out_sample")?.name ?? model.outputs[0]?.name;
     if (!outName) throw new ModelFileError(model.file, "has no outputs");
+    const sdxl = model.hasInput("text_embeds") || model.hasInput("time_ids");
+    if (sdxl) {
+      model.expectInput("text_embeds", { rank: 2, types: floats, what: "SDXL's pooled text embedding [batch, dim]" });
+      const ids = model.expectInput("time_ids", { rank: 2, types: floats, what: "SDXL's size conditioning [batch, 6]" });
+      if (typeof ids.shape[1] === "number" && ids.shape[1] !== 6) throw new ModelFileError(model.file, `input "time_ids" has ${ids.shape[1]} values per row; SDXL's are 6 (original size, crop top-left, target size)`);
+    }
+    const condDim = model.hasInput("timestep_cond") ? model.expectInput("timestep_cond", { rank: 2, types: floats, what: "LCM's guidance embedding [batch, dim]" }).shape[1] : undefined;
+    const outChannels = model.expectOutput(outName, { rank: 4 }).shape[1];
     const unetConfig = await readComponentConfig(ctx.models, "unet/config.json");
     const vaeConfig = await readComponentConfig(ctx.models, "vae_decoder/config.json");
     const factor = config.vaeScaleFactor ?? vaeScaleFactor(vaeConfig, unetConfig);
     const sampleShape = model.input("sample").shape;
-    const modelChannels = sampleShape[1];
+    // An inpainting UNet takes latents + mask + masked-image latents and predicts the latents' channels.
+    const inCh = typeof sampleShape[1] === "number" ? sampleShape[1] : unetConfig.in_channels;
+    const outCh = typeof outChannels === "number" ? outChannels : unetConfig.out_channels;
+    const inpaint = config.inpaint ?? (inCh !== undefined && outCh !== undefined && inCh === 2 * outCh + 1);
+    const modelChannels = inpaint ? (outCh ?? 4) : sampleShape[1];
+    if (inpaint && unetConfig.in_channels !== undefined && unetConfig.in_channels !== sampleShape[1]) {
+      throw new ModelFileError(`${ctx.models.root}/unet/config.json`, `in_channels: ${unetConfig.in_channels}, but ${model.file} takes ${sampleShape[1]} channels`);
+    }
     if (typeof modelChannels === "number") {
-      for (const [file, key, value] of [["unet/config.json", "in_channels", unetConfig.in_channels], ["vae_decoder/config.json", "latent_channels", vaeConfig.latent_channels]] as const) {
+      for (const [file, key, value] of [["unet/config.json", "in_channels", inpaint ? undefined : unetConfig.in_channels], ["vae_decoder/config.json", "latent_channels", vaeConfig.latent_channels]] as const) {
         if (value !== undefined && value !== modelChannels) {
           throw new ModelFileError(`${ctx.models.root}/${file}`, `${key}: ${value}, but ${model.file} takes latents with ${modelChannels} channels`);
         }
       }
     }
-    const channels = config.latentChannels ?? (typeof sampleShape[1] === "number" ? sampleShape[1] : (typeof unetConfig.in_channels === "number" ? unetConfig.in_channels : 4));
+    const channels = config.latentChannels ?? (typeof modelChannels === "number" ? modelChannels : (typeof unetConfig.in_channels === "number" ? unetConfig.in_channels : 4));
     const ts = model.input("timestep");
     const batchDim = sampleShape[0];
     // A [batch]-shaped timestep can differ per row (cross-run batching merges runs at different
@@ -78,12 +140,13 @@ export default definePlugin({
       maxBatch: typeof batchDim === "number" ? batchDim : Infinity,
       perRowTimesteps: perRow,
       sizes,
+      takes: { pooled: sdxl, guidance: condDim !== undefined, inpaint },
       latentShape(height, width) {
         const bad = sizeProblem(sizes, height, width);
         if (bad) throw new RangeError(`${bad.field}: ${bad.message}`);
         return [channels, height / factor, width / factor];
       },
-      async predict({ sample, timestep, encoderHiddenStates }) {
+      async predict({ sample, timestep, encoderHiddenStates, pooled, guidance, inpaint: extra }) {
         const b = sample.dims[0]!;
         let t: Feed;
         const isInt = ts.type === "int64" || ts.type === "int32";
@@ -96,7 +159,27 @@ export default definePlugin({
         else throw new RangeError(`onnx-unet: ${model.file} takes one timestep for the whole batch (shape [${ts.shape.join(",")}]), got ${timestep.length} different ones`);
         if (isInt) t = { dims, ints: Array.from(values, Math.round) };
         else t = { dims, data: values };
-        const out = await model.run({ sample, timestep: t, encoder_hidden_states: encoderHiddenStates }, [outName]);
+        const feeds: Record<string, Feed> = { sample, timestep: t, encoder_hidden_states: encoderHiddenStates };
+        if (inpaint) {
+          if (!extra || extra.dims[0] !== b) throw new RangeError(`onnx-unet: ${model.file} is an inpainting UNet; it needs the mask and masked-image latents for each of the ${b} rows`);
+          feeds.sample = stackChannels(sample, extra);
+        }
+        if (sdxl) {
+          if (!pooled || pooled.dims[0] !== b) throw new RangeError(`onnx-unet: ${model.file} takes text_embeds (SDXL's pooled prompt embedding) for each of the ${b} rows`);
+          const [, , lh2, lw2] = sample.dims as [number, number, number, number];
+          const [H, W] = [lh2 * factor, lw2 * factor];
+          const ids = new Float32Array(b * 6);
+          for (let r = 0; r < b; r++) ids.set([H, W, 0, 0, H, W], r * 6);
+          feeds.text_embeds = pooled;
+          feeds.time_ids = { dims: [b, 6], data: ids };
+        }
+        if (condDim !== undefined) {
+          const dim = typeof condDim === "number" ? condDim : unetConfig.time_cond_proj_dim;
+          if (typeof dim !== "number") throw new ModelFileError(model.file, `input "timestep_cond" has a dynamic width and unet/config.json gives no time_cond_proj_dim`);
+          const w = guidance ?? new Float32Array(b).fill(1);
+          feeds.timestep_cond = guidanceEmbedding(w, dim, b);
+        }
+        const out = await model.run(feeds, [outName]);
         return out[outName]!;
       },
     };
