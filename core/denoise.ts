@@ -171,6 +171,7 @@ export const denoiseNode: NodeType = {
         const batch = params.batchSize;
         const takes = predictor.takes ?? {};
         const guided = uncond !== undefined && params.guidanceScale > 1 && !takes.guidance;
+        if (takes.inpaint && (!mask || !maskedLatents)) throw new RangeError("denoise: this is an inpainting UNet (latents + mask + masked-image latents); the run needs an image and a mask");
         if (takes.pooled && !inputs.pooled) throw new RangeError("denoise: this UNet takes pooled text embeddings (SDXL's text_embeds); wire the text encoder's pooled output to the denoise node's pooled input");
 
         const scheduler = (await schedulerFor(params.scheduler)).createScheduler();
@@ -218,8 +219,7 @@ export const denoiseNode: NodeType = {
         const m = mask ? latentMask(mask, batch, params.height, params.width, h, w) : undefined;
         let inpaint: Tensor | undefined;
         if (takes.inpaint) {
-          if (!m || !maskedLatents) throw new RangeError("denoise: this is an inpainting UNet (latents + mask + masked-image latents); the run needs an image and a mask");
-          const one = stackChannels(m, toBatch(maskedLatents, batch, "masked-image latents"));
+          const one = stackChannels(m!, toBatch(maskedLatents!, batch, "masked-image latents"));
           inpaint = guided ? concat0([one, one]) : one;
         } else if (m && !init) {
           throw new RangeError("denoise: a mask needs the source image (run input image) whose unmasked region it keeps");
@@ -253,6 +253,7 @@ export const denoiseNode: NodeType = {
               const known = i + 1 < timesteps.length ? scheduler.addNoise(initB, noise, timesteps[i + 1]!) : initB;
               latents = blend(known, latents, m);
             }
+            if (predictor.blocking) await new Promise((r) => setTimeout(r, 0));
             await run.step({
               step: i + 1,
               totalSteps: timesteps.length,

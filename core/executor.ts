@@ -81,7 +81,13 @@ async function run(graph: ExecutableGraph, input: GenerationInput, options: RunO
   const signal = options.signal ?? new AbortController().signal;
   const runInputs: Record<string, Values[string]> = { prompt: [params.prompt], negativePrompt: [params.negativePrompt] };
   if (input.image) runInputs.image = input.image;
-  if (input.mask) runInputs.mask = input.mask;
+  if (input.mask) {
+    // A mask no node reads would be ignored silently, and the whole image repainted.
+    if (![...graph.nodes.values()].some((n) => Object.values(n.wires).some(([src, out]) => src === "$" && out === "mask"))) {
+      throw new ParamsError(`mask: this pipeline does not take a mask (no node reads $mask; wire "mask": "$mask" into its denoise node)`, "mask");
+    }
+    runInputs.mask = input.mask;
+  }
   const cache = graph.cache;
   const runInputKeys = new Map<string, Promise<string>>();
   const runInputKey = (name: string) => {

@@ -112,7 +112,7 @@ export default definePlugin({
     const outCh = typeof outChannels === "number" ? outChannels : unetConfig.out_channels;
     const inpaint = config.inpaint ?? (inCh !== undefined && outCh !== undefined && inCh === 2 * outCh + 1);
     const modelChannels = inpaint ? (outCh ?? 4) : sampleShape[1];
-    if (inpaint && unetConfig.in_channels !== undefined && unetConfig.in_channels !== sampleShape[1]) {
+    if (inpaint && unetConfig.in_channels !== undefined && typeof sampleShape[1] === "number" && unetConfig.in_channels !== sampleShape[1]) {
       throw new ModelFileError(`${ctx.models.root}/unet/config.json`, `in_channels: ${unetConfig.in_channels}, but ${model.file} takes ${sampleShape[1]} channels`);
     }
     if (typeof modelChannels === "number") {
@@ -139,6 +139,7 @@ export default definePlugin({
     return {
       maxBatch: typeof batchDim === "number" ? batchDim : Infinity,
       perRowTimesteps: perRow,
+      blocking: model.backend === "onnxruntime-web" && model.provider === "wasm",
       sizes,
       takes: { pooled: sdxl, guidance: condDim !== undefined, inpaint },
       latentShape(height, width) {

@@ -1,0 +1,61 @@
+/**
+ * Weights stored as ONNX external data (`model.onnx` + `model.onnx_data`, the form every model over
+ * 2 GB must take): tiny-sd-external is tiny-sd with its UNet saved that way, so both must give the
+ * same image, on onnxruntime-node (CPU) and onnxruntime-web (WASM), from disk and from in-memory
+ * (fetched) buffers.
+ */
+import { describe, expect, test } from "bun:test";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { join, relative } from "node:path";
+import { fileSource } from "../../core/adapters/node.ts";
+import { memorySource } from "../../core/model-source.ts";
+import { externalDataFiles } from "../../core/onnx.ts";
+import { Pipeline } from "../../core/pipeline.ts";
+import { pipelineDocFromModelFolder } from "../../core/model-folder.ts";
+import { builtinRegistry } from "../../plugins/index.ts";
+import { maxAbsDiff, testRuntime } from "../helpers.ts";
+
+const RUN = { prompt: "a red heart", steps: 3, seed: 5, height: 64, width: 64 };
+
+function filesOf(dir: string, skip: (p: string) => boolean = () => false): Record<string, Uint8Array> {
+  const out: Record<string, Uint8Array> = {};
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const full = join(d, name);
+      if (statSync(full).isDirectory()) walk(full);
+      else if (!skip(relative(dir, full))) out[relative(dir, full)] = new Uint8Array(readFileSync(full));
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+async function open(models: ReturnType<typeof fileSource>, provider: "cpu" | "wasm") {
+  const registry = builtinRegistry();
+  const doc = await pipelineDocFromModelFolder(models, "m", registry);
+  return Pipeline.load(doc, { registry, onnx: testRuntime(provider), models });
+}
+
+describe("ONNX external data: tiny-sd-external", () => {
+  test("the model names its data file; the file really holds the weights", () => {
+    const graph = readFileSync("models/tiny-sd-external/unet/model.onnx");
+    expect(externalDataFiles(new Uint8Array(graph))).toEqual(["model.onnx_data"]);
+    expect(externalDataFiles(new Uint8Array(readFileSync("models/tiny-sd/unet/model.onnx")))).toEqual([]);
+    expect(statSync("models/tiny-sd-external/unet/model.onnx_data").size).toBeGreaterThan(graph.length);
+  });
+
+  for (const provider of ["cpu", "wasm"] as const) {
+    test(`${provider === "cpu" ? "onnxruntime-node" : "onnxruntime-web"}: from disk and from fetched buffers, the image equals tiny-sd's`, async () => {
+      const ref = await (await open(fileSource("models/tiny-sd"), provider)).run(RUN);
+      const disk = await (await open(fileSource("models/tiny-sd-external"), provider)).run(RUN);
+      expect(maxAbsDiff(disk.images.data, ref.images.data)).toBeLessThan(1e-5);
+      const fetched = await (await open(memorySource(filesOf("models/tiny-sd-external"), "https://cdn.example/tiny-sd-external"), provider)).run(RUN);
+      expect(maxAbsDiff(fetched.images.data, ref.images.data)).toBeLessThan(1e-5);
+    });
+  }
+
+  test("a missing data file is an error naming it", async () => {
+    const models = memorySource(filesOf("models/tiny-sd-external", (p) => p.endsWith("onnx_data")), "models/x");
+    await expect(open(models, "cpu")).rejects.toThrow("models/x/unet/model.onnx_data: file not found (models/x/unet/model.onnx keeps its weights there as external data)");
+  });
+});
