@@ -1,7 +1,7 @@
 /**
  * The HTTP app as a plain fetch handler (`app.fetch(request)`): Hono routes for health, images and
  * the playground, and graphql-yoga at /graphql (GraphiQL in browsers, SSE for subscriptions).
- * It sees only Web `Request`/`Response`; `api/server.ts` hosts it on Bun and adds WebSocket.
+ * It sees only Web `Request`/`Response`; the host files (`api/host-bun.ts`, `api/host-deno.ts`) serve it and add WebSocket.
  */
 import { useCSRFPrevention } from "@graphql-yoga/plugin-csrf-prevention";
 import { createYoga, type Plugin, type YogaServerInstance } from "graphql-yoga";

@@ -1,57 +1,43 @@
 /**
- * The job queue: a bounded priority queue, a configurable number of concurrent runs, cancellation
- * that frees a slot at the next denoising step, and per-subscriber event buffers so a slow client
- * never slows generation (its intermediate frames are dropped, its final event never is).
+ * The job manager: runs submitted jobs on a `JobQueue`, keeps their records in a `JobStore` and
+ * publishes their events on an `EventBus` (the ports in `api/ports.ts`; the embedded engines are in
+ * `api/adapters/memory.ts` and `api/adapters/sqlite-*.ts`). `concurrency` worker loops claim jobs;
+ * cancellation frees a slot at the next denoising step; preview encoding runs off the generation
+ * path and is bounded, so a fast model or a slow client never makes generation wait.
  *
- * Each job is one `Pipeline.run`; jobs running at the same time (`concurrency` > 1) on one pipeline
- * share noise-predictor calls through the denoise node's batcher (core/batcher.ts), so the queue
- * needs no batching logic of its own: concurrency decides how many jobs may share.
+ * Jobs running at the same time (`concurrency` > 1) on one pipeline share noise-predictor calls
+ * through the denoise node's batcher (core/batcher.ts), so the queue needs no batching of its own.
  */
-import type { Pipeline } from "../core/pipeline.ts";
 import type { PipelineEvent, StepEvent } from "../core/node.ts";
 import type { GenerationInput } from "../core/params.ts";
+import type { Pipeline } from "../core/pipeline.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { apiError, ErrorCode } from "./errors.ts";
 import { batchToPng } from "./image.ts";
-import { FINISHED, INTERRUPTED_CODE, INTERRUPTED_REASON, JobStore, type JobPage, type JobParams, type JobRecord, type JobStatus } from "./store.ts";
+import {
+  INTERRUPTED_CODE,
+  INTERRUPTED_REASON,
+  QueueFullError,
+  type EventBus,
+  type JobEvent,
+  type JobPage,
+  type JobParams,
+  type JobQueue,
+  type JobRecord,
+  type JobStatus,
+  type JobStore,
+  type StepFrame,
+  type StoredImage,
+} from "./ports.ts";
 
-/** A PNG the server can hand out by id (`/images/<id>.png`). */
-export interface StoredImage {
-  readonly id: string;
-  readonly width: number;
-  readonly height: number;
-  /** Present for preview frames (kept in memory); final images are read from the store. */
-  readonly png?: Uint8Array;
-}
-
-export interface StepFrame {
-  readonly jobId: string;
-  /** The pipeline node (stage) whose step this is: "denoise" for a single-stage pipeline. */
-  readonly node: string;
-  readonly step: number;
-  readonly totalSteps: number;
-  readonly timestep: number;
-  readonly elapsedMs: number;
-  readonly previews: readonly StoredImage[];
-  /** `performance.now()` when the step ended in the pipeline (for latency measurements). */
-  readonly stepEndedAt: number;
-  /** Frames dropped for this subscriber since its previous step event. */
-  readonly dropped: number;
-}
-
-export type JobEvent =
-  | { readonly type: "snapshot"; readonly job: JobRecord; readonly lastStep: StepFrame | null }
-  | ({ readonly type: "step" } & StepFrame)
-  | { readonly type: "finished"; readonly job: JobRecord };
+export type { JobEvent, StepFrame, StoredImage } from "./ports.ts";
 
 export interface JobManagerOptions {
   readonly store: JobStore;
+  readonly queue: JobQueue;
+  readonly bus: EventBus;
   /** Jobs run at the same time (default 1). */
   readonly concurrency?: number;
-  /** Queued (not yet running) jobs accepted before `generate` fails with QUEUE_FULL (default 64). */
-  readonly maxQueue?: number;
-  /** Step events buffered per subscriber before its oldest intermediate frame is dropped (default 32). */
-  readonly subscriberBuffer?: number;
   /**
    * Steps whose preview awaits PNG encoding before new previews are skipped (the step event still
    * goes out, with no frame), so encoding can never queue up behind a fast model (default 32).
@@ -67,79 +53,6 @@ export interface NewJob {
   readonly params: JobParams;
   readonly priority: number;
   readonly image?: Tensor;
-}
-
-/** One subscriber's view of a job's events: bounded, lossy for intermediate frames only. */
-class Subscriber implements AsyncIterable<JobEvent> {
-  private readonly items: JobEvent[] = [];
-  private wake: (() => void) | null = null;
-  private ended = false;
-  private dropped = 0;
-  private closed = false;
-  constructor(
-    private readonly capacity: number,
-    private readonly onClose: () => void,
-  ) {}
-
-  push(e: JobEvent): void {
-    if (this.ended) return;
-    if (e.type === "step") {
-      const steps = this.items.filter((i) => i.type === "step").length;
-      if (steps >= this.capacity) {
-        this.items.splice(this.items.findIndex((i) => i.type === "step"), 1);
-        this.dropped++;
-      }
-    }
-    this.items.push(e);
-    this.wake?.();
-  }
-
-  end(): void {
-    this.ended = true;
-    this.wake?.();
-  }
-
-  // A hand-written iterator rather than an async generator: `return()` (a client that disconnects)
-  // must take effect at once, even while `next()` is waiting for the job's next step.
-  [Symbol.asyncIterator](): AsyncIterator<JobEvent> {
-    const done = (): IteratorResult<JobEvent> => ({ value: undefined, done: true });
-    const close = () => {
-      if (this.closed) return;
-      this.closed = true;
-      this.ended = true;
-      this.items.length = 0;
-      this.wake?.();
-      this.onClose();
-    };
-    const next = async (): Promise<IteratorResult<JobEvent>> => {
-      for (;;) {
-        if (this.closed) return done();
-        const e = this.items.shift();
-        if (e) {
-          if (e.type === "finished") close();
-          if (e.type === "step" && this.dropped) {
-            const out = { ...e, dropped: this.dropped };
-            this.dropped = 0;
-            return { value: out, done: false };
-          }
-          return { value: e, done: false };
-        }
-        if (this.ended) {
-          close();
-          return done();
-        }
-        await new Promise<void>((r) => (this.wake = r));
-        this.wake = null;
-      }
-    };
-    return {
-      next,
-      return: async () => {
-        close();
-        return done();
-      },
-    };
-  }
 }
 
 /** Preview PNGs by image id, least recently used evicted first. */
@@ -161,49 +74,62 @@ class FrameCache {
   }
 }
 
-interface LiveJob {
+/** What this process holds of a job it accepted: the run's inputs (the img2img source is not persisted) and its controls. */
+interface LocalJob {
   record: JobRecord;
   readonly pipeline: Pipeline;
   readonly image: Tensor | undefined;
   readonly abort: AbortController;
-  readonly subscribers: Set<Subscriber>;
-  lastStep: StepFrame | null;
+  /** Resolves once the record is in the store (a worker may claim the id before). */
+  readonly stored: Promise<void>;
   /** Frame encoding runs off the generation path, in order; `backlog` bounds it. */
   chain: Promise<void>;
   backlog: number;
 }
 
-
 export class JobManager {
   readonly store: JobStore;
+  readonly queue: JobQueue;
+  readonly bus: EventBus;
   readonly concurrency: number;
-  readonly maxQueue: number;
-  private readonly subscriberBuffer: number;
   private readonly encodeBacklog: number;
   private readonly frames: FrameCache;
   private readonly log: (m: string) => void;
-  private readonly live = new Map<string, LiveJob>();
-  private readonly queued: LiveJob[] = [];
+  private readonly local = new Map<string, LocalJob>();
+  private readonly workers: Promise<void>[] = [];
   private running = 0;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
 
-  constructor(options: JobManagerOptions) {
+  private constructor(options: JobManagerOptions) {
     this.store = options.store;
+    this.queue = options.queue;
+    this.bus = options.bus;
     this.concurrency = Math.max(1, options.concurrency ?? 1);
-    this.maxQueue = options.maxQueue ?? 64;
-    this.subscriberBuffer = Math.max(1, options.subscriberBuffer ?? 32);
     this.encodeBacklog = Math.max(1, options.encodeBacklog ?? 32);
     this.frames = new FrameCache(options.frameCacheBytes ?? 64 * 2 ** 20);
     this.log = options.log ?? (() => {});
-    const n = this.store.failInterrupted();
-    if (n) this.log(`jobs: marked ${n} job(s) interrupted by the previous shutdown as FAILED`);
-    const orphans = this.store.sweepOrphans();
-    if (orphans) this.log(`jobs: removed ${orphans} image file(s) of jobs that never finished`);
   }
 
+  /** Recover the store after a crash or stop (interrupted jobs failed, orphan images removed), then start the workers. */
+  static async start(options: JobManagerOptions): Promise<JobManager> {
+    const m = new JobManager(options);
+    const { interrupted, orphanImages } = await m.store.recover();
+    if (interrupted) m.log(`jobs: marked ${interrupted} job(s) interrupted by the previous shutdown as FAILED`);
+    if (orphanImages) m.log(`jobs: removed ${orphanImages} image file(s) of jobs that never finished`);
+    for (let i = 0; i < m.concurrency; i++) m.workers.push(m.work());
+    return m;
+  }
+
+  get maxQueue(): number {
+    return this.queue.maxLength;
+  }
+
+  /** Jobs this process accepted that wait to run. */
   get queueLength(): number {
-    return this.queued.length;
+    let n = 0;
+    for (const j of this.local.values()) if (j.record.status === "QUEUED") n++;
+    return n;
   }
 
   get runningCount(): number {
@@ -211,115 +137,121 @@ export class JobManager {
   }
 
   /** Throws QUEUE_FULL when a job submitted now would be refused (checked before any costly validation). */
-  checkCapacity(): void {
+  async checkCapacity(): Promise<void> {
     if (this.closed) throw apiError(ErrorCode.QUEUE_FULL, "the server is shutting down and accepts no new jobs");
-    if (this.queued.length >= this.maxQueue) {
-      throw apiError(ErrorCode.QUEUE_FULL, `the queue is full (${this.maxQueue} jobs waiting); retry later`, { field: "queue", limit: this.maxQueue });
-    }
+    if ((await this.queue.length()) >= this.queue.maxLength) throw queueFull(this.queue.maxLength);
   }
 
-  /** Enqueue a validated job. Throws QUEUE_FULL when the queue is at its bound. */
-  submit(job: NewJob): JobRecord {
-    this.checkCapacity();
-    const record = this.store.insert({
-      id: newJobId(),
-      status: "QUEUED",
-      pipeline: job.pipeline.name,
-      params: job.params,
-      priority: job.priority,
-      createdAt: Date.now(),
-      startedAt: null,
-      finishedAt: null,
-      error: null,
-      errorCode: null,
-      step: 0,
-      totalSteps: null,
-      metrics: {},
-      imageCount: 0,
-    });
-    const live: LiveJob = {
-      record,
+  /** Enqueue a validated job: it is queued and stored, or (QUEUE_FULL) nothing is created. */
+  async submit(job: NewJob): Promise<JobRecord> {
+    if (this.closed) throw apiError(ErrorCode.QUEUE_FULL, "the server is shutting down and accepts no new jobs");
+    const id = newJobId();
+    let markStored!: () => void;
+    const local: LocalJob = {
+      record: {
+        seq: 0,
+        id,
+        status: "QUEUED",
+        pipeline: job.pipeline.name,
+        params: job.params,
+        priority: job.priority,
+        createdAt: Date.now(),
+        startedAt: null,
+        finishedAt: null,
+        error: null,
+        errorCode: null,
+        step: 0,
+        totalSteps: null,
+        metrics: {},
+        imageCount: 0,
+      },
       pipeline: job.pipeline,
       image: job.image,
       abort: new AbortController(),
-      subscribers: new Set(),
-      lastStep: null,
+      stored: new Promise<void>((r) => (markStored = r)),
       chain: Promise.resolve(),
       backlog: 0,
     };
-    this.live.set(record.id, live);
-    // Highest priority first; equal priorities in arrival order.
-    const at = this.queued.findIndex((q) => q.record.priority < record.priority);
-    if (at < 0) this.queued.push(live);
-    else this.queued.splice(at, 0, live);
-    queueMicrotask(() => this.pump());
-    return record;
+    // The queue is the bound's one authority: a job it refuses leaves no record.
+    this.local.set(id, local);
+    try {
+      await this.queue.push(id, job.priority);
+    } catch (err) {
+      this.local.delete(id);
+      if (err instanceof QueueFullError) throw this.closed ? apiError(ErrorCode.QUEUE_FULL, err.message) : queueFull(err.limit);
+      throw err;
+    }
+    try {
+      const { seq: _seq, ...fresh } = local.record;
+      local.record = { ...(await this.store.insert(fresh)), status: local.record.status };
+    } catch (err) {
+      await this.queue.remove(id);
+      this.local.delete(id);
+      throw err;
+    }
+    this.bus.state(local.record);
+    markStored();
+    return local.record;
   }
 
-  get(id: string): JobRecord | null {
-    return this.live.get(id)?.record ?? this.store.get(id);
+  async get(id: string): Promise<JobRecord | null> {
+    return this.local.get(id)?.record ?? this.bus.latest(id)?.job ?? (await this.store.get(id));
   }
 
   /** Cancel one job, queued or running. Returns it (unchanged when it had already finished). */
-  cancel(id: string): JobRecord | null {
-    const live = this.live.get(id);
-    if (!live) return this.store.get(id);
-    if (live.record.status === "QUEUED") {
-      this.queued.splice(this.queued.indexOf(live), 1);
-      this.finish(live, "CANCELLED", "cancelled by a client before it started", "CANCELLED");
-    } else if (live.record.status === "RUNNING") {
-      live.abort.abort(new DOMException("cancelled by a client", "AbortError"));
-    }
-    return live.record;
+  async cancel(id: string): Promise<JobRecord | null> {
+    const local = this.local.get(id);
+    if (!local) return this.store.get(id);
+    if (local.record.status === "QUEUED" && (await this.queue.remove(id))) {
+      await local.stored;
+      await this.finish(local, "CANCELLED", "cancelled by a client before it started", "CANCELLED");
+    } else local.abort.abort(new DOMException("cancelled by a client", "AbortError"));
+    return local.record;
   }
 
   /** Cancel every queued job; running jobs finish. Returns the cancelled jobs. */
-  clearQueue(): JobRecord[] {
-    const jobs = this.queued.splice(0);
-    for (const j of jobs) this.finish(j, "CANCELLED", "cancelled by clearQueue before it started", "CANCELLED");
-    return jobs.map((j) => j.record);
+  async clearQueue(): Promise<JobRecord[]> {
+    const ids = await this.queue.clear();
+    const out: JobRecord[] = [];
+    for (const id of ids) {
+      const local = this.local.get(id);
+      if (!local) continue;
+      await local.stored;
+      await this.finish(local, "CANCELLED", "cancelled by clearQueue before it started", "CANCELLED");
+      out.push(local.record);
+    }
+    return out;
   }
 
-  /** Events of one job: a snapshot of the current state (or the final event), then live events. */
-  subscribe(id: string): AsyncIterable<JobEvent> | null {
-    const live = this.live.get(id);
-    if (!live) {
-      const record = this.store.get(id);
-      if (!record) return null;
-      return (async function* () {
-        yield { type: "finished", job: record } as const;
-      })();
-    }
-    const sub: Subscriber = new Subscriber(this.subscriberBuffer, () => live.subscribers.delete(sub));
-    if (FINISHED.has(live.record.status)) {
-      sub.push({ type: "finished", job: live.record });
-      sub.end();
-      return sub;
-    }
-    sub.push({ type: "snapshot", job: live.record, lastStep: live.lastStep });
-    live.subscribers.add(sub);
-    return sub;
+  /** Events of one job: a snapshot of the current state, then live events; a finished job sends its final event only. */
+  async subscribe(id: string): Promise<AsyncIterable<JobEvent> | null> {
+    const live = this.bus.subscribe(id);
+    if (live) return live;
+    const record = await this.store.get(id);
+    if (!record) return null;
+    return (async function* () {
+      yield { type: "finished", job: record } as const;
+    })();
   }
 
   /** Place of a queued job in the queue (0 = next), or null. */
-  position(id: string): number | null {
-    const i = this.queued.findIndex((j) => j.record.id === id);
-    return i < 0 ? null : i;
+  position(id: string): Promise<number | null> {
+    return this.queue.position(id);
   }
 
   /** A page of jobs from the store, with live progress for unfinished ones. */
-  page(first: number, afterSeq: number | null, status: readonly JobStatus[] | null): JobPage {
-    const page = this.store.page(first, afterSeq, status);
-    return { ...page, jobs: page.jobs.map((j) => this.live.get(j.id)?.record ?? j) };
+  async page(first: number, afterSeq: number | null, status: readonly JobStatus[] | null): Promise<JobPage> {
+    const page = await this.store.page(first, afterSeq, status);
+    return { ...page, jobs: page.jobs.map((j) => this.local.get(j.id)?.record ?? this.bus.latest(j.id)?.job ?? j) };
   }
 
   previewImage(id: string): StoredImage | undefined {
     return this.frames.get(id);
   }
 
-  /** Resolves when no job is queued or running. */
+  /** Resolves when no job this process accepted is queued or running. */
   idle(): Promise<void> {
-    if (this.running === 0 && this.queued.length === 0) return Promise.resolve();
+    if (this.local.size === 0) return Promise.resolve();
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
@@ -328,27 +260,42 @@ export class JobManager {
    * with the same reason a crash leaves (`INTERRUPTED_REASON`), so a shutdown and a crash read alike.
    */
   async close(): Promise<void> {
+    if (this.closed) return this.idle();
     this.closed = true;
-    for (const j of this.queued.splice(0)) this.finish(j, "FAILED", INTERRUPTED_REASON, INTERRUPTED_CODE);
-    for (const j of this.live.values()) if (j.record.status === "RUNNING") j.abort.abort(new ShutdownError());
+    for (const id of await this.queue.close()) {
+      const local = this.local.get(id);
+      if (!local) continue;
+      await local.stored;
+      await this.finish(local, "FAILED", INTERRUPTED_REASON, INTERRUPTED_CODE);
+    }
+    for (const j of this.local.values()) if (j.record.status === "RUNNING") j.abort.abort(new ShutdownError());
+    await Promise.all(this.workers);
     await this.idle();
   }
 
-  private pump(): void {
-    while (this.running < this.concurrency && this.queued.length > 0) {
-      const job = this.queued.shift()!;
+  /** One worker: claim, run, repeat, until the queue closes. */
+  private async work(): Promise<void> {
+    for (;;) {
+      const id = await this.queue.claim();
+      if (id === null) return;
+      const job = this.local.get(id);
+      if (!job) {
+        await this.queue.fail(id, "no such job in this process");
+        continue;
+      }
+      await job.stored;
       this.running++;
-      void this.execute(job).finally(() => {
+      try {
+        await this.execute(job);
+      } finally {
         this.running--;
-        this.pump();
-        if (this.running === 0 && this.queued.length === 0) for (const w of this.idleWaiters.splice(0)) w();
-      });
+      }
     }
   }
 
-  private async execute(job: LiveJob): Promise<void> {
+  private async execute(job: LocalJob): Promise<void> {
     const r = job.record;
-    this.update(job, { status: "RUNNING", startedAt: Date.now() });
+    await this.update(job, { status: "RUNNING", startedAt: Date.now() });
     const p = r.params;
     const input: GenerationInput = {
       prompt: p.prompt,
@@ -364,40 +311,45 @@ export class JobManager {
       ...(job.image ? { image: job.image } : {}),
     };
     try {
+      // A job cancelled between its claim and its start never runs.
+      job.abort.signal.throwIfAborted();
       const result = await job.pipeline.run(input, {
         signal: job.abort.signal,
         preview: p.previewEvery > 0 ? p.previewEvery : false,
         onEvent: (e) => this.onPipelineEvent(job, e),
       });
       await job.chain;
+      // A cancel that came while the last frames were being encoded still cancels: the job had not finished.
+      job.abort.signal.throwIfAborted();
       const pngs = await batchToPng(result.images);
       await this.store.writeImages(r.id, pngs);
       job.record = { ...job.record, metrics: { ...result.metrics }, imageCount: pngs.length };
-      this.finish(job, "SUCCEEDED", null, null);
+      await this.finish(job, "SUCCEEDED", null, null);
+      await this.queue.complete(r.id);
     } catch (err) {
       await job.chain;
       const reason = job.abort.signal.reason as Error | undefined;
-      if (reason instanceof ShutdownError) this.finish(job, "FAILED", INTERRUPTED_REASON, INTERRUPTED_CODE);
-      else if (job.abort.signal.aborted) this.finish(job, "CANCELLED", String(reason?.message ?? "cancelled"), "CANCELLED");
+      if (reason instanceof ShutdownError) await this.finish(job, "FAILED", INTERRUPTED_REASON, INTERRUPTED_CODE);
+      else if (job.abort.signal.aborted) await this.finish(job, "CANCELLED", String(reason?.message ?? "cancelled"), "CANCELLED");
       else {
         // The log keeps the detail (paths, stack); the client gets a code and a message free of server paths.
         this.log(`job ${r.id} failed: ${(err as Error)?.stack ?? err}`);
-        this.finish(job, "FAILED", publicMessage(err), ErrorCode.RUN_FAILED);
+        await this.finish(job, "FAILED", publicMessage(err), ErrorCode.RUN_FAILED);
       }
+      await this.queue.fail(r.id, job.record.error ?? "failed");
     }
   }
 
-  private onPipelineEvent(job: LiveJob, e: PipelineEvent): void {
+  private onPipelineEvent(job: LocalJob, e: PipelineEvent): void {
     if (e.type !== "step") return;
     const stepEndedAt = performance.now();
     job.record = { ...job.record, step: e.step, totalSteps: e.totalSteps };
+    this.bus.state(job.record);
     const preview = e.preview && job.backlog < this.encodeBacklog ? e.preview : undefined;
     job.backlog++;
     job.chain = job.chain.then(async () => {
       try {
-        const frame = await this.encodeFrame(job.record.id, e, preview, stepEndedAt);
-        job.lastStep = frame;
-        for (const s of job.subscribers) s.push({ type: "step", ...frame });
+        this.bus.step(await this.encodeFrame(job.record.id, e, preview, stepEndedAt));
       } catch (err) {
         this.log(`job ${job.record.id}: preview of step ${e.step} failed: ${(err as Error).message}`);
       } finally {
@@ -420,21 +372,24 @@ export class JobManager {
     return { jobId, node: e.node, step: e.step, totalSteps: e.totalSteps, timestep: e.timestep, elapsedMs: e.elapsedMs, previews, stepEndedAt, dropped: 0 };
   }
 
-  private update(job: LiveJob, patch: Partial<JobRecord>): void {
+  private async update(job: LocalJob, patch: Partial<JobRecord>): Promise<void> {
     job.record = { ...job.record, ...patch };
-    this.store.update(job.record);
+    this.bus.state(job.record);
+    await this.store.update(job.record);
   }
 
-  private finish(job: LiveJob, status: JobStatus, error: string | null, errorCode: string | null): void {
-    this.update(job, { status, error, errorCode, finishedAt: Date.now() });
-    for (const s of job.subscribers) {
-      s.push({ type: "finished", job: job.record });
-      s.end();
-    }
-    job.subscribers.clear();
+  private async finish(job: LocalJob, status: JobStatus, error: string | null, errorCode: string | null): Promise<void> {
+    job.record = { ...job.record, status, error, errorCode, finishedAt: Date.now() };
+    await this.store.update(job.record);
+    this.bus.finished(job.record);
     // Finished jobs are served from the store from now on.
-    this.live.delete(job.record.id);
+    this.local.delete(job.record.id);
+    if (this.local.size === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
+}
+
+function queueFull(limit: number) {
+  return apiError(ErrorCode.QUEUE_FULL, `the queue is full (${limit} jobs waiting); retry later`, { field: "queue", limit });
 }
 
 /**

@@ -10,9 +10,8 @@ import { PLUGIN_KINDS, type PluginDefinition, type PluginKind, type SchedulerIns
 import type { ScheduleData } from "../core/scheduler.ts";
 import { apiError, badInput, ErrorCode } from "./errors.ts";
 import { pngDataUrl, pngSize } from "./image.ts";
-import type { JobEvent, StepFrame, StoredImage } from "./jobs.ts";
 import { API_LIMITS, checkInt, type ApiService, type GenerateArgs, type RegisteredPipeline } from "./service.ts";
-import { JOB_STATUSES, type JobRecord, type JobStatus } from "./store.ts";
+import { JOB_STATUSES, type JobEvent, type JobRecord, type JobStatus, type StepFrame, type StoredImage } from "./ports.ts";
 
 export interface ApiContext {
   readonly service: ApiService;
@@ -468,10 +467,10 @@ builder.queryType({
         after: t.arg.string({ description: "Cursor (pageInfo.endCursor of the previous page)." }),
         status: t.arg({ type: [JobStatusEnum], description: "Only jobs with one of these statuses." }),
       },
-      resolve: (_r, a, ctx) => {
+      resolve: async (_r, a, ctx) => {
         const first = a.first ?? 20;
         checkInt("first", first, { min: 1, max: API_LIMITS.jobsPageSize });
-        const page = ctx.service.jobs.page(first, a.after ? seqOf(a.after) : null, (a.status as JobStatus[] | null | undefined) ?? null);
+        const page = await ctx.service.jobs.page(first, a.after ? seqOf(a.after) : null, (a.status as JobStatus[] | null | undefined) ?? null);
         const edges = page.jobs.map((node) => ({ cursor: cursorOf(node.seq), node }));
         return {
           edges,
@@ -499,8 +498,8 @@ builder.mutationType({
       type: JobRef,
       description: "Cancel one job, queued or running (a running job stops before its next step). Returns the job; a finished job is returned unchanged.",
       args: { id: t.arg.id({ required: true, description: "Job id." }) },
-      resolve: (_r, a, ctx) => {
-        const job = ctx.service.jobs.cancel(String(a.id));
+      resolve: async (_r, a, ctx) => {
+        const job = await ctx.service.jobs.cancel(String(a.id));
         if (!job) throw apiError(ErrorCode.NOT_FOUND, `no job "${a.id}"`, { field: "id" });
         return job;
       },
@@ -520,8 +519,8 @@ builder.subscriptionType({
       type: JobEventUnion,
       description: "A job's events: JobSnapshot (current state), one JobStep per denoising step, then JobFinished. A finished job sends JobFinished only.",
       args: { id: t.arg.id({ required: true, description: "Job id." }) },
-      subscribe: (_r, a, ctx) => {
-        const events = ctx.service.jobs.subscribe(String(a.id));
+      subscribe: async (_r, a, ctx) => {
+        const events = await ctx.service.jobs.subscribe(String(a.id));
         if (!events) throw apiError(ErrorCode.NOT_FOUND, `no job "${a.id}"`, { field: "id" });
         return events;
       },

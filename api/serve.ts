@@ -1,12 +1,18 @@
 /**
  * `bun run serve [--port P] [--host H] [--pipeline NAME] [--data DIR] [--pipelines DIR]
  *                [--concurrency N] [--max-queue N] [--cors ORIGINS]`
+ * `deno run -A api/serve.ts …` (the same options): each runtime gets its own host file.
  *
  * Environment: DIFFGRAPH_API_KEY (mutations need it when set), DIFFGRAPH_CORS_ORIGINS
  * (comma-separated, or "*"), DIFFGRAPH_DATA_DIR, PORT.
  */
 import { parseArgs } from "node:util";
-import { startServer } from "./server.ts";
+import { EXECUTION_PROVIDERS, type ExecutionProvider } from "../core/onnx.ts";
+import type { RunningServer, ServerOptions } from "./host-common.ts";
+
+/** The host for the runtime this runs on: Bun.serve + bun:sqlite, or Deno.serve + node:sqlite. */
+const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
+const { startServer } = (await (isDeno ? import("./host-deno.ts") : import("./host-bun.ts"))) as { startServer(o: ServerOptions): Promise<RunningServer> };
 
 const { values } = parseArgs({
   options: {
@@ -18,6 +24,7 @@ const { values } = parseArgs({
     concurrency: { type: "string" },
     "max-queue": { type: "string" },
     cors: { type: "string" },
+    provider: { type: "string" },
     help: { type: "boolean", short: "h" },
   },
 });
@@ -25,6 +32,8 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(`usage: bun run serve [--port 4000] [--host 127.0.0.1] [--pipeline NAME] [--pipelines DIR]
                  [--data .diffgraph] [--concurrency 4] [--max-queue 64] [--cors ORIGIN,ORIGIN|*]
+                 [--provider ${EXECUTION_PROVIDERS.join("|")}]
+       deno run -A api/serve.ts (same options)
 env: DIFFGRAPH_API_KEY, DIFFGRAPH_CORS_ORIGINS, DIFFGRAPH_DATA_DIR, PORT`);
   process.exit(0);
 }
@@ -37,6 +46,15 @@ function int(name: string, v: string | undefined): number | undefined {
     process.exit(2);
   }
   return n;
+}
+
+function provider(v: string | undefined): ExecutionProvider | undefined {
+  if (v === undefined) return undefined;
+  if (!(EXECUTION_PROVIDERS as readonly string[]).includes(v)) {
+    console.error(`--provider must be one of ${EXECUTION_PROVIDERS.join(", ")}, got "${v}"`);
+    process.exit(2);
+  }
+  return v as ExecutionProvider;
 }
 
 const corsRaw = values.cors ?? process.env.DIFFGRAPH_CORS_ORIGINS;
@@ -54,8 +72,9 @@ try {
     maxQueue: int("max-queue", values["max-queue"]),
     apiKey: process.env.DIFFGRAPH_API_KEY,
     corsOrigins,
+    executionProvider: provider(values.provider),
   });
-  console.error(`diffgraph API on ${s.url}  (GraphiQL: ${s.url}/graphql, playground: ${s.url}/)`);
+  console.error(`diffgraph API on ${s.url}  (GraphiQL: ${s.url}/graphql, playground: ${s.url}/; host: ${isDeno ? "Deno" : "Bun"})`);
   const shutdown = async () => {
     console.error("shutting down…");
     await s.stop();

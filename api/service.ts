@@ -3,8 +3,6 @@
  * registry, the job manager, and input validation. Clients choose pipelines, schedulers and
  * plugins by name from what is registered here; no client input becomes a path or a module.
  */
-import { readdir } from "node:fs/promises";
-import { join } from "node:path";
 import { modelFolderOf, type Diffgraph } from "../core/diffgraph.ts";
 import { readJson } from "../core/model-source.ts";
 import { paramsFor } from "../core/executor.ts";
@@ -15,7 +13,8 @@ import type { Tensor } from "../core/tensor.ts";
 import { badInput } from "./errors.ts";
 import { ImageTooLargeError, imageToTensor } from "./image.ts";
 import { JobManager, type NewJob } from "./jobs.ts";
-import type { JobParams, JobStore } from "./store.ts";
+import { MemoryEventBus, MemoryJobQueue } from "./adapters/memory.ts";
+import type { EventBus, JobParams, JobQueue, JobStore } from "./ports.ts";
 
 /** Bounds the API adds to the generation bounds in `core/params.ts` (`LIMITS`). */
 export const API_LIMITS = Object.freeze({
@@ -52,9 +51,14 @@ export interface RegisteredPipeline {
 
 export interface ServiceOptions {
   readonly diffgraph: Diffgraph;
+  /** Job records and images (`api/adapters/sqlite-*.ts`, or `MemoryJobStore`). */
   readonly store: JobStore;
-  /** Folder scanned for `*.json` pipeline documents (default `pipelines`). */
-  readonly pipelinesDir?: string;
+  /** Where jobs wait (default: an in-process `MemoryJobQueue` of `maxQueue`). */
+  readonly queue?: JobQueue;
+  /** How job events reach subscribers (default: an in-process `MemoryEventBus`). */
+  readonly bus?: EventBus;
+  /** Pipeline documents to register, by path (a host lists a folder: `api/adapters/pipeline-files-node.ts`). */
+  readonly pipelineFiles: readonly string[];
   /** Pipeline used when `generate` names none (default: the first registered, by name). */
   readonly defaultPipeline?: string;
   readonly concurrency?: number;
@@ -93,28 +97,19 @@ export class ApiService {
   readonly apiKey: string | undefined;
   readonly startedAt = Date.now();
 
-  private constructor(options: ServiceOptions, pipelines: Map<string, RegisteredPipeline>, defaultPipeline: string) {
+  private constructor(options: ServiceOptions, pipelines: Map<string, RegisteredPipeline>, defaultPipeline: string, jobs: JobManager) {
     this.diffgraph = options.diffgraph;
     this.pipelines = pipelines;
     this.defaultPipeline = defaultPipeline;
     this.apiKey = options.apiKey || undefined;
-    this.jobs = new JobManager({
-      store: options.store,
-      concurrency: options.concurrency,
-      maxQueue: options.maxQueue,
-      subscriberBuffer: options.subscriberBuffer,
-      log: options.log,
-    });
+    this.jobs = jobs;
   }
 
   /** Open every pipeline in the folder, skipping (and logging) the ones that fail to load. */
   static async create(options: ServiceOptions): Promise<ApiService> {
     const log = options.log ?? ((m: string) => console.error(m));
-    const dir = options.pipelinesDir ?? "pipelines";
-    const files = (await readdir(dir)).filter((f) => f.endsWith(".json")).sort();
     const pipelines = new Map<string, RegisteredPipeline>();
-    for (const f of files) {
-      const file = join(dir, f);
+    for (const file of options.pipelineFiles) {
       try {
         const pipeline = await options.diffgraph.openPipeline(file);
         if (pipelines.has(pipeline.name)) {
@@ -135,7 +130,7 @@ export class ApiService {
         log(`pipelines: skipping ${file}: ${(err as Error).message}`);
       }
     }
-    if (pipelines.size === 0) throw new Error(`no pipeline in ${dir}/ could be loaded (see the log lines above)`);
+    if (pipelines.size === 0) throw new Error(`none of the pipelines (${options.pipelineFiles.join(", ") || "no files"}) could be loaded (see the log lines above)`);
     const names = [...pipelines.keys()];
     // Without an explicit default: the embedded model's pipeline (as the CLI), not whichever file sorts
     // first (emoji-256.json, the cascade, sorts before emoji-64.json).
@@ -144,7 +139,14 @@ export class ApiService {
       await Promise.all([...pipelines.values()].map((p) => p.pipeline.dispose()));
       throw new Error(`default pipeline "${def}" is not registered (registered: ${names.join(", ")})`);
     }
-    return new ApiService({ ...options, log }, pipelines, def);
+    const jobs = await JobManager.start({
+      store: options.store,
+      queue: options.queue ?? new MemoryJobQueue(options.maxQueue ?? 64),
+      bus: options.bus ?? new MemoryEventBus(options.subscriberBuffer ?? 32),
+      concurrency: options.concurrency,
+      log,
+    });
+    return new ApiService({ ...options, log }, pipelines, def, jobs);
   }
 
   get registry() {
@@ -169,7 +171,7 @@ export class ApiService {
         throw badInput("input.scheduler", `unknown scheduler "${input.scheduler}" (schedulers: ${this.registry.names("scheduler").join(", ")})`);
       }
     }
-    this.jobs.checkCapacity();
+    await this.jobs.checkCapacity();
     const previewEvery = input.previewEvery ?? 1;
     checkInt("input.previewEvery", previewEvery, API_LIMITS.previewEvery);
     const priority = input.priority ?? 0;
@@ -211,7 +213,8 @@ export class ApiService {
 
   async close(): Promise<void> {
     await this.jobs.close();
-    this.jobs.store.close();
+    await this.jobs.store.close();
+    await this.jobs.bus.close();
     await Promise.all([...this.pipelines.values()].map((p) => p.pipeline.dispose()));
     await this.diffgraph.dispose();
   }

@@ -109,7 +109,7 @@ async function live(server: TestServer, make: () => Transport, k: number): Promi
 
 async function generationTime(server: TestServer, stalledReaders: number): Promise<number> {
   const id = await generate(server);
-  const its = Array.from({ length: stalledReaders }, () => server.service.jobs.subscribe(id)![Symbol.asyncIterator]());
+  const its = await Promise.all(Array.from({ length: stalledReaders }, async () => (await server.service.jobs.subscribe(id))![Symbol.asyncIterator]()));
   const t0 = performance.now();
   await server.service.jobs.idle();
   const ms = performance.now() - t0;

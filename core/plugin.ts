@@ -84,6 +84,12 @@ export interface NoisePredictorInstance {
   latentShape(height: number, width: number): [number, number, number];
   /** Largest batch the model accepts in one call (Infinity for a dynamic batch axis). */
   readonly maxBatch: number;
+  /**
+   * Runs on the calling thread (onnxruntime-web's WASM without a proxy worker): each call finishes
+   * before the event loop can serve I/O, so the denoising loop yields a macrotask between steps, or
+   * a server on that backend would answer nothing (cancellation, event streams) until a run ends.
+   */
+  readonly blocking?: boolean;
   /** Image sizes the model takes, so a run can be refused before it starts. */
   readonly sizes?: SizeRule;
   /** Accepts a different timestep for each row (the model's `timestep` input is [batch]). */

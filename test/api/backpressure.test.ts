@@ -12,7 +12,7 @@ afterAll(() => server.close());
 test("a subscriber that does not read keeps only its newest frames and the final event", async () => {
   const r = await server.gql(GENERATE, { input: { prompt: "slow reader", steps: 12, scheduler: "ddim" } });
   const id = r.data.generate.id as string;
-  const events = server.service.jobs.subscribe(id)!;
+  const events = (await server.service.jobs.subscribe(id))!;
   const it = events[Symbol.asyncIterator]();
   const first = await it.next(); // the snapshot; then it stops reading while the job runs
   expect((first.value as JobEvent).type).toBe("snapshot");
@@ -34,11 +34,11 @@ test("a subscriber that does not read keeps only its newest frames and the final
 test("a reader that leaves does not hold the job", async () => {
   const r = await server.gql(GENERATE, { input: { prompt: "quitter", steps: 6, scheduler: "ddim" } });
   const id = r.data.generate.id as string;
-  const it = server.service.jobs.subscribe(id)![Symbol.asyncIterator]();
+  const it = (await server.service.jobs.subscribe(id))![Symbol.asyncIterator]();
   await it.next();
   const pending = it.next(); // waiting for a step when the client goes away
   await it.return?.();
   expect(await pending).toEqual({ value: undefined, done: true });
   await server.service.jobs.idle();
-  expect(server.service.jobs.get(id)!.status).toBe("SUCCEEDED");
+  expect((await server.service.jobs.get(id))!.status).toBe("SUCCEEDED");
 });

@@ -8,7 +8,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ApiService } from "../../api/service.ts";
-import { JobStore } from "../../api/store.ts";
+import { openSqliteStore } from "../../api/adapters/sqlite-bun.ts";
+import { pipelineFiles } from "../../api/adapters/pipeline-files-node.ts";
 import { createDiffgraph } from "../../core/diffgraph.ts";
 import { builtinRegistry } from "../../plugins/index.ts";
 import { fetchPng, GENERATE, pngSize, sseTransport, startTestServer, type TestServer } from "./helpers.ts";
@@ -74,14 +75,14 @@ test("registered by name next to the others; the default is not the cascade", as
 
 test("the shipped pipelines folder: emoji-256 sorts first by file name, yet the default is emoji-64", async () => {
   const diffgraph = await createDiffgraph({ registry: builtinRegistry(), log: () => {}, threads: 1 });
-  const store = new JobStore(join(dir, "data-shipped"));
-  const service = await ApiService.create({ diffgraph, store, log: () => {} });
+  const store = openSqliteStore(join(dir, "data-shipped"));
+  const service = await ApiService.create({ diffgraph, store, pipelineFiles: await pipelineFiles("pipelines"), log: () => {} });
   try {
     expect(service.defaultPipeline).toBe("emoji-64");
     expect(service.pipelines.has("emoji-64")).toBe(true);
   } finally {
     await service.jobs.close();
-    store.close();
+    await store.close();
     await diffgraph.dispose();
   }
 }, 120_000);

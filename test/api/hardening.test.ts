@@ -168,7 +168,7 @@ describe("a job that fails while running", () => {
   });
 
   test("reports RUN_FAILED and a message with no server path", async () => {
-    const g = await t.gql(GENERATE, { input: { prompt: "x", steps: 1, pipeline: "fails" } });
+    const g = await t.gql(GENERATE, { input: { prompt: "x", steps: 1, pipeline: "fails", batchSize: 2 } });
     await t.service.jobs.idle();
     const j = (await t.gql(`{ job(id: "${g.data.generate.id}") { status error errorCode } }`)).data.job;
     expect(j.status).toBe("FAILED");

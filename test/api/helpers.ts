@@ -5,7 +5,7 @@ import { join, resolve } from "node:path";
 import { createClient as createSseClient } from "graphql-sse";
 import { createClient as createWsClient } from "graphql-ws";
 import { setDefaultTimeout } from "bun:test";
-import { startServer, type RunningServer, type ServerOptions } from "../../api/server.ts";
+import { startServer, type RunningServer, type ServerOptions } from "../../api/host-bun.ts";
 
 // These suites start servers and load ONNX sessions; on a busy 2-core machine 5 s is too tight.
 setDefaultTimeout(30_000);
@@ -44,10 +44,13 @@ export async function startTestServer(options: ServerOptions & { dataDir?: strin
   };
 }
 
+/** What the transport contract suite needs of a server, whichever host runs it. */
+export type SuiteServer = Pick<TestServer, "url" | "gql" | "close">;
+
 /** A transport under test: run one subscription to completion, calling `onEvent` for each result. */
 export interface Transport {
   readonly name: string;
-  subscribe(server: TestServer, query: string, variables: Record<string, unknown>, onEvent?: (data: any) => void | Promise<void>): Promise<any[]>;
+  subscribe(server: { readonly url: string }, query: string, variables: Record<string, unknown>, onEvent?: (data: any) => void | Promise<void>): Promise<any[]>;
   dispose(): void;
 }
 
@@ -141,12 +144,14 @@ export async function createTestApp(options: { apiKey?: string; corsOrigins?: "*
   const { createDiffgraph } = await import("../../core/diffgraph.ts");
   const { builtinRegistry } = await import("../../plugins/index.ts");
   const { ApiService } = await import("../../api/service.ts");
-  const { JobStore } = await import("../../api/store.ts");
+  const { openSqliteStore } = await import("../../api/adapters/sqlite-bun.ts");
+  const { pipelineFiles } = await import("../../api/adapters/pipeline-files-node.ts");
   const { createApp } = await import("../../api/app.ts");
   const dataDir = mkdtempSync(join(tmpdir(), "diffgraph-app-"));
   const log = () => {};
   const diffgraph = await createDiffgraph({ registry: builtinRegistry(), log, threads: 1 });
-  const service = await ApiService.create({ diffgraph, store: new JobStore(dataDir), log, defaultPipeline: "tiny-sd", ...options });
+  const { pipelinesDir, ...rest } = options;
+  const service = await ApiService.create({ diffgraph, store: openSqliteStore(dataDir), pipelineFiles: await pipelineFiles(pipelinesDir ?? "pipelines"), log, defaultPipeline: "tiny-sd", ...rest });
   const { app } = createApp({ service, corsOrigins: options.corsOrigins });
   return {
     app,

@@ -1,7 +1,8 @@
 /** Job records and images survive a restart; jobs a restart interrupted are failed with a reason. */
 import { expect, test } from "bun:test";
 import { existsSync } from "node:fs";
-import { INTERRUPTED_REASON, JobStore } from "../../api/store.ts";
+import { openSqliteStore } from "../../api/adapters/sqlite-bun.ts";
+import { INTERRUPTED_REASON } from "../../api/ports.ts";
 import { fetchPng, GENERATE, pngSize, startTestServer } from "./helpers.ts";
 
 test("a restart keeps finished jobs and their images, and fails the interrupted ones", async () => {
@@ -14,8 +15,8 @@ test("a restart keeps finished jobs and their images, and fails the interrupted 
   await first.close(true);
 
   // A job left RUNNING by a process that died (as if killed mid-run).
-  const store = new JobStore(dataDir);
-  const crashed = store.insert({
+  const store = openSqliteStore(dataDir);
+  const crashed = await store.insert({
     id: "0123456789abcdef01234567",
     status: "RUNNING",
     pipeline: "tiny-sd",
@@ -31,7 +32,7 @@ test("a restart keeps finished jobs and their images, and fails the interrupted 
     metrics: {},
     imageCount: 0,
   });
-  store.close();
+  await store.close();
 
   const second = await startTestServer({ dataDir });
   try {

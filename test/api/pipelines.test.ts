@@ -6,7 +6,8 @@ import { join, relative, resolve } from "node:path";
 import { createDiffgraph, type Diffgraph } from "../../core/diffgraph.ts";
 import { builtinRegistry } from "../../plugins/index.ts";
 import { ApiService } from "../../api/service.ts";
-import { JobStore } from "../../api/store.ts";
+import { openSqliteStore } from "../../api/adapters/sqlite-bun.ts";
+import { pipelineFiles } from "../../api/adapters/pipeline-files-node.ts";
 import { createTestApp, GENERATE } from "./helpers.ts";
 
 let dir: string;
@@ -36,7 +37,7 @@ afterAll(async () => {
 
 test("good pipelines are registered by name; duplicates and broken ones are skipped with a reason", async () => {
   const log: string[] = [];
-  const service = await ApiService.create({ diffgraph, store: new JobStore(join(dir, "data")), pipelinesDir: join(dir, "pipelines"), defaultPipeline: "tiny-other", log: (m) => log.push(m) });
+  const service = await ApiService.create({ diffgraph, store: openSqliteStore(join(dir, "data")), pipelineFiles: await pipelineFiles(join(dir, "pipelines")), defaultPipeline: "tiny-other", log: (m) => log.push(m) });
   try {
     expect([...service.pipelines.keys()].sort()).toEqual(["tiny-metrics", "tiny-other", "tiny-sd"]);
     expect(service.defaultPipeline).toBe("tiny-other");
@@ -48,16 +49,16 @@ test("good pipelines are registered by name; duplicates and broken ones are skip
     expect(skipped.some((l) => l.includes("e-missing-model.json"))).toBe(true);
   } finally {
     await service.jobs.close();
-    service.jobs.store.close();
+    await service.jobs.store.close();
   }
 });
 
 test("an unknown default pipeline is an error that lists the registered ones", async () => {
-  const store = new JobStore(join(dir, "data2"));
-  await expect(ApiService.create({ diffgraph, store, pipelinesDir: join(dir, "pipelines"), defaultPipeline: "emoji-64", log: () => {} })).rejects.toThrow(
+  const store = openSqliteStore(join(dir, "data2"));
+  await expect(ApiService.create({ diffgraph, store, pipelineFiles: await pipelineFiles(join(dir, "pipelines")), defaultPipeline: "emoji-64", log: () => {} })).rejects.toThrow(
     /default pipeline "emoji-64" is not registered \(registered: tiny-sd, tiny-other, tiny-metrics\)/,
   );
-  store.close();
+  await store.close();
 });
 
 test("a pipeline's metric nodes reach the job and its final event", async () => {
@@ -65,7 +66,7 @@ test("a pipeline's metric nodes reach the job and its final event", async () => 
   try {
     const r = await t.gql(GENERATE, { input: { prompt: "bright", steps: 2, scheduler: "ddim", pipeline: "tiny-metrics" } });
     expect(r.errors).toBeUndefined();
-    const events = t.service.jobs.subscribe(r.data.generate.id)!;
+    const events = (await t.service.jobs.subscribe(r.data.generate.id))!;
     let finished: any;
     for await (const e of events) if (e.type === "finished") finished = e.job;
     expect(Object.keys(finished.metrics)).toEqual(["bright.mean"]);

@@ -1,17 +1,18 @@
 /**
- * One contract for every subscription transport: `runTransportSuite(makeTransport)` is run by
- * sse.test.ts and ws.test.ts against a real server on a loopback port.
+ * One contract for every subscription transport and host: `runTransportSuite(makeTransport, start)`
+ * is run by sse.test.ts and ws.test.ts against a Bun-hosted server on a loopback port, and by
+ * hosts.test.ts against a Deno-hosted one in a child process.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { fetchPng, GENERATE, pngSize, PROGRESS, startTestServer, type TestServer, type Transport } from "./helpers.ts";
+import { fetchPng, GENERATE, pngSize, PROGRESS, startTestServer, type SuiteServer, type Transport } from "./helpers.ts";
 
-export function runTransportSuite(makeTransport: () => Transport): void {
-  let server: TestServer;
+export function runTransportSuite(makeTransport: () => Transport, start: (options: { concurrency: number }) => Promise<SuiteServer> = startTestServer): void {
+  let server: SuiteServer;
   let transport: Transport;
   beforeAll(async () => {
-    server = await startTestServer({ concurrency: 2 });
+    server = await start({ concurrency: 2 });
     transport = makeTransport();
-  });
+  }, 120_000);
   afterAll(async () => {
     transport.dispose();
     await server.close();

@@ -63,7 +63,8 @@ describe("Pipeline.check", () => {
 describe("API startup", () => {
   test("a pipeline that fails its dry run is skipped with a log line and does not become the default", async () => {
     const { ApiService } = await import("../../api/service.ts");
-    const { JobStore } = await import("../../api/store.ts");
+    const { openSqliteStore } = await import("../../api/adapters/sqlite-bun.ts");
+    const { pipelineFiles } = await import("../../api/adapters/pipeline-files-node.ts");
     const dir = join(base, "pipelines");
     mkdirSync(dir);
     brokenPipeline(dir, "aaa-broken"); // sorts first: without the dry run it would be the default
@@ -72,7 +73,7 @@ describe("API startup", () => {
     good.model = resolve("models/tiny-sd");
     writeFileSync(join(dir, "zzz-good.json"), JSON.stringify(good));
     const lines: string[] = [];
-    const service = await ApiService.create({ diffgraph: await diffgraph(), store: new JobStore(join(base, "data")), pipelinesDir: dir, log: (m) => lines.push(m) });
+    const service = await ApiService.create({ diffgraph: await diffgraph(), store: openSqliteStore(join(base, "data")), pipelineFiles: await pipelineFiles(dir), log: (m) => lines.push(m) });
     expect([...service.pipelines.keys()]).toEqual(["zzz-good"]);
     expect(service.defaultPipeline).toBe("zzz-good");
     expect(lines.some((l) => /^pipelines: skipping .*aaa-broken\.json: dry run failed: .*unet\/model\.onnx: inference failed/.test(l))).toBe(true);

@@ -1,0 +1,96 @@
+/**
+ * What every host shares: building the service and app from options, with the engines a host
+ * hands in (its SQLite driver, its way to list a folder), and the graphql-ws server options. The
+ * host files (`host-bun.ts`, `host-deno.ts`) only listen and upgrade WebSockets.
+ */
+import { GraphQLError, type ExecutionArgs } from "graphql";
+import type { ServerOptions as WsServerOptions } from "graphql-ws";
+import { createDiffgraph } from "../core/diffgraph.ts";
+import type { ExecutionProvider } from "../core/onnx.ts";
+import type { PluginRegistry } from "../core/registry.ts";
+import { builtinRegistry } from "../plugins/index.ts";
+import { createApp, type ApiYoga, type AppOptions } from "./app.ts";
+import { apiError, ErrorCode } from "./errors.ts";
+import type { JobStore } from "./ports.ts";
+import { ApiService, type ServiceOptions } from "./service.ts";
+
+/** The service's options (pipelines, queue, auth) plus where to listen and what to load them with. */
+export interface ServerOptions extends Partial<Omit<ServiceOptions, "diffgraph" | "store" | "pipelineFiles">> {
+  /** 0 picks a free port. */
+  readonly port?: number;
+  readonly hostname?: string;
+  /** Folder for jobs.sqlite and images/ (default `.diffgraph`). */
+  readonly dataDir?: string;
+  /** Folder whose `*.json` pipeline documents are registered (default `pipelines`). */
+  readonly pipelinesDir?: string;
+  readonly corsOrigins?: AppOptions["corsOrigins"];
+  readonly registry?: PluginRegistry;
+  readonly threads?: number;
+  /** ONNX execution provider (default "auto": the best this host has). */
+  readonly executionProvider?: ExecutionProvider;
+  readonly plugins?: AppOptions["plugins"];
+}
+
+export interface RunningServer {
+  readonly url: string;
+  readonly port: number;
+  readonly service: ApiService;
+  /** Stop accepting connections, cancel jobs, close the store. */
+  stop(): Promise<void>;
+}
+
+/** What a host provides: its SQLite store and folder listing. */
+export interface HostEngines {
+  openStore(dataDir: string): JobStore;
+  pipelineFiles(dir: string): Promise<string[]>;
+}
+
+export async function openService(options: ServerOptions, engines: HostEngines) {
+  const log = options.log ?? ((m: string) => console.error(m));
+  const diffgraph = await createDiffgraph({ registry: options.registry ?? builtinRegistry(), log, threads: options.threads, executionProvider: options.executionProvider });
+  const pipelineFiles = await engines.pipelineFiles(options.pipelinesDir ?? "pipelines");
+  // ServerOptions extends the service's options; the listening fields it adds are ignored there.
+  const service = await ApiService.create({ ...options, diffgraph, store: engines.openStore(options.dataDir ?? ".diffgraph"), pipelineFiles, log });
+  const { app, yoga } = createApp({ service, corsOrigins: options.corsOrigins, plugins: options.plugins });
+  return { service, app, yoga };
+}
+
+/**
+ * graphql-ws options over yoga's envelope. Everything a client sends is parsed and validated in
+ * `onSubscribe`; anything thrown becomes an error message to that client. An uncaught throw would
+ * reach the host's WebSocket handler and end the process (one unparsable `subscribe` used to).
+ */
+export function wsServerOptions<E>(yoga: ApiYoga, upgradeRequestOf: (extra: E) => Request): WsServerOptions<Record<string, unknown>, E> {
+  return {
+    execute: (args: ExecutionArgs) => (args.rootValue as { execute: (a: ExecutionArgs) => unknown }).execute(args) as never,
+    subscribe: (args: ExecutionArgs) => (args.rootValue as { subscribe: (a: ExecutionArgs) => unknown }).subscribe(args) as never,
+    onSubscribe: async (ctx, _id, params) => {
+      try {
+        const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
+          ...ctx,
+          // Not `request`: yoga would treat the upgrade GET as the operation's HTTP request and refuse mutations.
+          upgradeRequest: upgradeRequestOf(ctx.extra),
+          connectionParams: ctx.connectionParams,
+          params,
+        });
+        const document = parse(params.query);
+        const errors = validate(schema, document);
+        if (errors.length) return [...errors];
+        return {
+          schema,
+          operationName: params.operationName,
+          document,
+          variableValues: params.variables,
+          contextValue: await contextFactory(),
+          rootValue: { execute, subscribe },
+        };
+      } catch (err) {
+        return [err instanceof GraphQLError ? err : apiError(ErrorCode.BAD_REQUEST, `the operation could not be read: ${(err as Error)?.name ?? "error"}`)];
+      }
+    },
+  };
+}
+
+export function forbiddenOrigin(request: Request): Response {
+  return new Response(`origin ${request.headers.get("origin")} is not allowed (start the server with --cors to allow it)`, { status: 403 });
+}

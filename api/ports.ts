@@ -1,0 +1,172 @@
+/**
+ * The service's ports: what the job manager, the schema and the app need from storage, queueing and
+ * event delivery, as interfaces. Engines plug in behind them, one small file each under
+ * `api/adapters/` (SQLite through bun:sqlite or node:sqlite, in-memory, and later Redis/Postgres), so
+ * this file and everything that uses it imports no runtime.
+ *
+ * Every method that may cross a process boundary returns a Promise, so a remote engine fits the same
+ * shape as the embedded one.
+ */
+/** A PNG the server can hand out by id (`/images/<id>.png`). */
+export interface StoredImage {
+  readonly id: string;
+  readonly width: number;
+  readonly height: number;
+  /** Present for preview frames (kept in memory); final images are read from the store. */
+  readonly png?: Uint8Array;
+}
+
+export const JOB_STATUSES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+export const FINISHED: ReadonlySet<JobStatus> = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
+
+export const INTERRUPTED_REASON = "interrupted: the server stopped before this job finished";
+export const INTERRUPTED_CODE = "INTERRUPTED";
+
+/** What a client asked for, after validation and defaults (the img2img source is not persisted). */
+export interface JobParams {
+  prompt: string;
+  negativePrompt: string;
+  steps: number;
+  guidanceScale: number;
+  seed: number;
+  batchSize: number;
+  height: number;
+  width: number;
+  strength: number;
+  scheduler: string | null;
+  img2img: boolean;
+  previewEvery: number;
+}
+
+export interface JobRecord {
+  /** Insertion order, for stable pagination. */
+  seq: number;
+  id: string;
+  status: JobStatus;
+  pipeline: string;
+  params: JobParams;
+  priority: number;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  error: string | null;
+  /** Machine-readable reason for FAILED and CANCELLED jobs (RUN_FAILED, INTERRUPTED, CANCELLED). */
+  errorCode: string | null;
+  /** Denoising steps done / planned (planned is known once the scheduler has its timesteps). */
+  step: number;
+  totalSteps: number | null;
+  metrics: Record<string, number>;
+  /** Number of final images (image i has id `${id}-${i}`). */
+  imageCount: number;
+}
+
+export type NewJobRecord = Omit<JobRecord, "seq">;
+
+export interface JobPage {
+  jobs: JobRecord[];
+  hasNextPage: boolean;
+  totalCount: number;
+}
+
+/**
+ * Job records (queryable by status, paged newest first for the Relay `jobs` connection) and final
+ * images. A job is finished with all its images or not finished with none: `writeImages` makes them
+ * durable before the caller commits the record, and `recover` removes images no finished record claims.
+ */
+export interface JobStore {
+  insert(job: NewJobRecord): Promise<JobRecord>;
+  /** Persist the mutable fields of a job (status changes, not every step). */
+  update(job: JobRecord): Promise<void>;
+  get(id: string): Promise<JobRecord | null>;
+  /** Newest first; `afterSeq` continues after a cursor. */
+  page(first: number, afterSeq: number | null, status: readonly JobStatus[] | null): Promise<JobPage>;
+  writeImages(jobId: string, pngs: readonly Uint8Array[]): Promise<void>;
+  readImage(imageId: string): Promise<Uint8Array | null>;
+  /**
+   * After a crash or stop: fail jobs left QUEUED or RUNNING (`INTERRUPTED`) and remove images of
+   * jobs that never finished. Returns what it did.
+   */
+  recover(): Promise<{ interrupted: number; orphanImages: number }>;
+  close(): Promise<void>;
+}
+
+/** The queue refused a job: it holds `limit` waiting jobs, or it is closed. */
+export class QueueFullError extends Error {
+  constructor(
+    message: string,
+    readonly limit: number,
+  ) {
+    super(message);
+    this.name = "QueueFullError";
+  }
+}
+
+/**
+ * Job ids waiting to run: highest priority first, arrival order within a priority, bounded length.
+ * Workers `claim` the next one; a claimed job is `complete`d or `fail`ed by the worker that holds it
+ * (a remote queue re-delivers one whose worker stops sending `heartbeat`s).
+ */
+export interface JobQueue {
+  readonly maxLength: number;
+  length(): Promise<number>;
+  /** Enqueue; rejects with `QueueFullError` when `maxLength` jobs wait (or the queue is closed). */
+  push(id: string, priority: number): Promise<void>;
+  /** The next job id to run; waits while the queue is empty; null once the queue is closed. */
+  claim(): Promise<string | null>;
+  /** The worker is still running `id`. */
+  heartbeat(id: string): Promise<void>;
+  complete(id: string): Promise<void>;
+  fail(id: string, reason: string): Promise<void>;
+  /** Take a waiting job out (cancelled before it started); false if it was not waiting. */
+  remove(id: string): Promise<boolean>;
+  /** Take every waiting job out; returns their ids. */
+  clear(): Promise<string[]>;
+  /** Place of a waiting job (0 = next), or null. */
+  position(id: string): Promise<number | null>;
+  /** Refuse new jobs and wake waiting `claim`s with null; returns the ids still waiting. */
+  close(): Promise<string[]>;
+}
+
+/** One denoising step of a job as subscribers see it. */
+export interface StepFrame {
+  readonly jobId: string;
+  /** The pipeline node (stage) whose step this is, e.g. "denoise". */
+  readonly node: string;
+  readonly step: number;
+  readonly totalSteps: number;
+  readonly timestep: number;
+  readonly elapsedMs: number;
+  readonly previews: readonly StoredImage[];
+  /** `performance.now()` when the step ended in the pipeline (for latency measurements). */
+  readonly stepEndedAt: number;
+  /** Frames dropped for this subscriber since its previous step event. */
+  readonly dropped: number;
+}
+
+export type JobEvent =
+  | { readonly type: "snapshot"; readonly job: JobRecord; readonly lastStep: StepFrame | null }
+  | ({ readonly type: "step" } & StepFrame)
+  | { readonly type: "finished"; readonly job: JobRecord };
+
+/**
+ * Per-job events to every subscriber, wherever it is connected, plus the latest state of a running
+ * job so that a late subscriber starts from it. A subscription is bounded per subscriber: when it
+ * reads too slowly its oldest intermediate steps are dropped (counted in `dropped`), never the final
+ * event, and generation never waits for it.
+ */
+export interface EventBus {
+  /** A job was accepted or changed state (queued, running, progress): becomes its latest state. */
+  state(job: JobRecord): void;
+  step(frame: StepFrame): void;
+  /** The job finished: subscribers get this last event and end; its latest state is dropped. */
+  finished(job: JobRecord): void;
+  /**
+   * Events of a job that has not finished: its snapshot first, then live events until `finished`.
+   * Null when the bus knows no live state for it (ask the store for a finished one).
+   */
+  subscribe(jobId: string): AsyncIterable<JobEvent> | null;
+  /** The latest state of an unfinished job, or null. */
+  latest(jobId: string): { job: JobRecord; lastStep: StepFrame | null } | null;
+  close(): Promise<void>;
+}
