@@ -51,7 +51,7 @@ const ConfigSchema = z
   .strict();
 
 /**
- * A pixel mask [1|B, 1|3, H, W] (1 = repaint) at the latent size [B, 1, h, w]: binarised at 0.5,
+ * A pixel mask [1|B, 1|3, H, W] (1 = repaint; RGB by its channels' mean) at the latent size [B, 1, h, w]: binarised at 0.5,
  * then nearest (the top-left pixel of each cell, as torch's `interpolate` picks it).
  */
 export function latentMask(mask: Tensor, batch: number, H: number, W: number, h: number, w: number): Tensor {
@@ -65,7 +65,12 @@ export function latentMask(mask: Tensor, batch: number, H: number, W: number, h:
   for (let b = 0; b < batch; b++) {
     const src = mb === 1 ? 0 : b;
     for (let y = 0; y < h; y++)
-      for (let x = 0; x < w; x++) out[(b * h + y) * w + x] = mask.data[((src * mc) * H + y * fy) * W + x * fx]! >= 0.5 ? 1 : 0;
+      for (let x = 0; x < w; x++) {
+        // An RGB mask (a PNG) counts by the mean of its channels.
+        let v = 0;
+        for (let c = 0; c < mc; c++) v += mask.data[((src * mc + c) * H + y * fy) * W + x * fx]!;
+        out[(b * h + y) * w + x] = v / mc >= 0.5 ? 1 : 0;
+      }
   }
   return { dims: [batch, 1, h, w], data: out };
 }

@@ -1,6 +1,6 @@
 /**
  * `bun run generate --prompt "red heart" [--negative …] [--steps N] [--scheduler NAME]
- *   [--guidance G] [--seed S] [--batch N] [--image in.png --strength 0.6] [--pipeline FILE|MODEL_DIR]
+ *   [--guidance G] [--seed S] [--batch N] [--image in.png --strength 0.6] [--mask mask.png] [--pipeline FILE|MODEL_DIR]
  *   [--provider auto|cpu|wasm|webgpu] [--out out.png] [--scale K]`
  */
 import { parseArgs } from "node:util";
@@ -24,6 +24,7 @@ const HELP = `diffgraph generate — text to image
   --scheduler NAME     ddim, euler, dpmpp-2m, …   --seed S       random seed (default 0)
   --batch N            images per run             --size PX      width and height
   --image FILE         img2img source             --strength S   0..1, how far to move from it
+  --mask FILE          inpainting: white = repaint, black = keep (with --image; same size)
   --pipeline PATH      pipeline JSON or diffusers ONNX model folder (default ${DEFAULT_PIPELINE})
   --provider P         auto | cpu | wasm | webgpu (default auto)
   --out FILE           PNG to write (default out.png)   --scale K   upscale the PNG K× (nearest)`;
@@ -52,6 +53,7 @@ export async function main(argv: string[]): Promise<number> {
       guidance: { type: "string" }, seed: { type: "string" }, batch: { type: "string" }, size: { type: "string" },
       image: { type: "string" }, strength: { type: "string" }, pipeline: { type: "string" }, provider: { type: "string" },
       out: { type: "string" }, scale: { type: "string" }, help: { type: "boolean", short: "h" },
+      mask: { type: "string" },
     },
     strict: true,
   });
@@ -68,6 +70,8 @@ export async function main(argv: string[]): Promise<number> {
     const height = size ?? pipeline.defaults.height ?? 64;
     const width = size ?? pipeline.defaults.width ?? 64;
     const image = values.image ? await readImage(values.image, width, height) : undefined;
+    if (values.mask && !values.image) throw new Error("--mask needs --image (the picture whose unmasked part it keeps)");
+    const mask = values.mask ? await readImage(values.mask, width, height) : undefined;
     const isTty = process.stderr.isTTY;
     let started = performance.now();
     let lastLen = 0;
@@ -84,6 +88,7 @@ export async function main(argv: string[]): Promise<number> {
         height,
         width,
         image,
+        mask,
       },
       {
         onEvent(e) {

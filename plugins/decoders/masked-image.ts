@@ -2,7 +2,7 @@
  * The source image with the region to repaint blanked out, for inpainting UNets' masked-image
  * latents: where the mask is ≥ 0.5 the pixel becomes mid-grey (0.5, i.e. 0 in the VAE's [−1, 1]
  * range), as diffusers' `image * (mask < 0.5)` does on [−1, 1] images. The mask is [1|B, 1|3, H, W]
- * at the image's size, 1 = repaint.
+ * at the image's size, 1 = repaint (an RGB mask counts by its channels' mean).
  */
 import { z } from "zod";
 import { definePlugin } from "../../core/plugin.ts";
@@ -29,7 +29,9 @@ export default definePlugin({
           for (let c = 0; c < C; c++)
             for (let p = 0; p < plane; p++) {
               const i = (b * C + c) * plane + p;
-              out[i] = mask.data[(mb === 1 ? 0 : b) * mc * plane + p]! >= 0.5 ? 0.5 : images.data[i]!;
+              let v = 0;
+              for (let k = 0; k < mc; k++) v += mask.data[((mb === 1 ? 0 : b) * mc + k) * plane + p]!;
+              out[i] = v / mc >= 0.5 ? 0.5 : images.data[i]!;
             }
         return { images: { dims: images.dims, data: out } };
       },
