@@ -65,13 +65,26 @@ export async function imageToTensor(bytes: Uint8Array, size?: { width: number; h
 }
 
 export function pngDataUrl(png: Uint8Array): string {
-  return `data:image/png;base64,${Buffer.from(png.buffer, png.byteOffset, png.byteLength).toString("base64")}`;
+  return `data:image/png;base64,${base64(png)}`;
 }
 
-/** Read an image file (PNG, JPEG, WebP…) as a [1, 3, H, W] tensor, resized (cover) to width × height. */
-export async function readImage(path: string, width: number, height: number): Promise<Tensor> {
-  const { readFile } = await import("node:fs/promises");
-  return imageToTensor(new Uint8Array(await readFile(path)), { width, height });
+/** Standard base64 of bytes, in chunks (String.fromCharCode takes a bounded argument list). */
+export function base64(bytes: Uint8Array): string {
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(bin);
+}
+
+/** Bytes of standard or URL-safe base64; null when it is not base64. */
+export function fromBase64(text: string): Uint8Array | null {
+  try {
+    const bin = atob(text.replace(/-/g, "+").replace(/_/g, "/"));
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  } catch {
+    return null;
+  }
 }
 
 /**

@@ -210,7 +210,7 @@ export function linePlotSvg(plot: LinePlot): string {
 
 /** Rasterise an SVG document to PNG bytes. */
 export async function renderPng(svg: string): Promise<Buffer> {
-  return sharp(Buffer.from(svg)).png().toBuffer();
+  return sharp(new TextEncoder().encode(svg)).png().toBuffer();
 }
 
 export async function linePlotPng(plot: LinePlot): Promise<Buffer> {

@@ -1,7 +1,7 @@
 /**
  * `bun run eval` — evaluate a pipeline over a grid of schedulers × step counts × guidance scales on a
  * prompt set, and write a report folder (results.json, results.csv, plots/*.png, grids/*.png,
- * index.html; see api/report.ts). Metrics come from the evaluation CLIP (`clip_eval/` in the model
+ * index.html; see api/cli/report.ts). Metrics come from the evaluation CLIP (`clip_eval/` in the model
  * folder, or --eval-models): CLIP score, R-precision and, with reference features, the Fréchet
  * distance accumulated over the whole cell with streaming statistics.
  *
@@ -21,8 +21,9 @@ import { clipScores } from "../../plugins/metrics/clip-score.ts";
 import { frechetDistance, type Gaussian } from "../../plugins/metrics/linalg.ts";
 import { candidateCaptions, promptRank } from "../../plugins/metrics/r-precision.ts";
 import { FeatureStats, gaussianFromJSON, type GaussianStatsJson } from "../../plugins/metrics/stats.ts";
-import { gridPng, readImage } from "../image.ts";
-import { cellKey, cellSlug, loadResults, sameSettings, saveResults, writeReport, type CellResult, type RealResult, type ReportSettings, type Results } from "../report.ts";
+import { gridPng } from "../image.ts";
+import { readImage } from "./image-file.ts";
+import { cellKey, cellSlug, loadResults, sameSettings, saveResults, writeReport, type CellResult, type RealResult, type ReportSettings, type Results } from "./report.ts";
 import { DEFAULT_PIPELINE } from "./generate.ts";
 import { runMain } from "./run-main.ts";
 

@@ -9,7 +9,8 @@ import { writeFile } from "node:fs/promises";
 import { createDiffgraph } from "../../core/diffgraph.ts";
 import type { ExecutionProvider } from "../../core/onnx.ts";
 import { builtinRegistry } from "../../plugins/index.ts";
-import { gridPng, readImage } from "../image.ts";
+import { gridPng } from "../image.ts";
+import { readImage } from "./image-file.ts";
 import { runMain } from "./run-main.ts";
 
 export const DEFAULT_PIPELINE = existsSync("pipelines/emoji-64.json") && existsSync("models/emoji-64/unet/model.onnx")

@@ -8,7 +8,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { fileSource } from "../../core/adapters/node.ts";
 import { concat0, type Tensor } from "../../core/tensor.ts";
-import { readImage } from "../../api/image.ts";
+import { readImage } from "../../api/cli/image-file.ts";
 import { ClipImageTower, ClipTextTower, l2normalize } from "../../plugins/metrics/clip-eval.ts";
 import { clipScores } from "../../plugins/metrics/clip-score.ts";
 import { frechetDistance } from "../../plugins/metrics/linalg.ts";

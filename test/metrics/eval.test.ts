@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { resolve } from "node:path";
-import type { Results } from "../../api/report.ts";
+import type { Results } from "../../api/cli/report.ts";
 import { tensorToPng } from "../../api/image.ts";
 import { createRng } from "../../core/random.ts";
 
@@ -97,7 +97,7 @@ test("a pipeline file naming its model folder by absolute path finds the evaluat
 
 describe("report helpers", () => {
   test("CSV quotes fields with commas/quotes and leaves nulls empty", async () => {
-    const { toCsv } = await import("../../api/report.ts");
+    const { toCsv } = await import("../../api/cli/report.ts");
     const csv = toCsv([{ scheduler: 'a,"b"', steps: 10, guidance: 4, images: 2, clipScore: 1.5, clipScoreStd: 0.1, rPrecision: 0.5, meanRank: 1.5, candidates: 100, fd: null, fdL2: null, secondsPerImage: 0.2, seconds: 0.4, grid: "grids/x.png", finishedAt: "" }]);
     expect(csv.split("\n")[1]).toBe('"a,""b""",10,4,2,1.5,0.1,0.5,1.5,100,,,0.2,0.4,grids/x.png');
   });

@@ -9,7 +9,7 @@
  */
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import { existsSync, readFileSync } from "node:fs";
-import { linePlotPng, type Series } from "./plot.ts";
+import { linePlotPng, type Series } from "../plot.ts";
 
 export interface CellResult {
   readonly scheduler: string;
