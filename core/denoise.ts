@@ -23,6 +23,7 @@ import type { NodeType, Values } from "./node.ts";
 import { ComponentRefSchema } from "./pipeline-config.ts";
 import type { NoisePredictorInstance, SchedulerInstance } from "./plugin.ts";
 import { PredictBatcher } from "./batcher.ts";
+import { ParamsError } from "./params.ts";
 import { createRng } from "./random.ts";
 import { concat0, numel, repeatRows, slice0, tensor, type Embeddings, type Tensor } from "./tensor.ts";
 
@@ -176,7 +177,7 @@ export const denoiseNode: NodeType = {
         const batch = params.batchSize;
         const takes = predictor.takes ?? {};
         const guided = uncond !== undefined && params.guidanceScale > 1 && !takes.guidance;
-        if (takes.inpaint && (!mask || !maskedLatents)) throw new RangeError("denoise: this is an inpainting UNet (latents + mask + masked-image latents); the run needs an image and a mask");
+        if (takes.inpaint && (!mask || !maskedLatents)) throw new ParamsError("mask: this is an inpainting UNet (latents + mask + masked-image latents); the run needs an image and a mask", "mask");
         if (takes.pooled && !inputs.pooled) throw new RangeError("denoise: this UNet takes pooled text embeddings (SDXL's text_embeds); wire the text encoder's pooled output to the denoise node's pooled input");
 
         const scheduler = (await schedulerFor(params.scheduler)).createScheduler();

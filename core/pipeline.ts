@@ -300,11 +300,20 @@ export class Pipeline implements ExecutableGraph {
    */
   async check(options: { readonly signal?: AbortSignal } = {}): Promise<{ readonly steps: number; readonly ms: number }> {
     const started = performance.now();
+    // An inpainting model cannot draw without an image and a mask (it says so by naming the field
+    // "mask"): its dry run repaints the whole of a grey image.
+    let inpaint: Pick<GenerationInput, "image" | "mask" | "strength"> = {};
     for (let steps = 1; ; steps++) {
       try {
-        await this.run({ prompt: "check", steps, seed: 0, batchSize: 1 }, { preview: false, ...(options.signal ? { signal: options.signal } : {}) });
+        await this.run({ prompt: "check", steps, seed: 0, batchSize: 1, ...inpaint }, { preview: false, ...(options.signal ? { signal: options.signal } : {}) });
         return { steps, ms: performance.now() - started };
       } catch (err) {
+        if ((err as { field?: unknown }).field === "mask" && !inpaint.mask) {
+          const { height, width } = this.defaults as { height: number; width: number };
+          inpaint = { image: { dims: [1, 3, height, width], data: new Float32Array(3 * height * width).fill(0.5) }, mask: { dims: [1, 1, height, width], data: new Float32Array(height * width).fill(1) }, strength: 1 };
+          steps--;
+          continue;
+        }
         // Schedulers name the argument at fault (`SchedulerConfigError.key`); too few steps → try one more.
         if ((err as { key?: unknown }).key !== "num_inference_steps" || steps >= MAX_CHECK_STEPS) throw err;
       }
