@@ -53,7 +53,8 @@ export interface LinePlot {
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 const FONT = "DejaVu Sans, Liberation Sans, Arial, sans-serif";
 
-const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+/** Text for an HTML or SVG text node or attribute. */
+export const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 
 /** Tick values at 1, 2 or 5 × 10^k covering [min, max] with about `count` ticks. */
 export function niceTicks(min: number, max: number, count = 6): number[] {

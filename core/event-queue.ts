@@ -1,6 +1,10 @@
 /**
  * A push-based async iterable: producers `push` without waiting, each consumer pulls at its own
  * pace. Used for a run's typed event stream.
+ *
+ * Written here rather than taken from @repeaterjs/repeater (which the API's event bus uses): a
+ * Repeater is lazy, its executor starts at the first `next()`, while a run starts at once and its
+ * events must be kept from the first one for a consumer that begins iterating later.
  */
 export class EventQueue<T> implements AsyncIterable<T> {
   private readonly items: T[] = [];

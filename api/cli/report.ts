@@ -9,7 +9,7 @@
  */
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import { existsSync, readFileSync } from "node:fs";
-import { linePlotPng, type Series } from "../plot.ts";
+import { esc, linePlotPng, type Series } from "../plot.ts";
 
 export interface CellResult {
   readonly scheduler: string;
@@ -191,7 +191,6 @@ function niceMax(v: number): number {
   return Math.ceil(v / step) * step;
 }
 
-const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 const fmt = (v: number | null, digits = 4) => (v === null || !Number.isFinite(v) ? "–" : Number(v.toPrecision(digits)).toString());
 
 function html(results: Results, cells: readonly CellResult[], plots: readonly string[], title: string): string {
