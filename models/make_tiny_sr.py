@@ -8,10 +8,10 @@ ONNX contract of `models/emoji-sr-256` (input `images` float32 [batch, 3, 64, 64
 The network is the recipe's own (`models/recipes/train_sr.py`: residual conv blocks, two
 pixel-shuffle x2 steps, residual over bicubic) at 4 channels and one block, with weights drawn by
 torch.manual_seed(0) and scaled so that the residual is visible next to bicubic.
-Writes `reference.json` too: torch's output of the model and of the recipe's bicubic on a fixed
+Writes `reference.json` too, and `manifest.sha256.json` (bun api/cli/manifest.ts): torch's output of the model and of the recipe's bicubic on a fixed
 input ((3c + 5y + 7x) mod 17 / 16), at 128 fixed positions, for checks without torch.
 """
-import argparse, json, os, sys
+import argparse, json, os, subprocess, sys
 
 import torch
 
@@ -57,6 +57,9 @@ def main():
                "model": [round(float(y[i]), 7) for i in picks], "bicubic": [round(float(b[i]), 7) for i in picks],
                "residual_mean_abs": round(float((y - b).abs().mean()), 5)},
               open(os.path.join(a.out, "reference.json"), "w"))
+    # The folder's SHA-256 manifest (core/manifest.ts) must describe these bytes, not the previous ones.
+    root = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    subprocess.run([os.path.join(root, "node_modules", ".bin", "bun"), os.path.join(root, "api", "cli", "manifest.ts"), a.out], check=True)
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(a.out) for f in fs)
     print(f"wrote {a.out} ({size / 1e3:.1f} kB; mean |model - bicubic| {float((y - b).abs().mean()):.4f})")
 
