@@ -53,6 +53,7 @@ export interface NewJob {
   readonly params: JobParams;
   readonly priority: number;
   readonly image?: Tensor;
+  readonly mask?: Tensor;
 }
 
 /** Preview PNGs by image id, least recently used evicted first. */
@@ -79,6 +80,7 @@ interface LocalJob {
   record: JobRecord;
   readonly pipeline: Pipeline;
   readonly image: Tensor | undefined;
+  readonly mask?: Tensor | undefined;
   readonly abort: AbortController;
   /** Resolves once the record is in the store (a worker may claim the id before). */
   readonly stored: Promise<void>;
@@ -167,6 +169,7 @@ export class JobManager {
       },
       pipeline: job.pipeline,
       image: job.image,
+      mask: job.mask,
       abort: new AbortController(),
       stored: new Promise<void>((r) => (markStored = r)),
       chain: Promise.resolve(),
@@ -309,6 +312,7 @@ export class JobManager {
       strength: p.strength,
       ...(p.scheduler ? { scheduler: p.scheduler } : {}),
       ...(job.image ? { image: job.image } : {}),
+      ...(job.mask ? { mask: job.mask } : {}),
     };
     try {
       // A job cancelled between its claim and its start never runs.

@@ -9,7 +9,7 @@ import { LIMITS } from "../core/params.ts";
 import { PLUGIN_KINDS, type PluginDefinition, type PluginKind, type SchedulerInstance } from "../core/plugin.ts";
 import type { ScheduleData } from "../core/scheduler.ts";
 import { apiError, badInput, ErrorCode } from "./errors.ts";
-import { pngDataUrl, pngSize } from "./image.ts";
+import { base64, fromBase64, pngDataUrl, pngSize } from "./image.ts";
 import { API_LIMITS, checkInt, type ApiService, type GenerateArgs, type RegisteredPipeline } from "./service.ts";
 import { JOB_STATUSES, type JobEvent, type JobRecord, type JobStatus, type StepFrame, type StoredImage } from "./ports.ts";
 
@@ -323,9 +323,10 @@ const JobConnectionRef = builder
     }),
   });
 
-const cursorOf = (seq: number) => Buffer.from(`job:${seq}`).toString("base64url");
+const cursorOf = (seq: number) => base64(new TextEncoder().encode(`job:${seq}`)).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
 function seqOf(cursor: string): number {
-  const m = /^job:(\d+)$/.exec(Buffer.from(cursor, "base64url").toString());
+  const bytes = fromBase64(cursor);
+  const m = bytes && /^job:(\d+)$/.exec(new TextDecoder().decode(bytes));
   if (!m) throw badInput("after", "is not a cursor returned by this server");
   return Number(m[1]);
 }
@@ -378,6 +379,7 @@ const GenerateInputRef = builder.inputType("GenerateInput", {
     scheduler: t.string({ description: "Scheduler plugin name to use instead of the pipeline's (see plugins(kind: SCHEDULER))." }),
     pipeline: t.string({ description: "Registered pipeline name (see pipelines); default: the server's default pipeline." }),
     image: t.string({ description: `img2img source as a data URL (PNG, JPEG or WebP, ≤ ${API_LIMITS.imageBytes} bytes); resized to width × height.` }),
+    mask: t.string({ description: "Inpainting: a mask as a data URL like image (white = repaint, black = keep), with image; resized to width × height." }),
     strength: t.float({ description: "img2img: how much of the schedule runs over the source (0 < strength ≤ 1)." }),
     previewEvery: t.int({ description: "A preview frame every n-th step (default 1; 0: no frames)." }),
     priority: t.int({ description: `Queue priority, ${API_LIMITS.priority.min}–${API_LIMITS.priority.max} (higher runs first; default 0).` }),

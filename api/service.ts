@@ -11,7 +11,7 @@ import type { Pipeline } from "../core/pipeline.ts";
 import type { PluginKind } from "../core/plugin.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { badInput } from "./errors.ts";
-import { ImageTooLargeError, imageToTensor } from "./image.ts";
+import { fromBase64, ImageTooLargeError, imageToTensor } from "./image.ts";
 import { JobManager, type NewJob } from "./jobs.ts";
 import { MemoryEventBus, MemoryJobQueue } from "./adapters/memory.ts";
 import type { EventBus, JobParams, JobQueue, JobStore } from "./ports.ts";
@@ -81,6 +81,8 @@ export interface GenerateArgs {
   scheduler?: string | null;
   pipeline?: string | null;
   image?: string | null;
+  /** Inpainting mask as a data URL (white = repaint), with `image`. */
+  mask?: string | null;
   strength?: number | null;
   previewEvery?: number | null;
   priority?: number | null;
@@ -179,7 +181,7 @@ export class ApiService {
 
     let params: ResolvedParams;
     try {
-      const { pipeline: _p, image: _i, previewEvery: _e, priority: _r, ...scalars } = input;
+      const { pipeline: _p, image: _i, mask: _m, previewEvery: _e, priority: _r, ...scalars } = input;
       params = paramsFor(reg.pipeline, scalars as GenerationInput);
     } catch (err) {
       if (!(err instanceof ParamsError)) throw err;
@@ -193,6 +195,12 @@ export class ApiService {
     if (input.image != null) {
       if (!reg.img2img) throw badInput("input.image", `pipeline "${reg.name}" has no image input (img2img is not supported by it)`);
       image = await decodeDataUrl(input.image, { width: params.width, height: params.height });
+    }
+    // Inpainting: the mask decodes like the image, at the same size; the pipeline refuses one it does not read.
+    let mask: Tensor | undefined;
+    if (input.mask != null) {
+      if (!image) throw badInput("input.mask", "needs input.image (the picture whose unmasked part it keeps)");
+      mask = await decodeDataUrl(input.mask, { width: params.width, height: params.height }, "input.mask");
     }
     const jobParams: JobParams = {
       prompt: params.prompt,
@@ -208,7 +216,7 @@ export class ApiService {
       img2img: image !== undefined,
       previewEvery,
     };
-    return { pipeline: reg.pipeline, params: jobParams, priority, ...(image ? { image } : {}) };
+    return { pipeline: reg.pipeline, params: jobParams, priority, ...(image ? { image } : {}), ...(mask ? { mask } : {}) };
   }
 
   async close(): Promise<void> {
@@ -240,29 +248,18 @@ export function checkInt(field: string, v: number, range: { min: number; max: nu
   if (v < range.min || v > range.max) throw badInput(field, `must be between ${range.min} and ${range.max}, got ${v}`, { min: range.min, max: range.max });
 }
 
-async function decodeDataUrl(url: string, size: { width: number; height: number }): Promise<Tensor> {
-  if ((url.length * 3) / 4 > API_LIMITS.imageBytes + 64) throw badInput("input.image", `is larger than ${API_LIMITS.imageBytes} bytes`, { limit: API_LIMITS.imageBytes });
+async function decodeDataUrl(url: string, size: { width: number; height: number }, field = "input.image"): Promise<Tensor> {
+  if ((url.length * 3) / 4 > API_LIMITS.imageBytes + 64) throw badInput(field, `is larger than ${API_LIMITS.imageBytes} bytes`, { limit: API_LIMITS.imageBytes });
   const m = /^data:image\/(png|jpeg|webp);base64,([A-Za-z0-9+/=]+)$/.exec(url);
-  if (!m) throw badInput("input.image", "must be a data URL: data:image/png;base64,… (png, jpeg or webp)");
-  if ((m[2]!.length * 3) / 4 > API_LIMITS.imageBytes) throw badInput("input.image", `is larger than ${API_LIMITS.imageBytes} bytes`, { limit: API_LIMITS.imageBytes });
-  const bytes = base64Bytes(m[2]!);
-  if (!bytes) throw badInput("input.image", "is not valid base64");
+  if (!m) throw badInput(field, "must be a data URL: data:image/png;base64,… (png, jpeg or webp)");
+  if ((m[2]!.length * 3) / 4 > API_LIMITS.imageBytes) throw badInput(field, `is larger than ${API_LIMITS.imageBytes} bytes`, { limit: API_LIMITS.imageBytes });
+  const bytes = fromBase64(m[2]!);
+  if (!bytes) throw badInput(field, "is not valid base64");
   try {
     return await imageToTensor(bytes, size, { maxPixels: API_LIMITS.sourcePixels });
   } catch (err) {
-    if (err instanceof ImageTooLargeError) throw badInput("input.image", err.message, { limit: API_LIMITS.sourcePixels });
-    throw badInput("input.image", `cannot be decoded: ${(err as Error).message}`);
-  }
-}
-
-function base64Bytes(b64: string): Uint8Array | null {
-  try {
-    const bin = atob(b64);
-    const out = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-    return out;
-  } catch {
-    return null;
+    if (err instanceof ImageTooLargeError) throw badInput(field, err.message, { limit: API_LIMITS.sourcePixels });
+    throw badInput(field, `cannot be decoded: ${(err as Error).message}`);
   }
 }
 
