@@ -174,3 +174,28 @@ describe("LCM (timestep_cond guidance embedding, LCMScheduler): tiny-lcm", () =>
     await dg.dispose();
   });
 });
+
+describe("cross-run batching carries the extra conditioning", () => {
+  for (const [fixture, input] of [
+    ["tiny-sdxl", { steps: 4, guidanceScale: 5 }],
+    ["tiny-lcm", { steps: 4 }],
+  ] as const) {
+    test(`${fixture}: concurrent runs share UNet calls and each gets its solo image`, async () => {
+      const dg = await diffgraph();
+      const p = await dg.openPipeline(`models/${fixture}`);
+      const a = { prompt: "a red heart", seed: 1, ...input };
+      const b = { prompt: "blue dog", seed: 2, ...input, ...(fixture === "tiny-lcm" ? { guidanceScale: 3 } : {}) };
+      const soloA = await p.run(a);
+      const soloB = await p.run(b);
+      const before = p.nodeStats().denoise!;
+      const [ra, rb] = await Promise.all([p.run(a), p.run(b)]);
+      const after = p.nodeStats().denoise!;
+      expect(after.maxMerged).toBeGreaterThanOrEqual(2);
+      expect(after.modelCalls! - before.modelCalls!).toBeLessThan(2 * 4);
+      expect(maxAbsDiff(ra.images.data, soloA.images.data)).toBeLessThan(1e-4);
+      expect(maxAbsDiff(rb.images.data, soloB.images.data)).toBeLessThan(1e-4);
+      expect(maxAbsDiff(ra.images.data, rb.images.data)).toBeGreaterThan(1e-3);
+      await dg.dispose();
+    });
+  }
+});
