@@ -43,7 +43,7 @@ async function finished(id: string) {
   }
   throw new Error(`job ${id} did not finish`);
 }
-const dataUrl = async (img: sharp.Sharp) => `data:image/png;base64,${(await img.png().toBuffer()).toString("base64")}`;
+const dataUrl = async (img: ReturnType<typeof sharp>) => `data:image/png;base64,${(await img.png().toBuffer()).toString("base64")}`;
 
 describe("model-layout fixtures over GraphQL", () => {
   test("every fixture folder is registered", async () => {
