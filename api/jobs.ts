@@ -300,17 +300,10 @@ export class JobManager {
     const r = job.record;
     await this.update(job, { status: "RUNNING", startedAt: Date.now() });
     const p = r.params;
+    const { scheduler, img2img: _i, previewEvery: _e, ...scalars } = p;
     const input: GenerationInput = {
-      prompt: p.prompt,
-      negativePrompt: p.negativePrompt,
-      steps: p.steps,
-      guidanceScale: p.guidanceScale,
-      seed: p.seed,
-      batchSize: p.batchSize,
-      height: p.height,
-      width: p.width,
-      strength: p.strength,
-      ...(p.scheduler ? { scheduler: p.scheduler } : {}),
+      ...scalars,
+      ...(scheduler ? { scheduler } : {}),
       ...(job.image ? { image: job.image } : {}),
       ...(job.mask ? { mask: job.mask } : {}),
     };

@@ -7,6 +7,8 @@
  * Every method that may cross a process boundary returns a Promise, so a remote engine fits the same
  * shape as the embedded one.
  */
+import type { ResolvedParams } from "../core/params.ts";
+
 /** A PNG the server can hand out by id (`/images/<id>.png`). */
 export interface StoredImage {
   readonly id: string;
@@ -23,21 +25,16 @@ export const FINISHED: ReadonlySet<JobStatus> = new Set(["SUCCEEDED", "FAILED", 
 export const INTERRUPTED_REASON = "interrupted: the server stopped before this job finished";
 export const INTERRUPTED_CODE = "INTERRUPTED";
 
-/** What a client asked for, after validation and defaults (the img2img source is not persisted). */
-export interface JobParams {
-  prompt: string;
-  negativePrompt: string;
-  steps: number;
-  guidanceScale: number;
-  seed: number;
-  batchSize: number;
-  height: number;
-  width: number;
-  strength: number;
+/**
+ * What a client asked for, after validation and defaults: every generation parameter of
+ * `core/params.ts` (`scheduler` null for the pipeline's own) plus what the API adds. The img2img
+ * source and mask are not persisted.
+ */
+export type JobParams = Omit<ResolvedParams, "scheduler"> & {
   scheduler: string | null;
   img2img: boolean;
   previewEvery: number;
-}
+};
 
 export interface JobRecord {
   /** Insertion order, for stable pagination. */

@@ -5,7 +5,7 @@
 import SchemaBuilder from "@pothos/core";
 import { GraphQLError, Kind, type ValueNode } from "graphql";
 import { z } from "zod";
-import { LIMITS } from "../core/params.ts";
+import { LIMITS, PARAM_NAMES, PARAMS } from "../core/params.ts";
 import { PLUGIN_KINDS, type PluginDefinition, type PluginKind, type SchedulerInstance } from "../core/plugin.ts";
 import type { ScheduleData } from "../core/scheduler.ts";
 import { apiError, badInput, ErrorCode } from "./errors.ts";
@@ -102,16 +102,15 @@ const PluginRef = builder.objectRef<PluginDefinition>("Plugin").implement({
 });
 
 const PipelineDefaultsRef = builder.objectRef<RegisteredPipeline["pipeline"]["defaults"]>("PipelineDefaults").implement({
-  description: "Parameter values a pipeline uses when `generate` leaves them out.",
-  fields: (t) => ({
-    steps: t.int({ nullable: true, resolve: (d) => d.steps ?? null, description: "Denoising steps." }),
-    guidanceScale: t.float({ nullable: true, resolve: (d) => d.guidanceScale ?? null, description: "Classifier-free guidance scale." }),
-    height: t.int({ nullable: true, resolve: (d) => d.height ?? null, description: "Image height in pixels." }),
-    width: t.int({ nullable: true, resolve: (d) => d.width ?? null, description: "Image width in pixels." }),
-    seed: t.int({ nullable: true, resolve: (d) => d.seed ?? null, description: "Random seed." }),
-    batchSize: t.int({ nullable: true, resolve: (d) => d.batchSize ?? null, description: "Images per job." }),
-    strength: t.float({ nullable: true, resolve: (d) => d.strength ?? null, description: "img2img strength." }),
-  }),
+  description: "Parameter values a pipeline uses when `generate` leaves them out (null: none set).",
+  // One field per generation parameter in core/params.ts (PARAMS), the prompt aside.
+  fields: (t) =>
+    Object.fromEntries(
+      PARAM_NAMES.filter((k) => k !== "prompt").map((k) => [
+        k,
+        t.field({ type: PARAMS[k].output ?? PARAMS[k].graphql, nullable: true, description: PARAMS[k].description, resolve: (d) => (d[k as keyof typeof d] ?? null) as never }),
+      ]),
+    ),
 });
 
 const PipelineNodeRef = builder.objectRef<{ name: string; use: string }>("PipelineNode").implement({
@@ -238,17 +237,19 @@ const MetricRef = builder.objectRef<[string, number]>("Metric").implement({
 
 const JobParamsRef = builder.objectRef<JobRecord["params"]>("JobParams").implement({
   description: "The resolved parameters a job runs with (defaults filled in).",
+  // One field per generation parameter in core/params.ts (PARAMS), plus what the API adds.
   fields: (t) => ({
-    prompt: t.exposeString("prompt", { description: "Prompt." }),
-    negativePrompt: t.exposeString("negativePrompt", { description: "Negative prompt." }),
-    steps: t.exposeInt("steps", { description: "Denoising steps asked for." }),
-    guidanceScale: t.exposeFloat("guidanceScale", { description: "Classifier-free guidance scale." }),
-    seed: t.exposeFloat("seed", { description: "Seed (image k of the batch uses seed + k)." }),
-    batchSize: t.exposeInt("batchSize", { description: "Images in this job." }),
-    height: t.exposeInt("height", { description: "Height in pixels." }),
-    width: t.exposeInt("width", { description: "Width in pixels." }),
-    strength: t.exposeFloat("strength", { description: "img2img strength (ignored without a source image)." }),
-    scheduler: t.exposeString("scheduler", { nullable: true, description: "Scheduler override, or null for the pipeline's own." }),
+    ...Object.fromEntries(
+      PARAM_NAMES.map((k) => [
+        k,
+        t.field({
+          type: PARAMS[k].output ?? PARAMS[k].graphql,
+          nullable: k === "scheduler",
+          description: k === "scheduler" ? "Scheduler override, or null for the pipeline's own." : PARAMS[k].description,
+          resolve: (p) => p[k] as never,
+        }),
+      ]),
+    ),
     img2img: t.exposeBoolean("img2img", { description: "True when a source image was given." }),
     previewEvery: t.exposeInt("previewEvery", { description: "A preview frame every n-th step (0: none)." }),
   }),
@@ -368,19 +369,11 @@ const JobEventUnion = builder.unionType("JobEvent", {
 const GenerateInputRef = builder.inputType("GenerateInput", {
   description: `What to generate. Omitted fields take the pipeline's defaults. Bounds: prompt ≤ ${LIMITS.promptChars} chars; steps ${LIMITS.steps.min}–${LIMITS.steps.max}; guidanceScale ${LIMITS.guidanceScale.min}–${LIMITS.guidanceScale.max}; batchSize ${LIMITS.batchSize.min}–${LIMITS.batchSize.max}; height/width ${LIMITS.size.min}–${LIMITS.size.max}, multiple of ${LIMITS.size.multipleOf}; height×width×batchSize ≤ ${API_LIMITS.pixels}; priority ${API_LIMITS.priority.min}–${API_LIMITS.priority.max}.`,
   fields: (t) => ({
-    prompt: t.string({ required: true, description: `Text prompt (≤ ${LIMITS.promptChars} characters).` }),
-    negativePrompt: t.string({ description: "What to steer away from." }),
-    steps: t.int({ description: `Denoising steps (${LIMITS.steps.min}–${LIMITS.steps.max}).` }),
-    guidanceScale: t.float({ description: `Classifier-free guidance scale (${LIMITS.guidanceScale.min}–${LIMITS.guidanceScale.max}; 1 disables guidance).` }),
-    seed: t.int({ description: "Random seed (≥ 0)." }),
-    batchSize: t.int({ description: `Images in this job (${LIMITS.batchSize.min}–${LIMITS.batchSize.max}).` }),
-    height: t.int({ description: `Height in pixels (multiple of ${LIMITS.size.multipleOf}).` }),
-    width: t.int({ description: `Width in pixels (multiple of ${LIMITS.size.multipleOf}).` }),
-    scheduler: t.string({ description: "Scheduler plugin name to use instead of the pipeline's (see plugins(kind: SCHEDULER))." }),
+    // One field per generation parameter in core/params.ts (PARAMS), then what only the API takes.
+    ...Object.fromEntries(PARAM_NAMES.map((k) => [k, t.field({ type: PARAMS[k].graphql, required: k === "prompt", description: PARAMS[k].description })])),
     pipeline: t.string({ description: "Registered pipeline name (see pipelines); default: the server's default pipeline." }),
     image: t.string({ description: `img2img source as a data URL (PNG, JPEG or WebP, ≤ ${API_LIMITS.imageBytes} bytes); resized to width × height.` }),
     mask: t.string({ description: "Inpainting: a mask as a data URL like image (white = repaint, black = keep), with image; resized to width × height." }),
-    strength: t.float({ description: "img2img: how much of the schedule runs over the source (0 < strength ≤ 1)." }),
     previewEvery: t.int({ description: "A preview frame every n-th step (default 1; 0: no frames)." }),
     priority: t.int({ description: `Queue priority, ${API_LIMITS.priority.min}–${API_LIMITS.priority.max} (higher runs first; default 0).` }),
   }),

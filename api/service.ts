@@ -69,24 +69,15 @@ export interface ServiceOptions {
   readonly log?: (message: string) => void;
 }
 
-export interface GenerateArgs {
-  prompt: string;
-  negativePrompt?: string | null;
-  steps?: number | null;
-  guidanceScale?: number | null;
-  seed?: number | null;
-  batchSize?: number | null;
-  height?: number | null;
-  width?: number | null;
-  scheduler?: string | null;
+/** `generate`'s input: every generation parameter of `core/params.ts` (null: the pipeline's default), plus what only the API takes. */
+export type GenerateArgs = { prompt: string } & { [K in Exclude<keyof ResolvedParams, "prompt">]?: ResolvedParams[K] | null } & {
   pipeline?: string | null;
   image?: string | null;
   /** Inpainting mask as a data URL (white = repaint), with `image`. */
   mask?: string | null;
-  strength?: number | null;
   previewEvery?: number | null;
   priority?: number | null;
-}
+};
 
 /** The default pipeline when none is named, first registered wins: the embedded model, then the fixture. */
 export const PREFERRED_DEFAULTS: readonly string[] = ["emoji-64", "tiny-sd"];
@@ -202,20 +193,7 @@ export class ApiService {
       if (!image) throw badInput("input.mask", "needs input.image (the picture whose unmasked part it keeps)");
       mask = await decodeDataUrl(input.mask, { width: params.width, height: params.height }, "input.mask");
     }
-    const jobParams: JobParams = {
-      prompt: params.prompt,
-      negativePrompt: params.negativePrompt,
-      steps: params.steps,
-      guidanceScale: params.guidanceScale,
-      seed: params.seed,
-      batchSize: params.batchSize,
-      height: params.height,
-      width: params.width,
-      strength: params.strength,
-      scheduler: params.scheduler ?? null,
-      img2img: image !== undefined,
-      previewEvery,
-    };
+    const jobParams: JobParams = { ...params, scheduler: params.scheduler ?? null, img2img: image !== undefined, previewEvery };
     return { pipeline: reg.pipeline, params: jobParams, priority, ...(image ? { image } : {}), ...(mask ? { mask } : {}) };
   }
 

@@ -16,23 +16,54 @@ export const LIMITS = Object.freeze({
 
 const size = z.number().int().min(LIMITS.size.min).max(LIMITS.size.max).multipleOf(LIMITS.size.multipleOf);
 
+/**
+ * A generation parameter, declared once: its schema (type and bounds), its description, its GraphQL
+ * scalar (input; `output` when a stored value can exceed it) and its CLI flag. The GraphQL input,
+ * the stored job parameters, the pipeline defaults type and the CLI flags are all derived from
+ * `PARAMS`, so a new parameter is one entry here.
+ */
+export interface ParamSpec {
+  readonly schema: z.ZodType;
+  readonly description: string;
+  readonly graphql: "String" | "Int" | "Float";
+  /** GraphQL scalar of the stored value, when it differs (a seed may exceed GraphQL's 32-bit Int). */
+  readonly output?: "Float";
+  /** `--flag` of `bun run generate`. */
+  readonly flag: string;
+}
+
+function spec<S extends z.ZodType>(schema: S, rest: Omit<ParamSpec, "schema">): ParamSpec & { readonly schema: S } {
+  return { schema, ...rest };
+}
+
+export const PARAMS = {
+  prompt: spec(z.string().max(LIMITS.promptChars), { graphql: "String", flag: "prompt", description: `Text prompt (≤ ${LIMITS.promptChars} characters).` }),
+  negativePrompt: spec(z.string().max(LIMITS.promptChars).default(""), { graphql: "String", flag: "negative", description: "What to steer away from." }),
+  steps: spec(z.number().int().min(LIMITS.steps.min).max(LIMITS.steps.max), { graphql: "Int", flag: "steps", description: `Denoising steps (${LIMITS.steps.min}–${LIMITS.steps.max}).` }),
+  guidanceScale: spec(z.number().min(LIMITS.guidanceScale.min).max(LIMITS.guidanceScale.max), {
+    graphql: "Float",
+    flag: "guidance",
+    description: `Classifier-free guidance scale (${LIMITS.guidanceScale.min}–${LIMITS.guidanceScale.max}; 1 or less: no unconditional pass).`,
+  }),
+  seed: spec(z.number().int().min(LIMITS.seed.min).max(LIMITS.seed.max), { graphql: "Int", output: "Float", flag: "seed", description: "Random seed (≥ 0); image k of a batch uses seed + k." }),
+  batchSize: spec(z.number().int().min(LIMITS.batchSize.min).max(LIMITS.batchSize.max), { graphql: "Int", flag: "batch", description: `Images per run (${LIMITS.batchSize.min}–${LIMITS.batchSize.max}).` }),
+  height: spec(size, { graphql: "Int", flag: "height", description: `Height in pixels (${LIMITS.size.min}–${LIMITS.size.max}, a multiple of ${LIMITS.size.multipleOf}, and what the model takes).` }),
+  width: spec(size, { graphql: "Int", flag: "width", description: `Width in pixels (${LIMITS.size.min}–${LIMITS.size.max}, a multiple of ${LIMITS.size.multipleOf}, and what the model takes).` }),
+  strength: spec(z.number().gt(0).max(1), { graphql: "Float", flag: "strength", description: "img2img: how much of the schedule runs over the source image (0 < strength ≤ 1; 1 ignores it)." }),
+  scheduler: spec(z.string().optional(), {
+    graphql: "String",
+    flag: "scheduler",
+    description: "Scheduler plugin to use instead of the pipeline's, reusing its config (diffusers from_config).",
+  }),
+} as const;
+
+export type ParamName = keyof typeof PARAMS;
+export const PARAM_NAMES = Object.keys(PARAMS) as ParamName[];
+
+type Shape = { [K in ParamName]: (typeof PARAMS)[K]["schema"] };
+
 /** Scalars a run may set; a pipeline's `defaults` fills what the caller leaves out. */
-export const ParamsSchema = z
-  .object({
-    prompt: z.string().max(LIMITS.promptChars),
-    negativePrompt: z.string().max(LIMITS.promptChars).default(""),
-    steps: z.number().int().min(LIMITS.steps.min).max(LIMITS.steps.max),
-    guidanceScale: z.number().min(LIMITS.guidanceScale.min).max(LIMITS.guidanceScale.max),
-    seed: z.number().int().min(LIMITS.seed.min).max(LIMITS.seed.max),
-    batchSize: z.number().int().min(LIMITS.batchSize.min).max(LIMITS.batchSize.max),
-    height: size,
-    width: size,
-    /** img2img: how much of the schedule to run over the source image (1 = ignore it entirely). */
-    strength: z.number().gt(0).max(1),
-    /** Override the pipeline's scheduler by plugin name, reusing its config (diffusers from_config). */
-    scheduler: z.string().optional(),
-  })
-  .strict();
+export const ParamsSchema = z.object(Object.fromEntries(PARAM_NAMES.map((k) => [k, PARAMS[k].schema])) as Shape).strict();
 
 export type ResolvedParams = z.output<typeof ParamsSchema>;
 export type ParamDefaults = Partial<Omit<ResolvedParams, "prompt">>;

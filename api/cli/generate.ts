@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { createDiffgraph } from "../../core/diffgraph.ts";
+import { PARAM_NAMES, PARAMS, type ResolvedParams } from "../../core/params.ts";
 import type { ExecutionProvider } from "../../core/onnx.ts";
 import { builtinRegistry } from "../../plugins/index.ts";
 import { gridPng } from "../image.ts";
@@ -17,14 +18,14 @@ export const DEFAULT_PIPELINE = existsSync("pipelines/emoji-64.json") && existsS
   ? "pipelines/emoji-64.json"
   : "pipelines/tiny-sd.json";
 
+// The generation flags come from core/params.ts (PARAMS): a new parameter is a flag here with no edit.
+const PARAM_FLAGS = PARAM_NAMES.map((k) => ({ key: k, flag: PARAMS[k].flag, spec: PARAMS[k] }));
+
 const HELP = `diffgraph generate — text to image
 
-  --prompt TEXT        what to draw (required)
-  --negative TEXT      what to steer away from
-  --steps N            denoising steps            --guidance G   classifier-free guidance scale
-  --scheduler NAME     ddim, euler, dpmpp-2m, …   --seed S       random seed (default 0)
-  --batch N            images per run             --size PX      width and height
-  --image FILE         img2img source             --strength S   0..1, how far to move from it
+${PARAM_FLAGS.map(({ flag, spec }) => `  --${`${flag} ${spec.graphql === "String" ? "TEXT" : "N"}`.padEnd(19)}${spec.description}${flag === "prompt" ? " (required)" : ""}`).join("\n")}
+  --size PX            width and height at once
+  --image FILE         img2img source (with --strength)
   --mask FILE          inpainting: white = repaint, black = keep (with --image; same size)
   --pipeline PATH      pipeline JSON or diffusers ONNX model folder (default ${DEFAULT_PIPELINE})
   --provider P         auto | cpu | wasm | webgpu (default auto)
@@ -50,9 +51,8 @@ export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      prompt: { type: "string" }, negative: { type: "string" }, steps: { type: "string" }, scheduler: { type: "string" },
-      guidance: { type: "string" }, seed: { type: "string" }, batch: { type: "string" }, size: { type: "string" },
-      image: { type: "string" }, strength: { type: "string" }, pipeline: { type: "string" }, provider: { type: "string" },
+      ...Object.fromEntries(PARAM_FLAGS.map(({ flag }) => [flag, { type: "string" as const }])),
+      size: { type: "string" }, image: { type: "string" }, pipeline: { type: "string" }, provider: { type: "string" },
       out: { type: "string" }, scale: { type: "string" }, help: { type: "boolean", short: "h" },
       mask: { type: "string" },
     },
@@ -62,14 +62,21 @@ export async function main(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  if (!values.prompt) throw new Error("--prompt is required (try --help)");
+  const prompt = (values as Record<string, string | undefined>).prompt;
+  if (!prompt) throw new Error("--prompt is required (try --help)");
   const out = values.out ?? "out.png";
   const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: (values.provider ?? "auto") as ExecutionProvider });
   try {
     const pipeline = await dg.openPipeline(values.pipeline ?? DEFAULT_PIPELINE);
     const size = num("size", values.size);
-    const height = size ?? pipeline.defaults.height ?? 64;
-    const width = size ?? pipeline.defaults.width ?? 64;
+    const given = Object.fromEntries(
+      PARAM_FLAGS.flatMap(({ key, flag, spec }) => {
+        const v = (values as Record<string, string | undefined>)[flag];
+        return v === undefined ? [] : [[key, spec.graphql === "String" ? v : num(flag, v)]];
+      }),
+    ) as Partial<ResolvedParams>;
+    const height = given.height ?? size ?? pipeline.defaults.height ?? 64;
+    const width = given.width ?? size ?? pipeline.defaults.width ?? 64;
     const image = values.image ? await readImage(values.image, width, height) : undefined;
     if (values.mask && !values.image) throw new Error("--mask needs --image (the picture whose unmasked part it keeps)");
     const mask = values.mask ? await readImage(values.mask, width, height) : undefined;
@@ -77,20 +84,7 @@ export async function main(argv: string[]): Promise<number> {
     let started = performance.now();
     let lastLen = 0;
     const result = await pipeline.run(
-      {
-        prompt: values.prompt,
-        negativePrompt: values.negative,
-        steps: num("steps", values.steps),
-        guidanceScale: num("guidance", values.guidance),
-        seed: num("seed", values.seed),
-        batchSize: num("batch", values.batch),
-        strength: num("strength", values.strength),
-        scheduler: values.scheduler,
-        height,
-        width,
-        image,
-        mask,
-      },
+      { ...given, prompt, height, width, image, mask },
       {
         onEvent(e) {
           if (e.type === "node-start" && e.use === "denoise") started = performance.now();
