@@ -13,6 +13,12 @@ export interface ModelSource {
   exists(path: string): Promise<boolean>;
   /** A source rooted at a sub-folder (a pipeline's model folder inside a models directory). */
   sub(path: string): ModelSource;
+  /**
+   * A path the native ONNX runtime can open itself (a server's disk), so multi-GB external weights
+   * are not copied through JS memory. Absent in browsers and behind a manifest (whose bytes must be
+   * read to be checked).
+   */
+  localPath?(path: string): string;
 }
 
 export class ModelFileError extends Error {

@@ -36,7 +36,8 @@ export interface OrtSessionLike {
 }
 export interface OrtModuleLike {
   readonly InferenceSession: {
-    create(bytes: Uint8Array, options?: Record<string, unknown>): Promise<OrtSessionLike>;
+    /** From the model's bytes, or (onnxruntime-node) a file path, external data resolved beside it. */
+    create(model: Uint8Array | string, options?: Record<string, unknown>): Promise<OrtSessionLike>;
   };
   readonly Tensor: new (type: string, data: unknown, dims: readonly number[]) => OrtTensorLike;
   readonly env?: { wasm?: { numThreads?: number; wasmPaths?: unknown }; logLevel?: string };
@@ -346,15 +347,17 @@ export class OnnxRuntime {
     if (bytes.length < 16) throw new ModelFileError(file, `is ${bytes.length} bytes: too short to be an ONNX model (truncated?)`);
     // An ONNX file is a protobuf ModelProto; its first field is ir_version (tag 0x08).
     if (bytes[0] !== 0x08) throw new ModelFileError(file, "is not an ONNX model (does not start with a ModelProto ir_version field)");
-    // Weights stored beside the graph (`model.onnx_data`, required above 2 GB): read through the same
-    // source (fetched in a browser, from disk on a server) and handed over as `externalData`.
+    // Weights stored beside the graph (`model.onnx_data`, required above 2 GB): onnxruntime-node opens
+    // them itself from a server's disk (the model is then created from its path); otherwise they are
+    // read through the same source (fetched in a browser) and handed over as `externalData`.
     const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/") + 1) : "";
-    const external: { path: string; data: Uint8Array }[] = [];
-    for (const location of externalDataFiles(bytes)) {
+    const locations = externalDataFiles(bytes);
+    for (const location of locations) {
       if (location.includes("..") || location.startsWith("/")) throw new ModelFileError(file, `refers to external data "${location}" outside its folder`);
       if (!(await source.exists(dir + location))) throw new ModelFileError(`${source.root}/${dir}${location}`, `file not found (${file} keeps its weights there as external data)`);
-      external.push({ path: location, data: await source.read(dir + location) });
     }
+    let external: Promise<{ path: string; data: Uint8Array }[]> | undefined;
+    const readExternal = () => (external ??= Promise.all(locations.map(async (location) => ({ path: location, data: await source.read(dir + location) }))));
 
     const errors: string[] = [];
     for (const [backend, provider] of PLAN[this.executionProvider]) {
@@ -374,8 +377,10 @@ export class OnnxRuntime {
       const serialize = this.serializerFor(backend, provider);
       try {
         const options = this.sessionOptions(backend, provider);
-        if (external.length) options.externalData = external;
-        session = await serialize(() => ort.InferenceSession.create(bytes, options));
+        let model: Uint8Array | string = bytes;
+        if (locations.length && backend === "onnxruntime-node" && source.localPath) model = source.localPath(path);
+        else if (locations.length) options.externalData = await readExternal();
+        session = await serialize(() => ort.InferenceSession.create(model, options));
       } catch (err) {
         const msg = (err as Error).message ?? String(err);
         // A backend that has already created a session works: its failure is this file's fault, and

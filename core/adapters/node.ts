@@ -38,6 +38,7 @@ export function fileSource(dir: string): ModelSource {
     sub(path) {
       return fileSource(at(path).full);
     },
+    localPath: (path) => at(path).full,
   };
 }
 

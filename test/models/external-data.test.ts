@@ -54,6 +54,26 @@ describe("ONNX external data: tiny-sd-external", () => {
     });
   }
 
+  test("on a server onnxruntime-node opens the data file itself (no copy through JS); in memory it is handed over", async () => {
+    const reads: string[] = [];
+    const counting = (src: ReturnType<typeof fileSource>): ReturnType<typeof fileSource> => ({
+      ...src,
+      root: src.root,
+      read: (p) => (reads.push(p), src.read(p)),
+      exists: (p) => src.exists(p),
+      sub: (p) => counting(src.sub(p)),
+      ...(src.localPath ? { localPath: (p: string) => src.localPath!(p) } : {}),
+    });
+    const onDisk = await (await open(counting(fileSource("models/tiny-sd-external")), "cpu")).run(RUN);
+    expect(reads.some((p) => p.endsWith("model.onnx_data"))).toBe(false);
+    expect(reads).toContain("unet/model.onnx");
+    reads.length = 0;
+    const { localPath: _drop, ...noPath } = counting(fileSource("models/tiny-sd-external"));
+    const viaBytes = await (await open(noPath as never, "cpu")).run(RUN);
+    expect(reads).toContain("unet/model.onnx_data");
+    expect(maxAbsDiff(onDisk.images.data, viaBytes.images.data)).toBe(0);
+  });
+
   test("a missing data file is an error naming it", async () => {
     const models = memorySource(filesOf("models/tiny-sd-external", (p) => p.endsWith("onnx_data")), "models/x");
     await expect(open(models, "cpu")).rejects.toThrow("models/x/unet/model.onnx_data: file not found (models/x/unet/model.onnx keeps its weights there as external data)");
