@@ -6,7 +6,7 @@ import SchemaBuilder from "@pothos/core";
 import { GraphQLError, Kind, type ValueNode } from "graphql";
 import { z } from "zod";
 import { LIMITS, PARAM_NAMES, PARAMS } from "../core/params.ts";
-import { PLUGIN_KINDS, type PluginDefinition, type PluginKind, type SchedulerInstance } from "../core/plugin.ts";
+import { PLUGIN_KINDS, type PluginDefinition, type PluginKind } from "../core/plugin.ts";
 import type { ScheduleData } from "../core/scheduler.ts";
 import { apiError, badInput, ErrorCode } from "./errors.ts";
 import { base64, fromBase64, pngDataUrl, pngSize } from "./image.ts";
@@ -411,41 +411,7 @@ builder.queryType({
         config: t.arg({ type: "JSON", description: "Scheduler config (diffusers keys, e.g. {beta_schedule: \"scaled_linear\"}), over the pipeline's when one is named." }),
         pipeline: t.arg.string({ description: "Registered pipeline whose scheduler config to start from. Default: none (plugin defaults) when `scheduler` is given, else the default pipeline." }),
       },
-      resolve: async (_r, a, ctx) => {
-        const { service } = ctx;
-        const pipelineName = a.pipeline ?? (a.scheduler ? null : service.defaultPipeline);
-        let base: Record<string, unknown> = {};
-        let name = a.scheduler ?? null;
-        if (pipelineName !== null) {
-          const reg = service.pipelines.get(pipelineName);
-          if (!reg) throw badInput("pipeline", `unknown pipeline "${pipelineName}" (registered: ${[...service.pipelines.keys()].join(", ")})`);
-          if (reg.scheduler) {
-            base = { ...reg.scheduler.config };
-            name ??= reg.scheduler.use;
-          }
-        }
-        if (!name) throw badInput("scheduler", "name a scheduler (the pipeline has none)");
-        const def = service.registry.get(name);
-        if (!def || def.kind !== "scheduler") {
-          throw badInput("scheduler", `unknown scheduler "${name}" (schedulers: ${service.registry.names("scheduler").join(", ")})`);
-        }
-        checkInt("steps", a.steps, LIMITS.steps);
-        const raw = a.config ?? {};
-        if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw badInput("config", "must be a JSON object");
-        const parsed = def.configSchema.safeParse({ ...base, ...(raw as Record<string, unknown>) });
-        if (!parsed.success) {
-          const issue = parsed.error.issues[0]!;
-          throw badInput(["config", ...issue.path.map(String)].join("."), issue.message);
-        }
-        try {
-          const inst = (await def.create(parsed.data, undefined as never)) as SchedulerInstance;
-          const s = inst.createScheduler();
-          s.setTimesteps(a.steps);
-          return s.schedule();
-        } catch (err) {
-          throw badInput("config", (err as Error).message);
-        }
-      },
+      resolve: (_r, a, ctx) => ctx.service.schedule(a),
     }),
     job: t.field({
       type: JobRef,

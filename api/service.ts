@@ -3,12 +3,13 @@
  * registry, the job manager, and input validation. Clients choose pipelines, schedulers and
  * plugins by name from what is registered here; no client input becomes a path or a module.
  */
-import { modelFolderOf, type Diffgraph } from "../core/diffgraph.ts";
-import { readJson } from "../core/model-source.ts";
+import type { Diffgraph } from "../core/diffgraph.ts";
+import { memorySource } from "../core/model-source.ts";
 import { paramsFor } from "../core/executor.ts";
 import { LIMITS, ParamsError, type GenerationInput, type ResolvedParams } from "../core/params.ts";
 import type { Pipeline } from "../core/pipeline.ts";
-import type { PluginKind } from "../core/plugin.ts";
+import type { PluginDefinition, PluginKind, SchedulerInstance } from "../core/plugin.ts";
+import type { ScheduleData } from "../core/scheduler.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { badInput } from "./errors.ts";
 import { fromBase64, ImageTooLargeError, imageToTensor } from "./image.ts";
@@ -116,7 +117,8 @@ export class ApiService {
           throw new Error(`dry run failed: ${(err as Error).message}`);
         });
         const img2img = Object.values(pipeline.doc.nodes).some((n) => Object.values(n.inputs ?? {}).includes("$image"));
-        const scheduler = await schedulerOf(options.diffgraph, file, pipeline);
+        // The denoise node's scheduler as it was loaded (configFile merged, defaults filled): one source.
+        const scheduler = [...pipeline.nodes.values()].find((n) => n.instance.scheduler)?.instance.scheduler ?? null;
         pipelines.set(pipeline.name, { name: pipeline.name, file, pipeline, img2img, scheduler });
         log(`pipelines: registered "${pipeline.name}" from ${file}`);
       } catch (err) {
@@ -158,12 +160,7 @@ export class ApiService {
     const name = input.pipeline ?? this.defaultPipeline;
     const reg = this.pipelines.get(name);
     if (!reg) throw badInput("input.pipeline", `unknown pipeline "${name}" (registered: ${[...this.pipelines.keys()].join(", ")})`);
-    if (input.scheduler != null) {
-      const def = this.registry.get(input.scheduler);
-      if (!def || def.kind !== "scheduler") {
-        throw badInput("input.scheduler", `unknown scheduler "${input.scheduler}" (schedulers: ${this.registry.names("scheduler").join(", ")})`);
-      }
-    }
+    if (input.scheduler != null) this.schedulerPlugin("input.scheduler", input.scheduler);
     await this.jobs.checkCapacity();
     const previewEvery = input.previewEvery ?? 1;
     checkInt("input.previewEvery", previewEvery, API_LIMITS.previewEvery);
@@ -197,6 +194,52 @@ export class ApiService {
     return { pipeline: reg.pipeline, params: jobParams, priority, ...(image ? { image } : {}), ...(mask ? { mask } : {}) };
   }
 
+  /** A registered scheduler plugin by name; BAD_USER_INPUT at `field` otherwise. */
+  private schedulerPlugin(field: string, name: string): PluginDefinition {
+    try {
+      return this.registry.require(name, "scheduler");
+    } catch (err) {
+      throw badInput(field, (err as Error).message);
+    }
+  }
+
+  /**
+   * The noise schedule a scheduler makes for `steps`. With a pipeline, it starts from that pipeline's
+   * scheduler config (the model's schedule) as `generate` would run it; `config` keys override.
+   */
+  async schedule(args: { scheduler?: string | null; steps: number; config?: unknown; pipeline?: string | null }): Promise<ScheduleData> {
+    const pipelineName = args.pipeline ?? (args.scheduler ? null : this.defaultPipeline);
+    let base: Record<string, unknown> = {};
+    let name = args.scheduler ?? null;
+    if (pipelineName !== null) {
+      const reg = this.pipelines.get(pipelineName);
+      if (!reg) throw badInput("pipeline", `unknown pipeline "${pipelineName}" (registered: ${[...this.pipelines.keys()].join(", ")})`);
+      if (reg.scheduler) {
+        base = { ...reg.scheduler.config };
+        name ??= reg.scheduler.use;
+      }
+    }
+    if (!name) throw badInput("scheduler", "name a scheduler (the pipeline has none)");
+    const def = this.schedulerPlugin("scheduler", name);
+    checkInt("steps", args.steps, LIMITS.steps);
+    const raw = args.config ?? {};
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw badInput("config", "must be a JSON object");
+    const parsed = def.configSchema.safeParse({ ...base, ...(raw as Record<string, unknown>) });
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw badInput(["config", ...issue.path.map(String)].join("."), issue.message);
+    }
+    try {
+      // A scheduler reads no model files; its context is the service's runtime and an empty folder.
+      const inst = (await def.create(parsed.data, { models: memorySource({}, "schedule:"), onnx: this.diffgraph.onnx, log: () => {} })) as SchedulerInstance;
+      const s = inst.createScheduler();
+      s.setTimesteps(args.steps);
+      return s.schedule();
+    } catch (err) {
+      throw badInput("config", (err as Error).message);
+    }
+  }
+
   async close(): Promise<void> {
     await this.jobs.close();
     await this.jobs.store.close();
@@ -204,21 +247,6 @@ export class ApiService {
     await Promise.all([...this.pipelines.values()].map((p) => p.pipeline.dispose()));
     await this.diffgraph.dispose();
   }
-}
-
-/** The scheduler reference of the pipeline's denoise node, with its configFile (in the model folder) merged in. */
-async function schedulerOf(dg: Diffgraph, file: string, pipeline: Pipeline): Promise<RegisteredPipeline["scheduler"]> {
-  for (const node of Object.values(pipeline.doc.nodes)) {
-    const ref = (node.config as { scheduler?: { use?: string; config?: Record<string, unknown>; configFile?: string } } | undefined)?.scheduler;
-    if (!ref?.use) continue;
-    let fromFile: Record<string, unknown> = {};
-    if (ref.configFile && pipeline.doc.model) {
-      const models = dg.adapter.fileSource(modelFolderOf(file, pipeline.doc.model));
-      fromFile = (await readJson(models, ref.configFile)) as Record<string, unknown>;
-    }
-    return { use: ref.use, config: Object.freeze({ ...fromFile, ...(ref.config ?? {}) }) };
-  }
-  return null;
 }
 
 export function checkInt(field: string, v: number, range: { min: number; max: number }): void {

@@ -167,6 +167,7 @@ export const denoiseNode: NodeType = {
     return {
       ...(batcher ? { stats: (): Record<string, number> => ({ ...batcher.stats }) } : {}),
       ...(predictor.sizes ? { sizes: predictor.sizes } : {}),
+      scheduler: { use: config.scheduler.use, config: baseScheduler.config as Readonly<Record<string, unknown>> },
       async run(inputs: Values, run) {
         const { params, signal } = run;
         const cond = inputs.cond as Tensor;

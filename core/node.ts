@@ -44,6 +44,8 @@ export type Values = Partial<Record<string, PortTypes[keyof PortTypes]>>;
 
 export interface NodeInstance {
   run(inputs: Values, ctx: NodeRunContext): Promise<Values>;
+  /** The scheduler a denoising node runs, with its resolved config (configFile merged, defaults filled). */
+  readonly scheduler?: { readonly use: string; readonly config: Readonly<Record<string, unknown>> };
   /** Image sizes the node can make (the denoising loop: its noise predictor's); checked before a run starts. */
   readonly sizes?: SizeRule;
   /** Counters the node keeps across runs (the denoising loop: its cross-run batching). */

@@ -34,6 +34,25 @@ export class PluginRegistry {
   names(kind?: PluginKind): string[] {
     return this.list(kind).map((p) => p.name);
   }
+
+  /** The plugin `name` of `kind`; otherwise an `UnknownPluginError` listing the names of that kind. */
+  require(name: string, kind: PluginKind): PluginDefinition {
+    const def = this.plugins.get(name);
+    if (!def || def.kind !== kind) throw new UnknownPluginError(kind, name, this.names(kind));
+    return def;
+  }
+}
+
+/** The one wording of "no such plugin", wherever a name is looked up. */
+export function unknownPluginMessage(kind: string, name: string, names: readonly string[]): string {
+  return `unknown ${kind} "${name}" (${kind}s: ${names.join(", ")})`;
+}
+
+export class UnknownPluginError extends Error {
+  constructor(kind: string, name: string, names: readonly string[]) {
+    super(unknownPluginMessage(kind, name, names));
+    this.name = "UnknownPluginError";
+  }
 }
 
 export function isModulePath(use: string): boolean {

@@ -11,6 +11,7 @@
  * s.setTimesteps(30);
  */
 import type { SchedulerInstance } from "../../core/plugin.ts";
+import { unknownPluginMessage } from "../../core/registry.ts";
 import type { SchedulerPlugin } from "./base.ts";
 import { SchedulerConfigError, type ResolvedSchedulerConfig } from "./config.ts";
 import ddim from "./ddim.ts";
@@ -59,7 +60,7 @@ export function schedulerNames(): string[] {
 export function getSchedulerPlugin(name: string): SchedulerPlugin {
   const plugin = byName.get(name);
   if (!plugin) {
-    throw new SchedulerConfigError("scheduler", `scheduler: unknown scheduler "${name}" (available: ${schedulerNames().join(", ")})`);
+    throw new SchedulerConfigError("scheduler", `scheduler: ${unknownPluginMessage("scheduler", name, schedulerNames())}`);
   }
   return plugin;
 }
