@@ -132,7 +132,7 @@ async function run(graph: ExecutableGraph, input: GenerationInput, options: RunO
       const key = cacheable ? await nodeKey({ use: node.type.name, config: node.config, identity: graph.identity, inputs: inputKeys }) : null;
       const at = performance.now();
       emit({ type: "node-start", node: name, use: node.type.name, at });
-      const hit = key ? cache!.get(key) : undefined;
+      const hit = key ? (cache!.get(key) as Values | undefined) : undefined;
       let values: Values;
       if (hit) values = hit;
       else {

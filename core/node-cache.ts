@@ -7,8 +7,10 @@
  * run inputs. Keys are SHA-256 digests: outputs of another model or prompt can never collide in.
  */
 import { LRUCache } from "lru-cache";
-import type { Values } from "./node.ts";
 import type { Tensor } from "./tensor.ts";
+
+/** A node's outputs by port (the executor's `Values`; kept structural here so the cache imports no node types). */
+export type CachedValues = Readonly<Record<string, unknown>>;
 
 export interface NodeCacheOptions {
   /** Bytes of cached tensors kept (default 256 MiB). */
@@ -16,17 +18,17 @@ export interface NodeCacheOptions {
 }
 
 export class NodeCache {
-  private readonly lru: LRUCache<string, Values>;
+  private readonly lru: LRUCache<string, CachedValues>;
 
   constructor(options: NodeCacheOptions = {}) {
-    this.lru = new LRUCache<string, Values>({ maxSize: options.maxBytes ?? 256 * 2 ** 20, sizeCalculation: valuesBytes });
+    this.lru = new LRUCache<string, CachedValues>({ maxSize: options.maxBytes ?? 256 * 2 ** 20, sizeCalculation: valuesBytes });
   }
 
-  get(key: string): Values | undefined {
+  get(key: string): CachedValues | undefined {
     return this.lru.get(key);
   }
 
-  set(key: string, values: Values): void {
+  set(key: string, values: CachedValues): void {
     this.lru.set(key, values);
   }
 
@@ -39,7 +41,7 @@ export class NodeCache {
   }
 }
 
-function valuesBytes(values: Values): number {
+function valuesBytes(values: CachedValues): number {
   let n = 64;
   for (const v of Object.values(values)) n += isTensor(v) ? v.data.byteLength : JSON.stringify(v ?? null).length;
   return n;
