@@ -63,6 +63,27 @@ function fromRow(r: Row): JobRecord {
   };
 }
 
+/** A record's mutable fields as statement parameters (what `update` writes). */
+function mutable(job: NewJobRecord) {
+  return {
+    id: job.id,
+    status: job.status,
+    startedAt: job.startedAt,
+    finishedAt: job.finishedAt,
+    error: job.error,
+    errorCode: job.errorCode,
+    step: job.step,
+    totalSteps: job.totalSteps,
+    metrics: JSON.stringify(job.metrics),
+    imageCount: job.imageCount,
+  };
+}
+
+/** Every field of a record as statement parameters (what `insert` writes). */
+function bindings(job: NewJobRecord) {
+  return { ...mutable(job), pipeline: job.pipeline, params: JSON.stringify(job.params), priority: job.priority, createdAt: job.createdAt };
+}
+
 /** Set DIFFGRAPH_FAULT=after-images to die by SIGKILL between writing a job's images and committing its record (crash tests). */
 export type FaultHook = (point: "after-images") => void;
 
@@ -116,22 +137,7 @@ export class SqliteJobStore implements JobStore {
       `INSERT INTO jobs (id, status, pipeline, params, priority, created_at, started_at, finished_at, error, error_code, step, total_steps, metrics, image_count)
        VALUES ($id, $status, $pipeline, $params, $priority, $createdAt, $startedAt, $finishedAt, $error, $errorCode, $step, $totalSteps, $metrics, $imageCount)
        RETURNING seq`,
-      {
-        id: job.id,
-        status: job.status,
-        pipeline: job.pipeline,
-        params: JSON.stringify(job.params),
-        priority: job.priority,
-        createdAt: job.createdAt,
-        startedAt: job.startedAt,
-        finishedAt: job.finishedAt,
-        error: job.error,
-        errorCode: job.errorCode,
-        step: job.step,
-        totalSteps: job.totalSteps,
-        metrics: JSON.stringify(job.metrics),
-        imageCount: job.imageCount,
-      },
+      bindings(job),
     ) as { seq: number };
     return { ...job, seq: row.seq };
   }
@@ -140,18 +146,7 @@ export class SqliteJobStore implements JobStore {
     this.db.run(
       `UPDATE jobs SET status = $status, started_at = $startedAt, finished_at = $finishedAt, error = $error, error_code = $errorCode,
        step = $step, total_steps = $totalSteps, metrics = $metrics, image_count = $imageCount WHERE id = $id`,
-      {
-        id: job.id,
-        status: job.status,
-        startedAt: job.startedAt,
-        finishedAt: job.finishedAt,
-        error: job.error,
-        errorCode: job.errorCode,
-        step: job.step,
-        totalSteps: job.totalSteps,
-        metrics: JSON.stringify(job.metrics),
-        imageCount: job.imageCount,
-      },
+      mutable(job),
     );
   }
 
