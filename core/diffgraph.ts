@@ -16,6 +16,8 @@ export interface DiffgraphOptions {
   readonly executionProvider?: ExecutionProvider;
   readonly log?: (message: string) => void;
   readonly threads?: number;
+  /** onnxruntime-web WebGPU: keep the text states on the GPU across steps and read back only used outputs (default true). */
+  readonly gpuResidency?: boolean;
   /** Defaults to the adapter for the detected host. */
   readonly adapter?: RuntimeAdapter;
 }
@@ -40,7 +42,7 @@ function splitPath(path: string): [dir: string, base: string] {
 export async function createDiffgraph(options: DiffgraphOptions): Promise<Diffgraph> {
   const adapter = options.adapter ?? (await loadRuntimeAdapter());
   const log = options.log ?? ((m: string) => console.error(m));
-  const onnx = new OnnxRuntime({ backends: adapter.onnxBackends, executionProvider: options.executionProvider ?? "auto", log, threads: options.threads });
+  const onnx = new OnnxRuntime({ backends: adapter.onnxBackends, executionProvider: options.executionProvider ?? "auto", log, threads: options.threads, ...(options.gpuResidency !== undefined ? { gpuResidency: options.gpuResidency } : {}) });
   const cache = new NodeCache();
   return {
     registry: options.registry,

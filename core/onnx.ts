@@ -18,6 +18,9 @@ export interface OrtTensorLike {
   readonly type: string;
   readonly dims: readonly number[];
   readonly data: ArrayLike<number | bigint> | Float32Array | BigInt64Array;
+  /** "cpu", or "gpu-buffer" for an output left on the GPU (`preferredOutputLocation`). */
+  readonly location?: string;
+  getData?(releaseData?: boolean): Promise<ArrayLike<number | bigint>>;
   dispose?(): void;
 }
 export interface OrtValueMetadata {
@@ -39,8 +42,11 @@ export interface OrtModuleLike {
     /** From the model's bytes, or (onnxruntime-node) a file path, external data resolved beside it. */
     create(model: Uint8Array | string, options?: Record<string, unknown>): Promise<OrtSessionLike>;
   };
-  readonly Tensor: new (type: string, data: unknown, dims: readonly number[]) => OrtTensorLike;
-  readonly env?: { wasm?: { numThreads?: number; wasmPaths?: unknown }; logLevel?: string };
+  readonly Tensor: (new (type: string, data: unknown, dims: readonly number[]) => OrtTensorLike) & {
+    /** onnxruntime-web: a tensor over a WebGPU buffer (stays on the GPU). */
+    fromGpuBuffer?(buffer: unknown, options: { dataType: string; dims: readonly number[]; dispose?: () => void }): OrtTensorLike;
+  };
+  readonly env?: { wasm?: { numThreads?: number; wasmPaths?: unknown }; logLevel?: string; webgpu?: { device?: Promise<unknown> | unknown } };
 }
 
 /** What a runtime adapter provides: how to load each flavour, and what the host can do. */
@@ -111,6 +117,8 @@ export class OnnxModel implements OnnxModelInfo {
     private readonly serialize: <T>(work: () => Promise<T>) => Promise<T> = (work) => work(),
     /** Whether the backend reported input/output shapes and dtypes (checks are skipped where not). */
     readonly metadata = true,
+    /** onnxruntime-web on WebGPU with residency on: repeated inputs stay on the GPU, outputs are read back on demand. */
+    private readonly gpu = false,
   ) {}
 
   input(name: string): IOInfo {
@@ -182,23 +190,67 @@ export class OnnxModel implements OnnxModelInfo {
     return out;
   }
 
+  /**
+   * WebGPU residency (onnxruntime-web's WebGPU provider, `gpuResidency`): the text encoder's outputs
+   * as the UNet takes them (`RESIDENT_INPUTS`), fed the same array as in the previous call — the
+   * same every step of a run — are uploaded once into a GPU buffer and reused; outputs stay
+   * on the GPU (`preferredOutputLocation: "gpu-buffer"`) and only those asked for are read back —
+   * SDXL's text towers return every layer's states, of which one is used.
+   */
+  private readonly resident = new Map<string, { src: ArrayLike<number>; dims: string; seen: number; tensor?: OrtTensorLike }>();
+  private residentBytes = 0;
+
+  private async residentFeed(io: IOInfo, value: Feed): Promise<OrtTensorLike | undefined> {
+    if (!this.gpu || !RESIDENT_INPUTS.has(io.name) || "ints" in value || (io.type !== "float32" && io.type !== "float16") || !this.ort.Tensor.fromGpuBuffer) return undefined;
+    const dims = value.dims.join("x");
+    const prev = this.resident.get(io.name);
+    if (!prev || prev.src !== value.data || prev.dims !== dims) {
+      prev?.tensor?.dispose?.();
+      this.resident.set(io.name, { src: value.data, dims, seen: 1 });
+      return undefined;
+    }
+    if (prev.tensor) return prev.tensor;
+    const device = (await this.ort.env?.webgpu?.device) as GpuDeviceLike | undefined;
+    const usage = (globalThis as { GPUBufferUsage?: { STORAGE: number; COPY_SRC: number; COPY_DST: number } }).GPUBufferUsage;
+    if (!device || !usage) return undefined;
+    const bytes = io.type === "float16" ? f32ToF16(value.data) : value.data;
+    const size = Math.ceil(bytes.byteLength / 16) * 16;
+    const buffer = device.createBuffer({ size, usage: usage.STORAGE | usage.COPY_SRC | usage.COPY_DST });
+    device.queue.writeBuffer(buffer, 0, bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.residentBytes += size;
+    prev.tensor = this.ort.Tensor.fromGpuBuffer(buffer, { dataType: io.type, dims: value.dims, dispose: () => buffer.destroy() });
+    return prev.tensor;
+  }
+
+  /** Counters of the WebGPU residency: feeds kept on the GPU and the bytes uploaded for them. */
+  get residency(): { readonly residentFeeds: number; readonly uploadedBytes: number } {
+    return { residentFeeds: [...this.resident.values()].filter((r) => r.tensor).length, uploadedBytes: this.residentBytes };
+  }
+
   private async runOnce(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
     const ortFeeds: Record<string, OrtTensorLike> = {};
     for (const [name, value] of Object.entries(feeds)) {
-      ortFeeds[name] = this.toOrt(this.input(name), value);
+      const io = this.input(name);
+      ortFeeds[name] = (await this.residentFeed(io, value)) ?? this.toOrt(io, value);
     }
-    let result: Record<string, OrtTensorLike>;
+    const wanted = outputNames ?? this.outputs.map((o) => o.name);
+    let out: Record<string, Tensor>;
     try {
-      result = await this.serialize(() => this.session.run(ortFeeds));
+      out = await this.serialize(async () => {
+        const result = await this.session.run(ortFeeds);
+        const read: Record<string, Tensor> = {};
+        for (const name of wanted) {
+          const t = result[name];
+          if (!t) throw new ModelFileError(this.file, `produced no output "${name}"`);
+          read[name] = { dims: [...t.dims], data: t.location === "gpu-buffer" && t.getData ? toFloat32({ type: t.type, data: await t.getData(true) }) : toFloat32(t) };
+        }
+        for (const [name, t] of Object.entries(result)) if (!(name in read) && t.location === "gpu-buffer") t.dispose?.();
+        return read;
+      });
     } catch (err) {
+      if (err instanceof ModelFileError) throw err;
       const shapes = Object.entries(ortFeeds).map(([k, v]) => `${k}: ${v.type}[${v.dims.join(",")}]`).join("; ");
       throw new ModelFileError(this.file, `inference failed with inputs ${shapes}: ${(err as Error).message}`, { cause: err });
-    }
-    const out: Record<string, Tensor> = {};
-    for (const name of outputNames ?? this.outputs.map((o) => o.name)) {
-      const t = result[name];
-      if (!t) throw new ModelFileError(this.file, `produced no output "${name}"`);
-      out[name] = { dims: [...t.dims], data: toFloat32(t) };
     }
     return out;
   }
@@ -236,6 +288,8 @@ export class OnnxModel implements OnnxModelInfo {
   }
 
   async release(): Promise<void> {
+    for (const r of this.resident.values()) r.tensor?.dispose?.();
+    this.resident.clear();
     await this.session.release();
   }
 }
@@ -273,7 +327,16 @@ export function externalDataFiles(bytes: Uint8Array): string[] {
   return [...found];
 }
 
-function toFloat32(t: OrtTensorLike): Float32Array {
+/** UNet inputs that hold the text encoder's outputs: the same array every step of a run (never mutated in place). */
+const RESIDENT_INPUTS = new Set(["encoder_hidden_states", "text_embeds"]);
+
+/** The part of a WebGPU `GPUDevice` residency uses. */
+interface GpuDeviceLike {
+  createBuffer(d: { size: number; usage: number }): { destroy(): void };
+  readonly queue: { writeBuffer(buffer: unknown, offset: number, data: ArrayBufferLike, dataOffset: number, size: number): void };
+}
+
+function toFloat32(t: Pick<OrtTensorLike, "type" | "data">): Float32Array {
   const data = t.data as ArrayLike<number | bigint>;
   if (t.type === "float32") return data as Float32Array;
   if (t.type === "float16") return f16ToF32(data as unknown as Uint16Array | ArrayLike<number>);
@@ -296,6 +359,8 @@ export interface OnnxRuntimeOptions {
   readonly log?: (message: string) => void;
   /** Intra-op threads for the native CPU provider (default: ORT's choice). */
   readonly threads?: number;
+  /** onnxruntime-web WebGPU: keep repeated inputs and unread outputs on the GPU (default true). */
+  readonly gpuResidency?: boolean;
 }
 
 /**
@@ -403,7 +468,7 @@ export class OnnxRuntime {
           return { name, type: normalizeType(m?.type), shape: m?.shape ? [...m.shape] : [] };
         });
       const hasMeta = !!session.inputMetadata?.length && session.inputMetadata.every((m) => !m.isTensor || m.shape !== undefined);
-      return new OnnxModel(file, backend, provider, meta(session.inputMetadata, session.inputNames), meta(session.outputMetadata, session.outputNames), ort, session, serialize, hasMeta);
+      return new OnnxModel(file, backend, provider, meta(session.inputMetadata, session.inputNames), meta(session.outputMetadata, session.outputNames), ort, session, serialize, hasMeta, this.residency(backend, provider));
     }
     throw new Error(`no ONNX backend could load ${file} with executionProvider "${this.executionProvider}" on ${this.host}: ${errors.join("; ")}`);
   }
@@ -444,8 +509,13 @@ export class OnnxRuntime {
     return web(provider as "wasm" | "webgpu");
   }
 
+  private residency(backend: BackendName, provider: string): boolean {
+    return backend === "onnxruntime-web" && provider === "webgpu" && this.options.gpuResidency !== false;
+  }
+
   private sessionOptions(backend: BackendName, provider: string): Record<string, unknown> {
     const opts: Record<string, unknown> = { executionProviders: [provider], graphOptimizationLevel: "all" };
+    if (this.residency(backend, provider)) opts.preferredOutputLocation = "gpu-buffer";
     if (backend === "onnxruntime-node" && provider === "cpu" && this.options.threads) opts.intraOpNumThreads = this.options.threads;
     return opts;
   }

@@ -259,7 +259,8 @@ async function encodeTower(tower: TowerInstance, texts: readonly string[], weigh
     for (let j = 0; j < windows; j++) ids.push(...(w.ids[j] ?? emptyWindow(t)));
   }
   const rows = texts.length * windows;
-  const out = await tower.model.run({ input_ids: { dims: [rows, L], ints: ids } });
+  // Only the states and the pooled vector are read back (on WebGPU the other layers stay on the GPU).
+  const out = await tower.model.run({ input_ids: { dims: [rows, L], ints: ids } }, [tower.hidden, ...(tower.pooled ? [tower.pooled] : [])]);
   const states = out[tower.hidden]!;
   const D = states.dims[2]!;
   per.forEach((w, b) => {
