@@ -188,6 +188,8 @@ export class ApiService {
     let mask: Tensor | undefined;
     if (input.mask != null) {
       if (!image) throw badInput("input.mask", "needs input.image (the picture whose unmasked part it keeps)");
+      const readsMask = Object.values(reg.pipeline.doc.nodes).some((n) => Object.values(n.inputs ?? {}).includes("$mask"));
+      if (!readsMask) throw badInput("input.mask", `pipeline "${reg.name}" takes no mask (inpainting is not supported by it)`);
       mask = await decodeDataUrl(input.mask, { width: params.width, height: params.height }, "input.mask");
     }
     const jobParams: JobParams = { ...params, scheduler: params.scheduler ?? null, img2img: image !== undefined, previewEvery };

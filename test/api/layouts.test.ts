@@ -4,9 +4,9 @@
  * generates; `mask` reaches the run (an inpainting job succeeds, a mask without an image is refused).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import sharp from "sharp";
 import { ApiService } from "../../api/service.ts";
 import { openSqliteStore } from "../../api/adapters/sqlite-bun.ts";
@@ -22,7 +22,13 @@ let gql: (query: string, variables?: Record<string, unknown>) => Promise<{ data?
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), "dg-api-layouts-"));
   const diffgraph = await createDiffgraph({ registry: builtinRegistry(), log: () => {}, threads: 1, executionProvider: "cpu" });
-  service = await ApiService.create({ diffgraph, store: openSqliteStore(dataDir), pipelineFiles: FIXTURES.map((f) => `models/${f}`), log: () => {}, defaultPipeline: "tiny-sdxl" });
+  // and a pipeline file whose denoise node reads no mask
+  const plain = JSON.parse(readFileSync("pipelines/tiny-sd.json", "utf8"));
+  plain.name = "no-mask";
+  plain.model = resolve("models/tiny-sd");
+  delete plain.nodes.denoise.inputs.mask;
+  writeFileSync(join(dataDir, "no-mask.json"), JSON.stringify(plain));
+  service = await ApiService.create({ diffgraph, store: openSqliteStore(dataDir), pipelineFiles: [...FIXTURES.map((f) => `models/${f}`), join(dataDir, "no-mask.json")], log: () => {}, defaultPipeline: "tiny-sdxl" });
   const { app } = createApp({ service });
   gql = async (query, variables) => {
     const res = await app.request("/graphql", { method: "POST", headers: { "content-type": "application/json", accept: "application/json" }, body: JSON.stringify({ query, variables }) });
@@ -48,7 +54,7 @@ const dataUrl = async (img: ReturnType<typeof sharp>) => `data:image/png;base64,
 describe("model-layout fixtures over GraphQL", () => {
   test("every fixture folder is registered", async () => {
     const r = await gql(`{ pipelines { name } }`);
-    expect(r.data.pipelines.map((p: { name: string }) => p.name).sort()).toEqual([...FIXTURES].sort());
+    expect(r.data.pipelines.map((p: { name: string }) => p.name).sort()).toEqual([...FIXTURES, "no-mask"].sort());
   });
 
   for (const [pipeline, extra] of [
@@ -76,5 +82,8 @@ describe("model-layout fixtures over GraphQL", () => {
     const bad = await gql(GENERATE, { input: { prompt: "a cat", pipeline: "tiny-sd-inpaint", mask } });
     expect(bad.errors?.[0]?.message).toMatch(/needs input\.image/);
     expect(bad.errors?.[0]?.extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.mask" });
+    const unread = await gql(GENERATE, { input: { prompt: "a cat", pipeline: "no-mask", image, mask } });
+    expect(unread.errors?.[0]?.message).toMatch(/pipeline "no-mask" takes no mask/);
+    expect(unread.errors?.[0]?.extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.mask" });
   });
 });
