@@ -165,9 +165,12 @@ export class OnnxModel implements OnnxModelInfo {
    * (a [1] timestep) are passed whole, and the outputs are joined again.
    */
   async run(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
-    const fixed = this.metadata ? this.inputs.map((i) => i.shape[0]).find((d): d is number => typeof d === "number" && d > 0) : undefined;
     const rows = Math.max(...Object.values(feeds).map((f) => f.dims[0] ?? 1));
-    if (fixed === undefined || rows <= fixed || rows % fixed !== 0 || !this.inputs.every((i) => i.shape.length > 0 && i.shape[0] === fixed)) {
+    // The batch is what the row-carrying feeds share; a fixed first axis on those (not on a [1] timestep) bounds it.
+    const batchAxes = Object.entries(feeds).filter(([, f]) => f.dims[0] === rows).map(([name]) => this.input(name).shape[0]);
+    const sizes = batchAxes.filter((d): d is number => typeof d === "number");
+    const fixed = this.metadata && sizes.length ? sizes[0]! : undefined;
+    if (fixed === undefined || rows <= fixed || rows % fixed !== 0 || sizes.some((d) => d !== fixed)) {
       return this.runOnce(feeds, outputNames);
     }
     const parts: Record<string, Tensor>[] = [];
@@ -353,6 +356,17 @@ function normalizeType(type: string | undefined): string {
   return ({ float: "float32", double: "float64" } as Record<string, string>)[t] ?? t;
 }
 
+/** How to load one model. */
+export interface LoadOptions {
+  /**
+   * onnxruntime's `freeDimensionOverrides`: symbolic axes, by the name the model gives them
+   * (`batch_size`, `height`, …), fixed to a size — what the onnxruntime-web WebGPU demo does for
+   * SD-Turbo. The model then reports those axes at that size, so a fixed batch runs in slices and
+   * a fixed latent size is the only image size the pipeline takes.
+   */
+  readonly freeDimensions?: Readonly<Record<string, number>>;
+}
+
 export interface OnnxRuntimeOptions {
   readonly backends: OnnxBackends;
   readonly executionProvider?: ExecutionProvider;
@@ -389,19 +403,23 @@ export class OnnxRuntime {
   }
 
   /** Load (or reuse) the session for `path` inside `source`. */
-  load(source: ModelSource, path: string): Promise<OnnxModel> {
+  load(source: ModelSource, path: string, options: LoadOptions = {}): Promise<OnnxModel> {
     const file = `${source.root}/${path}`;
-    const key = `${file}|${this.executionProvider}`;
+    const fixed = options.freeDimensions && Object.keys(options.freeDimensions).length ? options.freeDimensions : undefined;
+    for (const [name, size] of Object.entries(fixed ?? {})) {
+      if (!Number.isInteger(size) || size < 1) return Promise.reject(new RangeError(`freeDimensions.${name}: must be a positive whole number, got ${size}`));
+    }
+    const key = `${file}|${this.executionProvider}${fixed ? `|${JSON.stringify(Object.entries(fixed).sort())}` : ""}`;
     let p = this.sessions.get(key);
     if (!p) {
-      p = this.create(source, path, file);
+      p = this.create(source, path, file, fixed);
       this.sessions.set(key, p);
       p.catch(() => this.sessions.delete(key)); // a failed load can be retried after the file is fixed
     }
     return p;
   }
 
-  private async create(source: ModelSource, path: string, file: string): Promise<OnnxModel> {
+  private async create(source: ModelSource, path: string, file: string, fixed?: Readonly<Record<string, number>>): Promise<OnnxModel> {
     let bytes: Uint8Array;
     try {
       bytes = await source.read(path);
@@ -442,6 +460,7 @@ export class OnnxRuntime {
       const serialize = this.serializerFor(backend, provider);
       try {
         const options = this.sessionOptions(backend, provider);
+        if (fixed) options.freeDimensionOverrides = { ...fixed };
         let model: Uint8Array | string = bytes;
         if (locations.length && backend === "onnxruntime-node" && source.localPath) model = source.localPath(path);
         else if (locations.length) options.externalData = await readExternal();
@@ -465,7 +484,8 @@ export class OnnxRuntime {
       const meta = (list: readonly OrtValueMetadata[] | undefined, names: readonly string[]): IOInfo[] =>
         names.map((name) => {
           const m = list?.find((x) => x.name === name);
-          return { name, type: normalizeType(m?.type), shape: m?.shape ? [...m.shape] : [] };
+          // An axis fixed by freeDimensions is reported at its size, so plugins treat it as static.
+          return { name, type: normalizeType(m?.type), shape: m?.shape ? m.shape.map((d) => (typeof d === "string" && fixed?.[d] !== undefined ? fixed[d]! : d)) : [] };
         });
       const hasMeta = !!session.inputMetadata?.length && session.inputMetadata.every((m) => !m.isTensor || m.shape !== undefined);
       return new OnnxModel(file, backend, provider, meta(session.inputMetadata, session.inputNames), meta(session.outputMetadata, session.outputNames), ort, session, serialize, hasMeta, this.residency(backend, provider));

@@ -18,6 +18,8 @@ const Config = z
     scalingFactor: z.number().positive().optional(),
     /** Decode this many images per model call (bounds peak memory for large batches). */
     maxBatch: z.number().int().positive().default(8),
+    /** Symbolic axes of the model fixed to a size (onnxruntime's freeDimensionOverrides; see core/onnx.ts). */
+    freeDimensions: z.record(z.string(), z.number().int().positive()).optional(),
   })
   .strict();
 
@@ -48,7 +50,7 @@ export default definePlugin({
   outputs: { images: "images" },
   deterministic: true,
   async create(config, ctx) {
-    const [model, scale] = await Promise.all([ctx.onnx.load(ctx.models, config.model), scalingFactorOf(ctx.models, config.scalingFactor)]);
+    const [model, scale] = await Promise.all([ctx.onnx.load(ctx.models, config.model, config.freeDimensions ? { freeDimensions: config.freeDimensions } : {}), scalingFactorOf(ctx.models, config.scalingFactor)]);
     model.expectInput("latent_sample", { rank: 4, types: FLOATS, what: "latents [batch, channels, height, width]" });
     const outName = model.outputs.find((o) => o.name === "sample")?.name ?? model.outputs[0]!.name;
     return {

@@ -27,7 +27,7 @@ import { z } from "zod";
 import { definePlugin } from "../../core/plugin.ts";
 import { readComponentConfig } from "../../core/model-folder.ts";
 import { ModelFileError, readModelJson, type ModelSource } from "../../core/model-source.ts";
-import type { OnnxModel } from "../../core/onnx.ts";
+import type { LoadOptions, OnnxModel } from "../../core/onnx.ts";
 import type { Embeddings, Tensor } from "../../core/tensor.ts";
 import { parsePromptWeights } from "./prompt-weights.ts";
 
@@ -60,6 +60,8 @@ const Config = z
     zerosForEmpty: z.boolean().default(false),
     /** Read `(word:1.3)`, `(word)`, `[word]` as attention weights. */
     weights: z.boolean().default(true),
+    /** Symbolic axes of the model fixed to a size (onnxruntime's freeDimensionOverrides; see core/onnx.ts). */
+    freeDimensions: z.record(z.string(), z.number().int().positive()).optional(),
   })
   .strict();
 
@@ -182,8 +184,8 @@ interface TowerInstance {
   readonly pooled: string | undefined;
 }
 
-async function loadTower(ctx: { models: ModelSource; onnx: { load(s: ModelSource, p: string): Promise<OnnxModel> } }, cfg: { model: string; tokenizer: string; hiddenStates: string; pooled: readonly string[] }, maxLength?: number): Promise<TowerInstance> {
-  const [tokenizer, model] = await Promise.all([loadTokenizer(ctx.models, cfg.tokenizer, maxLength), ctx.onnx.load(ctx.models, cfg.model)]);
+async function loadTower(ctx: { models: ModelSource; onnx: { load(s: ModelSource, p: string, o?: LoadOptions): Promise<OnnxModel> } }, cfg: { model: string; tokenizer: string; hiddenStates: string; pooled: readonly string[] }, maxLength?: number, freeDimensions?: Readonly<Record<string, number>>): Promise<TowerInstance> {
+  const [tokenizer, model] = await Promise.all([loadTokenizer(ctx.models, cfg.tokenizer, maxLength), ctx.onnx.load(ctx.models, cfg.model, freeDimensions ? { freeDimensions } : {})]);
   const ids = model.expectInput("input_ids", { rank: 2, types: ["int32", "int64"] });
   let hidden = cfg.hiddenStates;
   if (hidden === "penultimate") {
@@ -335,8 +337,8 @@ export default definePlugin({
   outputs: { embeddings: "embeddings", pooled: "vector" },
   deterministic: true,
   async create(config, ctx) {
-    const towers = [await loadTower(ctx, config, config.maxLength)];
-    if (config.second) towers.push(await loadTower(ctx, config.second, config.maxLength));
+    const towers = [await loadTower(ctx, config, config.maxLength, config.freeDimensions)];
+    if (config.second) towers.push(await loadTower(ctx, config.second, config.maxLength, config.freeDimensions));
     let padding: Promise<Tensor> | undefined;
     const encode = async (texts: readonly string[], k?: number): Promise<{ embeddings: Tensor; pooled: Tensor }> => {
       const first = await encodeTower(towers[0]!, texts, config.weights, k);

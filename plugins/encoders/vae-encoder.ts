@@ -10,6 +10,8 @@ const Config = z
   .object({
     model: z.string().default("vae_encoder/model.onnx"),
     scalingFactor: z.number().positive().optional(),
+    /** Symbolic axes of the model fixed to a size (onnxruntime's freeDimensionOverrides; see core/onnx.ts). */
+    freeDimensions: z.record(z.string(), z.number().int().positive()).optional(),
   })
   .strict();
 
@@ -22,7 +24,7 @@ export default definePlugin({
   outputs: { latents: "latents" },
   deterministic: true,
   async create(config, ctx) {
-    const [model, scale] = await Promise.all([ctx.onnx.load(ctx.models, config.model), scalingFactorOf(ctx.models, config.scalingFactor)]);
+    const [model, scale] = await Promise.all([ctx.onnx.load(ctx.models, config.model, config.freeDimensions ? { freeDimensions: config.freeDimensions } : {}), scalingFactorOf(ctx.models, config.scalingFactor)]);
     model.expectInput("sample", { rank: 4, types: ["float32", "float16"], what: "images [batch, 3, height, width]" });
     const outName = model.outputs[0]!.name;
     return {

@@ -35,6 +35,8 @@ const Config = z
      * their pipeline class, which the model-folder loader passes here).
      */
     inpaint: z.boolean().optional(),
+    /** Symbolic axes of the model fixed to a size (onnxruntime's freeDimensionOverrides; see core/onnx.ts). */
+    freeDimensions: z.record(z.string(), z.number().int().positive()).optional(),
   })
   .strict();
 
@@ -88,7 +90,7 @@ export default definePlugin({
   description: "UNet noise predictor from an ONNX file (diffusers ONNX layout)",
   configSchema: Config,
   async create(config, ctx) {
-    const model = await ctx.onnx.load(ctx.models, config.model);
+    const model = await ctx.onnx.load(ctx.models, config.model, config.freeDimensions ? { freeDimensions: config.freeDimensions } : {});
     const floats = ["float32", "float16"];
     model.expectInput("sample", { rank: 4, types: floats, what: "latents [batch, channels, height, width]" });
     model.expectInput("timestep", { rank: [0, 1], types: [...floats, "int64", "int32"], what: "a scalar or [batch]" });
