@@ -170,7 +170,7 @@ export function createApp(options: AppOptions): { app: Hono; yoga: ApiYoga } {
     const file = c.req.param("file");
     const id = file.endsWith(".png") ? file.slice(0, -4) : "";
     if (!IMAGE_ID.test(id)) return c.json({ error: "not an image id (expected /images/<job>-<i>.png or /images/<job>-s<step>-<i>.png)" }, 404);
-    const png = service.jobs.previewImage(id)?.png ?? (await service.jobs.store.readImage(id));
+    const png = (await service.jobs.previewImage(id))?.png ?? (await service.jobs.store.readImage(id));
     if (!png) return c.json({ error: `no image ${id}` }, 404);
     // Final images never change; preview frames are immutable too once made.
     return c.body(png as Uint8Array<ArrayBuffer>, 200, { "content-type": "image/png", "cache-control": "public, max-age=31536000, immutable" });

@@ -29,6 +29,13 @@ export interface ServerOptions extends Partial<Omit<ServiceOptions, "diffgraph" 
   /** ONNX execution provider (default "auto": the best this host has). */
   readonly executionProvider?: ExecutionProvider;
   readonly plugins?: AppOptions["plugins"];
+  /**
+   * `redis://HOST:PORT`: the distributed mode (records, queue and events in Redis, images in
+   * `dataDir/images` on a folder every node mounts). Without it, the embedded mode.
+   */
+  readonly queueUrl?: string;
+  /** Distributed mode: a job's lock; a dead worker's job is re-delivered within about twice this (ms, default 30 000). */
+  readonly lockMs?: number;
 }
 
 export interface RunningServer {
@@ -50,7 +57,11 @@ export async function openService(options: ServerOptions, engines: HostEngines) 
   const diffgraph = await createDiffgraph({ registry: options.registry ?? builtinRegistry(), log, threads: options.threads, executionProvider: options.executionProvider });
   const pipelineFiles = await engines.pipelineFiles(options.pipelinesDir ?? "pipelines");
   // ServerOptions extends the service's options; the listening fields it adds are ignored there.
-  const service = await ApiService.create({ ...options, diffgraph, store: engines.openStore(options.dataDir ?? ".diffgraph"), pipelineFiles, log });
+  const dataDir = options.dataDir ?? ".diffgraph";
+  const jobEngines = options.queueUrl
+    ? (await import("./adapters/redis-node.ts")).openRedisEngines(options.queueUrl, { dataDir, maxQueue: options.maxQueue, concurrency: options.concurrency, lockMs: options.lockMs, subscriberBuffer: options.subscriberBuffer, log })
+    : { store: engines.openStore(dataDir) };
+  const service = await ApiService.create({ ...options, diffgraph, ...jobEngines, pipelineFiles, log });
   const { app, yoga } = createApp({ service, corsOrigins: options.corsOrigins, plugins: options.plugins });
   return { service, app, yoga };
 }

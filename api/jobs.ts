@@ -7,6 +7,13 @@
  *
  * Jobs running at the same time (`concurrency` > 1) on one pipeline share noise-predictor calls
  * through the denoise node's batcher (core/batcher.ts), so the queue needs no batching of its own.
+ *
+ * Two sides, one class. The submit side validates nothing (the service did), stores the record and
+ * pushes the job; the worker side claims jobs and runs them. In the embedded mode both are this
+ * process, and a claimed job is found in `local` with its Pipeline object and inputs. On a shared
+ * queue (`JobQueue.shared`: Redis) a worker claims jobs other processes submitted: it loads the
+ * record from the store, finds the pipeline by name among its own (`pipelines`), takes the inputs
+ * from the queue, and hears cancel requests through the bus.
  */
 import type { PipelineEvent, StepEvent } from "../core/node.ts";
 import type { GenerationInput } from "../core/params.ts";
@@ -15,6 +22,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { apiError, ErrorCode } from "./errors.ts";
 import { batchToPng } from "./image.ts";
 import {
+  FINISHED,
   INTERRUPTED_CODE,
   INTERRUPTED_REASON,
   QueueFullError,
@@ -26,6 +34,7 @@ import {
   type JobRecord,
   type JobStatus,
   type JobStore,
+  type NewJobRecord,
   type StepFrame,
   type StoredImage,
 } from "./ports.ts";
@@ -38,6 +47,8 @@ export interface JobManagerOptions {
   readonly bus: EventBus;
   /** Jobs run at the same time (default 1). */
   readonly concurrency?: number;
+  /** Run worker loops that claim jobs (default true; false for an API node of the distributed mode). */
+  readonly claim?: boolean;
   /**
    * Steps whose preview awaits PNG encoding before new previews are skipped (the step event still
    * goes out, with no frame), so encoding can never queue up behind a fast model (default 32).
@@ -45,6 +56,13 @@ export interface JobManagerOptions {
   readonly encodeBacklog?: number;
   /** Bytes of preview PNGs kept in memory for `/images/…` URLs (default 64 MiB). */
   readonly frameCacheBytes?: number;
+  /** The worker side's pipelines by name, for jobs another process submitted (shared queues). */
+  readonly pipelines?: (name: string) => Pipeline | undefined;
+  /**
+   * Run the store's `recover` at start (default: only when the queue is not shared; with a shared
+   * queue other processes' jobs are live, not interrupted).
+   */
+  readonly recover?: boolean;
   readonly log?: (message: string) => void;
 }
 
@@ -75,7 +93,10 @@ class FrameCache {
   }
 }
 
-/** What this process holds of a job it accepted: the run's inputs (the img2img source is not persisted) and its controls. */
+/**
+ * What this process holds of a job it accepted (embedded mode) or claimed (shared queue): the run's
+ * inputs and its controls.
+ */
 interface LocalJob {
   record: JobRecord;
   readonly pipeline: Pipeline;
@@ -97,6 +118,7 @@ export class JobManager {
   private readonly encodeBacklog: number;
   private readonly frames: FrameCache;
   private readonly log: (m: string) => void;
+  private readonly pipelineFor: (name: string) => Pipeline | undefined;
   private readonly local = new Map<string, LocalJob>();
   private readonly workers: Promise<void>[] = [];
   private running = 0;
@@ -111,15 +133,21 @@ export class JobManager {
     this.encodeBacklog = Math.max(1, options.encodeBacklog ?? 32);
     this.frames = new FrameCache(options.frameCacheBytes ?? 64 * 2 ** 20);
     this.log = options.log ?? (() => {});
+    this.pipelineFor = options.pipelines ?? (() => undefined);
   }
 
   /** Recover the store after a crash or stop (interrupted jobs failed, orphan images removed), then start the workers. */
   static async start(options: JobManagerOptions): Promise<JobManager> {
     const m = new JobManager(options);
-    const { interrupted, orphanImages } = await m.store.recover();
-    if (interrupted) m.log(`jobs: marked ${interrupted} job(s) interrupted by the previous shutdown as FAILED`);
-    if (orphanImages) m.log(`jobs: removed ${orphanImages} image file(s) of jobs that never finished`);
-    for (let i = 0; i < m.concurrency; i++) m.workers.push(m.work());
+    if (options.recover ?? !m.queue.shared) {
+      const { interrupted, orphanImages } = await m.store.recover();
+      if (interrupted) m.log(`jobs: marked ${interrupted} job(s) interrupted by the previous shutdown as FAILED`);
+      if (orphanImages) m.log(`jobs: removed ${orphanImages} image file(s) of jobs that never finished`);
+    }
+    // A cancel sent to another node reaches the process that runs the job.
+    m.bus.onCancel?.((id) => m.local.get(id)?.abort.abort(new DOMException("cancelled by a client", "AbortError")));
+    m.queue.onLost?.((id, reason) => void m.failLost(id, reason));
+    if (options.claim ?? true) for (let i = 0; i < m.concurrency; i++) m.workers.push(m.work());
     return m;
   }
 
@@ -147,26 +175,11 @@ export class JobManager {
   /** Enqueue a validated job: it is queued and stored, or (QUEUE_FULL) nothing is created. */
   async submit(job: NewJob): Promise<JobRecord> {
     if (this.closed) throw apiError(ErrorCode.QUEUE_FULL, "the server is shutting down and accepts no new jobs");
+    if (this.queue.shared) return this.submitShared(job);
     const id = newJobId();
     let markStored!: () => void;
     const local: LocalJob = {
-      record: {
-        seq: 0,
-        id,
-        status: "QUEUED",
-        pipeline: job.pipeline.name,
-        params: job.params,
-        priority: job.priority,
-        createdAt: Date.now(),
-        startedAt: null,
-        finishedAt: null,
-        error: null,
-        errorCode: null,
-        step: 0,
-        totalSteps: null,
-        metrics: {},
-        imageCount: 0,
-      },
+      record: { seq: 0, ...newRecord(id, job) },
       pipeline: job.pipeline,
       image: job.image,
       mask: job.mask,
@@ -197,13 +210,37 @@ export class JobManager {
     return local.record;
   }
 
+  /**
+   * On a shared queue the record is stored first, so the worker that claims the job finds it; a job
+   * the queue refuses is taken out again (nothing is created).
+   */
+  private async submitShared(job: NewJob): Promise<JobRecord> {
+    const record = await this.store.insert(newRecord(newJobId(), job));
+    await this.bus.state(record);
+    const inputs = { ...(job.image ? { image: job.image } : {}), ...(job.mask ? { mask: job.mask } : {}) };
+    try {
+      await this.queue.push(record.id, job.priority, inputs);
+    } catch (err) {
+      await this.store.remove?.(record.id);
+      this.bus.finished(record);
+      if (err instanceof QueueFullError) throw this.closed ? apiError(ErrorCode.QUEUE_FULL, err.message) : queueFull(err.limit);
+      throw err;
+    }
+    return record;
+  }
+
   async get(id: string): Promise<JobRecord | null> {
-    return this.local.get(id)?.record ?? this.bus.latest(id)?.job ?? (await this.store.get(id));
+    return this.local.get(id)?.record ?? (await this.bus.latest(id))?.job ?? (await this.store.get(id));
   }
 
   /** Cancel one job, queued or running. Returns it (unchanged when it had already finished). */
   async cancel(id: string): Promise<JobRecord | null> {
     const local = this.local.get(id);
+    if (local && this.queue.shared) {
+      local.abort.abort(new DOMException("cancelled by a client", "AbortError"));
+      return local.record;
+    }
+    if (!local && this.queue.shared) return this.cancelShared(id);
     if (!local) return this.store.get(id);
     if (local.record.status === "QUEUED" && (await this.queue.remove(id))) {
       await local.stored;
@@ -212,12 +249,26 @@ export class JobManager {
     return local.record;
   }
 
+  /** A job another process may run: out of the queue if it still waits, else a cancel request its worker hears. */
+  private async cancelShared(id: string): Promise<JobRecord | null> {
+    const record = await this.get(id);
+    if (!record || FINISHED.has(record.status)) return record;
+    if (await this.queue.remove(id)) return this.finishRecord(record, "CANCELLED", "cancelled by a client before it started", "CANCELLED");
+    await this.bus.requestCancel?.(id);
+    return record;
+  }
+
   /** Cancel every queued job; running jobs finish. Returns the cancelled jobs. */
   async clearQueue(): Promise<JobRecord[]> {
     const ids = await this.queue.clear();
     const out: JobRecord[] = [];
     for (const id of ids) {
       const local = this.local.get(id);
+      if (!local && this.queue.shared) {
+        const record = await this.store.get(id);
+        if (record && !FINISHED.has(record.status)) out.push(await this.finishRecord(record, "CANCELLED", "cancelled by clearQueue before it started", "CANCELLED"));
+        continue;
+      }
       if (!local) continue;
       await local.stored;
       await this.finish(local, "CANCELLED", "cancelled by clearQueue before it started", "CANCELLED");
@@ -228,7 +279,7 @@ export class JobManager {
 
   /** Events of one job: a snapshot of the current state, then live events; a finished job sends its final event only. */
   async subscribe(id: string): Promise<AsyncIterable<JobEvent> | null> {
-    const live = this.bus.subscribe(id);
+    const live = await this.bus.subscribe(id);
     if (live) return live;
     const record = await this.store.get(id);
     if (!record) return null;
@@ -245,11 +296,13 @@ export class JobManager {
   /** A page of jobs from the store, with live progress for unfinished ones. */
   async page(first: number, afterSeq: number | null, status: readonly JobStatus[] | null): Promise<JobPage> {
     const page = await this.store.page(first, afterSeq, status);
-    return { ...page, jobs: page.jobs.map((j) => this.local.get(j.id)?.record ?? this.bus.latest(j.id)?.job ?? j) };
+    const live = async (j: JobRecord) => this.local.get(j.id)?.record ?? (FINISHED.has(j.status) ? j : ((await this.bus.latest(j.id))?.job ?? j));
+    return { ...page, jobs: await Promise.all(page.jobs.map(live)) };
   }
 
-  previewImage(id: string): StoredImage | undefined {
-    return this.frames.get(id);
+  /** A preview frame: from this process's cache, else from the bus (a shared bus keeps frames for any node). */
+  async previewImage(id: string): Promise<StoredImage | undefined> {
+    return this.frames.get(id) ?? (await this.bus.previewImage?.(id)) ?? undefined;
   }
 
   /** Resolves when no job this process accepted is queued or running. */
@@ -281,9 +334,9 @@ export class JobManager {
     for (;;) {
       const id = await this.queue.claim();
       if (id === null) return;
-      const job = this.local.get(id);
+      const job = this.local.get(id) ?? (this.queue.shared ? await this.adopt(id).catch((err) => void this.log(`job ${id}: could not be taken on: ${(err as Error).message}`)) : undefined);
       if (!job) {
-        await this.queue.fail(id, "no such job in this process");
+        if (!this.queue.shared) await this.queue.fail(id, "no such job in this process");
         continue;
       }
       await job.stored;
@@ -296,9 +349,60 @@ export class JobManager {
     }
   }
 
+  /**
+   * Take on a job another process submitted (shared queue): its record from the store, its pipeline
+   * by name from this worker's own, its inputs from the queue. A job re-delivered after its worker
+   * died starts again from step 0; one that had already finished is only acknowledged.
+   */
+  private async adopt(id: string): Promise<LocalJob | undefined> {
+    const record = await this.store.get(id);
+    if (!record) {
+      this.log(`job ${id}: claimed, but the store has no record of it`);
+      await this.queue.fail(id, "no record of this job in the store");
+      return undefined;
+    }
+    if (FINISHED.has(record.status)) {
+      await this.queue.complete(id);
+      return undefined;
+    }
+    const pipeline = this.pipelineFor(record.pipeline);
+    if (!pipeline) {
+      await this.finishRecord(record, "FAILED", `the run failed: pipeline "${record.pipeline}" is not registered on this worker`, ErrorCode.RUN_FAILED);
+      await this.queue.fail(id, "pipeline not registered");
+      return undefined;
+    }
+    const inputs = await this.queue.inputs?.(id);
+    const job: LocalJob = {
+      record: { ...record, step: 0 },
+      pipeline,
+      image: inputs?.image,
+      mask: inputs?.mask,
+      abort: new AbortController(),
+      stored: Promise.resolve(),
+      chain: Promise.resolve(),
+      backlog: 0,
+    };
+    this.local.set(id, job);
+    // A cancel sent before this worker held the job is kept by the bus.
+    if (await this.bus.cancelRequested?.(id)) job.abort.abort(new DOMException("cancelled by a client", "AbortError"));
+    return job;
+  }
+
+  /** The queue gave up on a job nobody finished (shared queues): fail its record with the reason. */
+  private async failLost(id: string, reason: string): Promise<void> {
+    try {
+      const record = await this.store.get(id);
+      if (!record || FINISHED.has(record.status) || this.local.has(id)) return;
+      this.log(`job ${id}: the queue gave up on it (${reason})`);
+      await this.finishRecord(record, "FAILED", `${INTERRUPTED_REASON} (${reason})`, INTERRUPTED_CODE);
+    } catch (err) {
+      this.log(`job ${id}: could not be failed after the queue gave up on it: ${(err as Error).message}`);
+    }
+  }
+
   private async execute(job: LocalJob): Promise<void> {
     const r = job.record;
-    await this.update(job, { status: "RUNNING", startedAt: Date.now() });
+    await this.update(job, { status: "RUNNING", startedAt: Date.now(), step: 0 });
     const p = r.params;
     const { scheduler, img2img: _i, previewEvery: _e, ...scalars } = p;
     const input: GenerationInput = {
@@ -376,13 +480,44 @@ export class JobManager {
   }
 
   private async finish(job: LocalJob, status: JobStatus, error: string | null, errorCode: string | null): Promise<void> {
-    job.record = { ...job.record, status, error, errorCode, finishedAt: Date.now() };
-    await this.store.update(job.record);
-    this.bus.finished(job.record);
+    job.record = await this.finishRecord(job.record, status, error, errorCode);
     // Finished jobs are served from the store from now on.
     this.local.delete(job.record.id);
     if (this.local.size === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
+
+  /**
+   * Commit a job's final record and send its final event. On a store shared with other workers the
+   * first to finish wins (`finishOnce`); a later finisher (a job re-delivered while its first worker
+   * still ran) writes nothing and sends the winner's record, so every subscriber's one final event
+   * carries the record the store keeps.
+   */
+  private async finishRecord(record: JobRecord, status: JobStatus, error: string | null, errorCode: string | null): Promise<JobRecord> {
+    let done: JobRecord = { ...record, status, error, errorCode, finishedAt: Date.now() };
+    if (!this.store.finishOnce) await this.store.update(done);
+    else if (!(await this.store.finishOnce(done))) done = (await this.store.get(done.id)) ?? done;
+    this.bus.finished(done);
+    return done;
+  }
+}
+
+function newRecord(id: string, job: NewJob): NewJobRecord {
+  return {
+    id,
+    status: "QUEUED",
+    pipeline: job.pipeline.name,
+    params: job.params,
+    priority: job.priority,
+    createdAt: Date.now(),
+    startedAt: null,
+    finishedAt: null,
+    error: null,
+    errorCode: null,
+    step: 0,
+    totalSteps: null,
+    metrics: {},
+    imageCount: 0,
+  };
 }
 
 function queueFull(limit: number) {

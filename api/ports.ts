@@ -8,6 +8,10 @@
  * shape as the embedded one.
  */
 import type { ResolvedParams } from "../core/params.ts";
+import type { Tensor } from "../core/tensor.ts";
+
+/** A value now, or later: in-process engines answer at once, remote ones over the network. */
+export type MaybePromise<T> = T | Promise<T>;
 
 /** A PNG the server can hand out by id (`/images/<id>.png`). */
 export interface StoredImage {
@@ -28,7 +32,7 @@ export const INTERRUPTED_CODE = "INTERRUPTED";
 /**
  * What a client asked for, after validation and defaults: every generation parameter of
  * `core/params.ts` (`scheduler` null for the pipeline's own) plus what the API adds. The img2img
- * source and mask are not persisted.
+ * source and mask are not in the record: they travel with the queued job (`JobInputs`).
  */
 export type JobParams = Omit<ResolvedParams, "scheduler"> & {
   scheduler: string | null;
@@ -85,6 +89,14 @@ export interface JobStore {
    * jobs that never finished. Returns what it did.
    */
   recover(): Promise<{ interrupted: number; orphanImages: number }>;
+  /**
+   * Commit a finished record unless another writer already finished it (a shared store, where a job
+   * re-delivered after a lost lock may run twice). False: it was finished before; nothing written.
+   * Stores without it finish with `update`.
+   */
+  finishOnce?(job: JobRecord): Promise<boolean>;
+  /** Take a record out again (a shared queue refused the job just inserted); false if absent. */
+  remove?(id: string): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -106,9 +118,24 @@ export class QueueFullError extends Error {
  */
 export interface JobQueue {
   readonly maxLength: number;
+  /**
+   * True for a queue other processes share (Redis): the job's record is in the store before it is
+   * pushed, a worker claims jobs other processes submitted, and jobs outlive this process.
+   */
+  readonly shared?: boolean;
   length(): Promise<number>;
-  /** Enqueue; rejects with `QueueFullError` when `maxLength` jobs wait (or the queue is closed). */
-  push(id: string, priority: number): Promise<void>;
+  /**
+   * Enqueue; rejects with `QueueFullError` when `maxLength` jobs wait (or the queue is closed).
+   * `inputs` travel with the job to whichever worker claims it (a shared queue keeps them).
+   */
+  push(id: string, priority: number, inputs?: JobInputs): Promise<void>;
+  /** The inputs pushed with a job this process claimed (shared queues). */
+  inputs?(id: string): Promise<JobInputs | undefined>;
+  /**
+   * A claimed job the queue gave up on without its worker saying so (a shared queue: it stalled
+   * more often than allowed, e.g. its workers kept dying): its record must be failed by someone.
+   */
+  onLost?(listener: (id: string, reason: string) => void): void;
   /** The next job id to run; waits while the queue is empty; null once the queue is closed. */
   claim(): Promise<string | null>;
   /** The worker is still running `id`. */
@@ -121,8 +148,19 @@ export interface JobQueue {
   clear(): Promise<string[]>;
   /** Place of a waiting job (0 = next), or null. */
   position(id: string): Promise<number | null>;
-  /** Refuse new jobs and wake waiting `claim`s with null; returns the ids still waiting. */
+  /**
+   * Refuse new jobs and wake waiting `claim`s with null; returns the ids still waiting (a shared
+   * queue keeps them for other workers and returns none).
+   */
   close(): Promise<string[]>;
+  /** Release connections once the jobs this process claimed are completed or failed (remote queues). */
+  dispose?(): Promise<void>;
+}
+
+/** What a run needs besides its record's params: the img2img source and the inpainting mask. */
+export interface JobInputs {
+  readonly image?: Tensor;
+  readonly mask?: Tensor;
 }
 
 /** One denoising step of a job as subscribers see it. */
@@ -154,7 +192,7 @@ export type JobEvent =
  */
 export interface EventBus {
   /** A job was accepted or changed state (queued, running, progress): becomes its latest state. */
-  state(job: JobRecord): void;
+  state(job: JobRecord): void | Promise<void>;
   step(frame: StepFrame): void;
   /** The job finished: subscribers get this last event and end; its latest state is dropped. */
   finished(job: JobRecord): void;
@@ -162,8 +200,18 @@ export interface EventBus {
    * Events of a job that has not finished: its snapshot first, then live events until `finished`.
    * Null when the bus knows no live state for it (ask the store for a finished one).
    */
-  subscribe(jobId: string): AsyncIterable<JobEvent> | null;
+  subscribe(jobId: string): MaybePromise<AsyncIterable<JobEvent> | null>;
   /** The latest state of an unfinished job, or null. */
-  latest(jobId: string): { job: JobRecord; lastStep: StepFrame | null } | null;
+  latest(jobId: string): MaybePromise<{ job: JobRecord; lastStep: StepFrame | null } | null>;
+  /** A preview frame by image id, from wherever its worker left it (shared buses; else the worker's own cache). */
+  previewImage?(imageId: string): Promise<StoredImage | null>;
+  /**
+   * Ask whichever process runs `jobId` to stop it (shared buses): the request is kept for a while,
+   * so a worker that claims the job after it was sent still sees it (`cancelRequested`).
+   */
+  requestCancel?(jobId: string): Promise<void>;
+  cancelRequested?(jobId: string): Promise<boolean>;
+  /** Called in each process for every cancel request (whether or not it runs the job). */
+  onCancel?(listener: (jobId: string) => void): void;
   close(): Promise<void>;
 }

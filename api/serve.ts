@@ -1,10 +1,14 @@
 /**
  * `bun run serve [--port P] [--host H] [--pipeline NAME] [--data DIR] [--pipelines DIR]
- *                [--concurrency N] [--max-queue N] [--cors ORIGINS]`
+ *                [--concurrency N] [--max-queue N] [--cors ORIGINS]
+ *                [--queue redis://HOST:PORT [--role api|worker|all] [--lock-ms MS]]`
  * `deno run -A api/serve.ts …` (the same options): each runtime gets its own host file.
  *
+ * Without `--queue` the process is the whole service (embedded mode); with it, it is one node of a
+ * deployment sharing one Redis (README "Scale out").
+ *
  * Environment: DIFFGRAPH_API_KEY (mutations need it when set), DIFFGRAPH_CORS_ORIGINS
- * (comma-separated, or "*"), DIFFGRAPH_DATA_DIR, PORT.
+ * (comma-separated, or "*"), DIFFGRAPH_DATA_DIR, DIFFGRAPH_QUEUE, PORT.
  */
 import { parseArgs } from "node:util";
 import { EXECUTION_PROVIDERS, type ExecutionProvider } from "../core/onnx.ts";
@@ -25,6 +29,9 @@ const { values } = parseArgs({
     "max-queue": { type: "string" },
     cors: { type: "string" },
     provider: { type: "string" },
+    queue: { type: "string" },
+    role: { type: "string" },
+    "lock-ms": { type: "string" },
     help: { type: "boolean", short: "h" },
   },
 });
@@ -33,8 +40,9 @@ if (values.help) {
   console.log(`usage: bun run serve [--port 4000] [--host 127.0.0.1] [--pipeline NAME] [--pipelines DIR]
                  [--data .diffgraph] [--concurrency 4] [--max-queue 64] [--cors ORIGIN,ORIGIN|*]
                  [--provider ${EXECUTION_PROVIDERS.join("|")}]
+                 [--queue redis://HOST:PORT [--role api|worker|all] [--lock-ms 30000]]
        deno run -A api/serve.ts (same options)
-env: DIFFGRAPH_API_KEY, DIFFGRAPH_CORS_ORIGINS, DIFFGRAPH_DATA_DIR, PORT`);
+env: DIFFGRAPH_API_KEY, DIFFGRAPH_CORS_ORIGINS, DIFFGRAPH_DATA_DIR, DIFFGRAPH_QUEUE, PORT`);
   process.exit(0);
 }
 
@@ -57,6 +65,18 @@ function provider(v: string | undefined): ExecutionProvider | undefined {
   return v as ExecutionProvider;
 }
 
+const ROLES = ["api", "worker", "all"] as const;
+const queueUrl = values.queue ?? process.env.DIFFGRAPH_QUEUE;
+if (values.role !== undefined && !(ROLES as readonly string[]).includes(values.role)) {
+  console.error(`--role must be one of ${ROLES.join(", ")}, got "${values.role}"`);
+  process.exit(2);
+}
+if ((values.role !== undefined || values["lock-ms"] !== undefined) && !queueUrl) {
+  console.error(`--${values.role !== undefined ? "role" : "lock-ms"} needs --queue redis://HOST:PORT (without it the process is the whole service)`);
+  process.exit(2);
+}
+const role = (values.role ?? "all") as (typeof ROLES)[number];
+
 const corsRaw = values.cors ?? process.env.DIFFGRAPH_CORS_ORIGINS;
 const corsOrigins = corsRaw === "*" ? "*" : corsRaw ? corsRaw.split(",").map((s) => s.trim()).filter(Boolean) : undefined;
 
@@ -73,8 +93,10 @@ try {
     apiKey: process.env.DIFFGRAPH_API_KEY,
     corsOrigins,
     executionProvider: provider(values.provider),
+    ...(queueUrl ? { queueUrl, role, lockMs: int("lock-ms", values["lock-ms"]) } : {}),
   });
-  console.error(`diffgraph API on ${s.url}  (GraphiQL: ${s.url}/graphql, playground: ${s.url}/; host: ${isDeno ? "Deno" : "Bun"})`);
+  const mode = queueUrl ? `; queue: ${queueUrl.replace(/\/\/[^@/]*@/, "//")}, role: ${role}` : "";
+  console.error(`diffgraph API on ${s.url}  (GraphiQL: ${s.url}/graphql, playground: ${s.url}/; host: ${isDeno ? "Deno" : "Bun"}${mode})`);
   const shutdown = async () => {
     console.error("shutting down…");
     await s.stop();

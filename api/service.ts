@@ -63,6 +63,11 @@ export interface ServiceOptions {
   /** Pipeline used when `generate` names none (default: the first registered, by name). */
   readonly defaultPipeline?: string;
   readonly concurrency?: number;
+  /**
+   * With a shared queue (`--queue`): "api" only accepts and serves jobs, "worker" also runs them,
+   * "all" (the default) does both. In the embedded mode every process is "all".
+   */
+  readonly role?: "api" | "worker" | "all";
   readonly maxQueue?: number;
   readonly subscriberBuffer?: number;
   /** When set, mutations need `Authorization: Bearer <key>` (or `x-api-key`, or the WebSocket `connectionParams.apiKey`). */
@@ -139,6 +144,9 @@ export class ApiService {
       queue: options.queue ?? new MemoryJobQueue(options.maxQueue ?? 64),
       bus: options.bus ?? new MemoryEventBus(options.subscriberBuffer ?? 32),
       concurrency: options.concurrency,
+      claim: options.role !== "api",
+      // A worker of the distributed mode runs jobs other nodes accepted: it finds their pipelines by name.
+      pipelines: (name) => pipelines.get(name)?.pipeline,
       log,
     });
     return new ApiService({ ...options, log }, pipelines, def, jobs);
@@ -244,6 +252,7 @@ export class ApiService {
 
   async close(): Promise<void> {
     await this.jobs.close();
+    await this.jobs.queue.dispose?.();
     await this.jobs.store.close();
     await this.jobs.bus.close();
     await Promise.all([...this.pipelines.values()].map((p) => p.pipeline.dispose()));

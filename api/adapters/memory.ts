@@ -122,9 +122,10 @@ export class MemoryJobQueue implements JobQueue {
 /**
  * One subscriber's bounded, lossy buffer: when it holds `capacity` steps the oldest step is dropped
  * (and counted); snapshot and final events are never dropped. Delivered through a Repeater, whose
- * `return()` (a client that disconnects) ends the subscription at once, even mid-wait.
+ * `return()` (a client that disconnects) ends the subscription at once, even mid-wait. The Redis bus
+ * (`redis-bus.ts`) gives each of its subscribers one too.
  */
-class Subscriber {
+export class Subscriber {
   private readonly items: JobEvent[] = [];
   private dropped = 0;
   private ended = false;
