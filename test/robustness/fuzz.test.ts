@@ -25,23 +25,6 @@ const statuses = new Map<number, number>();
 /** Strings that must never reach a client: where the server and its data live, runtime internals. */
 let forbidden: string[] = [];
 
-beforeAll(async () => {
-  pipelines = pipelinesFolder(["tiny-sd"]);
-  server = await startServerProcess({
-    pipelinesDir: pipelines,
-    args: ["--concurrency", "1", "--max-queue", "4"],
-    env: { DIFFGRAPH_API_KEY: KEY },
-  });
-  forbidden = [resolve("."), server.dataDir, pipelines, "node_modules", "onnxruntime_src", "/tmp/"];
-}, 90_000);
-
-afterAll(async () => {
-  console.log(`fuzzed: ${counts.http} HTTP requests, ${counts.sse} SSE subscriptions, ${counts.ws} WebSocket connections (${counts.wsMessages} messages); HTTP statuses ${JSON.stringify(Object.fromEntries(statuses))}; seed ${SEED}`);
-  await server?.stop();
-  rmSync(server?.dataDir ?? "/nonexistent", { recursive: true, force: true });
-  rmSync(pipelines, { recursive: true, force: true });
-});
-
 function leaks(body: string): string | undefined {
   return forbidden.find((f) => body.includes(f));
 }
@@ -135,7 +118,30 @@ const document = fc.oneof(
 const variables = fc.oneof(fc.constant(undefined), fc.jsonValue({ maxDepth: 4 }), fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 3 })));
 
 // ---- properties --------------------------------------------------------------------------------
-describe("fuzzing a live server", () => {
+// The same properties against each host.
+for (const runtime of ["bun", "deno"] as const)
+  describe(`fuzzing a live server on ${runtime}`, () => {
+  const runs = (n: number) => Math.max(10, Math.round(n * SCALE));
+  beforeAll(async () => {
+    pipelines = pipelinesFolder(["tiny-sd"]);
+    server = await startServerProcess({
+      runtime,
+      pipelinesDir: pipelines,
+      args: ["--concurrency", "1", "--max-queue", "4"],
+      env: { DIFFGRAPH_API_KEY: KEY },
+    });
+    forbidden = [resolve("."), server.dataDir, pipelines, "node_modules", "onnxruntime_src", "/tmp/"];
+  }, 90_000);
+
+  afterAll(async () => {
+    console.log(`fuzzed (${runtime} host): ${counts.http} HTTP requests, ${counts.sse} SSE subscriptions, ${counts.ws} WebSocket connections (${counts.wsMessages} messages); HTTP statuses ${JSON.stringify(Object.fromEntries(statuses))}; seed ${SEED}`);
+    await server?.stop();
+    rmSync(server?.dataDir ?? "/nonexistent", { recursive: true, force: true });
+    rmSync(pipelines, { recursive: true, force: true });
+    for (const k of Object.keys(counts) as (keyof typeof counts)[]) counts[k] = 0;
+    statuses.clear();
+  });
+
   test("HTTP: GraphQL documents, variables, methods, content types and raw bodies", async () => {
     const weighted = <T,>(common: T, ...rare: T[]) => fc.oneof({ weight: 6, arbitrary: fc.constant(common) }, { weight: 1, arbitrary: fc.constantFrom(...rare) });
     const request = fc.record({
@@ -168,7 +174,7 @@ describe("fuzzing a live server", () => {
         expect(res.status).toBeLessThan(500);
         expect(leaks(text)).toBeUndefined();
       }),
-      { seed: SEED, numRuns: 600 * SCALE, endOnFailure: true },
+      { seed: SEED, numRuns: runs(600), endOnFailure: true },
     );
     await drain();
     await expectHealthy();
@@ -206,7 +212,7 @@ describe("fuzzing a live server", () => {
         }
         expect(leaks(text)).toBeUndefined();
       }),
-      { seed: SEED + 1, numRuns: 60 * SCALE, endOnFailure: true },
+      { seed: SEED + 1, numRuns: runs(60), endOnFailure: true },
     );
     await expectHealthy();
   }, 300_000);
@@ -238,7 +244,7 @@ describe("fuzzing a live server", () => {
         await withDeadline("ws close", closed);
         expect(leaks(text)).toBeUndefined();
       }),
-      { seed: SEED + 2, numRuns: 200 * SCALE, endOnFailure: true },
+      { seed: SEED + 2, numRuns: runs(200), endOnFailure: true },
     );
     await drain();
     await expectHealthy();
