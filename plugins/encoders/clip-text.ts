@@ -29,7 +29,7 @@ import { readComponentConfig } from "../../core/model-folder.ts";
 import { ModelFileError, readModelJson, type ModelSource } from "../../core/model-source.ts";
 import type { LoadOptions, OnnxModel } from "../../core/onnx.ts";
 import type { Embeddings, Tensor } from "../../core/tensor.ts";
-import { parsePromptWeights } from "./prompt-weights.ts";
+import { parsePromptWeights, type WeightedFragment } from "./prompt-weights.ts";
 
 /**
  * Which output holds the per-token states: a name, or `"penultimate"` for the second-to-last of the
@@ -219,7 +219,7 @@ interface Windows {
 }
 
 function toWindows(t: LoadedTokenizer, text: string, weighted: boolean, where: string): Windows {
-  const frags = weighted ? parsePromptWeights(text) : [{ text, weight: 1 }];
+  const frags: WeightedFragment[] = weighted ? parsePromptWeights(text) : [{ text, weight: 1 }];
   const plain = frags.length === 1 && frags[0]!.weight === 1;
   const plainText = frags.length === 1 ? frags[0]!.text : text;
   const wrap = t.wrap;
@@ -229,6 +229,13 @@ function toWindows(t: LoadedTokenizer, text: string, weighted: boolean, where: s
   const ids: number[] = [];
   const ws: number[] = [];
   for (const f of frags) {
+    if (f.break) {
+      // BREAK: pad the current window (A1111 pads with the pad token), so the next words start a new one.
+      const fill = ids.length % room === 0 ? 0 : room - (ids.length % room);
+      ids.push(...new Array<number>(fill).fill(t.padId));
+      ws.push(...new Array<number>(fill).fill(1));
+      continue;
+    }
     const part = t.tokens(f.text);
     ids.push(...part);
     ws.push(...new Array<number>(part.length).fill(f.weight));

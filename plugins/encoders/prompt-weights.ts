@@ -8,11 +8,13 @@
  *
  * An unclosed bracket weights the rest of the prompt; a `)` or `]` without its opener is literal
  * text. Adjacent fragments of equal weight are merged, so a prompt without brackets is one
- * fragment of weight 1.
+ * fragment of weight 1. The word `BREAK` (upper case, on its own) starts a new encoder window, as in
+ * A1111: it becomes a fragment with `break: true`.
  */
 export interface WeightedFragment {
   readonly text: string;
   readonly weight: number;
+  readonly break?: true;
 }
 
 const ROUND = 1.1;
@@ -20,6 +22,12 @@ const SQUARE = 1 / 1.1;
 const TOKEN = /\\[()[\]\\]|\\|\(|\[|:\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*\)|\)|\]|[^\\()[\]:]+|:/g;
 
 export function parsePromptWeights(prompt: string): WeightedFragment[] {
+  const pieces = prompt.split(/\s*\bBREAK\b\s*/);
+  if (pieces.length > 1) return pieces.flatMap((p, i) => [...(i > 0 ? [{ text: "", weight: 1, break: true as const }] : []), ...weighted(p)]);
+  return weighted(prompt);
+}
+
+function weighted(prompt: string): WeightedFragment[] {
   const parts: { text: string; weight: number }[] = [];
   const round: number[] = [];
   const square: number[] = [];

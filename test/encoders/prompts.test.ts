@@ -105,6 +105,21 @@ describe("long prompts: windows of 75 tokens, concatenated", () => {
   });
 });
 
+describe("BREAK", () => {
+  test("starts a new window: [bos, before, pad…, eos] then [bos, after, eos, pad…]", async () => {
+    expect(parsePromptWeights("a cat BREAK (dog:1.2)")).toEqual([{ text: "a cat", weight: 1 }, { text: "", weight: 1, break: true }, { text: "dog", weight: 1.2 }]);
+    const enc = await encoder();
+    const { embeddings } = await enc("a red cat BREAK blue dog");
+    expect(embeddings.dims).toEqual([1, 2 * 77, 32]);
+    const first = raw("a red cat");
+    // the first window's body is padded to 75 tokens before its eos (tiny-sd pads with eos, so this is also [bos, …, eos, pad…])
+    expect(maxAbsDiff(embeddings.data.subarray(0, 77 * 32), await window([...first, ...new Array(75 - first.length).fill(EOS)].slice(0, 75)))).toBeLessThan(1e-5);
+    expect(maxAbsDiff(embeddings.data.subarray(77 * 32), await window(raw("blue dog")))).toBeLessThan(1e-5);
+    const joined = (await enc("a red cat blue dog")).embeddings;
+    expect(joined.dims).toEqual([1, 77, 32]);
+  });
+});
+
 describe("weighted words", () => {
   test("(red:1.5): the red token's states × 1.5, then the window rescaled to the unweighted mean", async () => {
     const enc = await encoder();
