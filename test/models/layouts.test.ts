@@ -9,7 +9,11 @@ import * as ort from "onnxruntime-node";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { createRng } from "../../core/random.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { diffgraph, maxAbsDiff } from "../helpers.ts";
+import { fileSource } from "../../core/adapters/node.ts";
+import { pipelineDocFromModelFolder } from "../../core/model-folder.ts";
+import { Pipeline } from "../../core/pipeline.ts";
+import { builtinRegistry } from "../../plugins/index.ts";
+import { diffgraph, maxAbsDiff, testRuntime } from "../helpers.ts";
 
 const T = 1000;
 /** SD's scaled_linear ᾱ_t, written out. */
@@ -198,4 +202,33 @@ describe("cross-run batching carries the extra conditioning", () => {
       await dg.dispose();
     });
   }
+});
+
+describe("SDXL-Turbo settings on the SDXL layout (tiny-sdxl)", () => {
+  test("EulerAncestral with trailing spacing, 1 step, guidance 0: one conditional row; golden vs raw sessions", async () => {
+    const dir = "models/tiny-sdxl";
+    const registry = builtinRegistry();
+    const models = fileSource(dir);
+    const doc = (await pipelineDocFromModelFolder(models, "sdxl-turbo", registry)) as any;
+    // SDXL-Turbo's scheduler_config.json: EulerAncestralDiscreteScheduler, timestep_spacing "trailing"
+    doc.nodes.denoise.config.scheduler = { use: "euler-ancestral", config: { timestep_spacing: "trailing" }, configFile: "scheduler/scheduler_config.json" };
+    const p = await Pipeline.load(doc, { registry, onnx: testRuntime(), models });
+    const prompt = "a photo of a red heart";
+    const result = await p.run({ prompt, steps: 1, guidanceScale: 0, seed: 8 });
+    expect(p.nodeStats().denoise).toMatchObject({ rows: 1, modelCalls: 1 });
+
+    const [te1, te2, unet] = await Promise.all(["text_encoder", "text_encoder_2", "unet"].map((c) => session(`${dir}/${c}/model.onnx`)));
+    const r1 = await te1!.run({ input_ids: new ort.Tensor("int32", tokenizer(`${dir}/tokenizer`)(prompt), [1, 77]) });
+    const r2 = await te2!.run({ input_ids: new ort.Tensor("int32", tokenizer(`${dir}/tokenizer_2`)(prompt), [1, 77]) });
+    const ehs = new Float32Array(77 * 40);
+    for (let t = 0; t < 77; t++) {
+      ehs.set((r1["hidden_states.1"]!.data as Float32Array).subarray(t * 16, (t + 1) * 16), t * 40);
+      ehs.set((r2["hidden_states.1"]!.data as Float32Array).subarray(t * 24, (t + 1) * 24), t * 40 + 16);
+    }
+    const s = sigmaOf(999); // trailing: the one step starts at t = 999; init σ is σ_max itself (not √(σ²+1))
+    const x = createRng(8).fillNormal(new Float32Array(256)).map((v) => v * s);
+    const eps = await out(unet!, { sample: f32(x.map((v) => v / Math.sqrt(s * s + 1)), [1, 4, 8, 8]), timestep: i64([999]), encoder_hidden_states: f32(ehs, [1, 77, 40]), text_embeds: f32(r2.text_embeds!.data as Float32Array, [1, 24]), time_ids: f32([64, 64, 0, 0, 64, 64], [1, 6]) }, "out_sample");
+    // to σ = 0 the ancestral step adds no noise: x₀ = x − σ·ε
+    expect(maxAbsDiff(latentsOf(result as never), x.map((v, j) => v - s * eps[j]!))).toBeLessThan(1e-4);
+  });
 });
