@@ -34,13 +34,19 @@ export interface RedisEventBusOptions {
 }
 
 type Wire = { type: "step"; frame: WireFrame } | { type: "finished"; job: JobRecord };
-type WireFrame = Omit<StepFrame, "previews"> & { previews: { id: string; width: number; height: number; png: string }[] };
+/** `run`: the run's start time, which tells a re-delivered job's restarted steps from the first run's. */
+type WireFrame = Omit<StepFrame, "previews"> & { run: number | null; previews: { id: string; width: number; height: number; png: string }[] };
 
 interface Watch {
   readonly jobId: string;
   readonly sub: Subscriber;
   /** Messages that came before the snapshot was read; replayed after it. */
   pending: Wire[] | null;
+  /**
+   * The snapshot's last step: a message on the subscriber connection can arrive after the state was
+   * read on the other, and is then in the snapshot already.
+   */
+  seen: { run: number | null; step: number } | null;
 }
 
 /**
@@ -57,6 +63,8 @@ export class RedisEventBus implements EventBus {
   private readonly liveTtl: number;
   private readonly log: (m: string) => void;
   private readonly watches = new Map<string, Set<Watch>>();
+  /** Start time of the run of each job this process publishes steps of. */
+  private readonly runs = new Map<string, number | null>();
   private readonly cancelListeners: ((id: string) => void)[] = [];
   private cancelSubscribed = false;
   private connectedOnce = false;
@@ -86,11 +94,12 @@ export class RedisEventBus implements EventBus {
   private channel = (jobId: string) => this.key(`events:${jobId}`);
 
   async state(job: JobRecord): Promise<void> {
+    this.runs.set(job.id, job.startedAt);
     await this.pub.multi().hset(this.key(`live:${job.id}`), "job", JSON.stringify(job)).expire(this.key(`live:${job.id}`), this.liveTtl).exec();
   }
 
   step(frame: StepFrame): void {
-    const wire: WireFrame = { ...frame, stepEndedAt: toWall(frame.stepEndedAt), previews: frame.previews.map((p) => ({ id: p.id, width: p.width, height: p.height, png: p.png ? base64(p.png) : "" })) };
+    const wire: WireFrame = { ...frame, run: this.runs.get(frame.jobId) ?? null, stepEndedAt: toWall(frame.stepEndedAt), previews: frame.previews.map((p) => ({ id: p.id, width: p.width, height: p.height, png: p.png ? base64(p.png) : "" })) };
     const json = JSON.stringify({ type: "step", frame: wire } satisfies Wire);
     const m = this.pub.multi();
     for (const p of wire.previews) if (p.png) m.set(this.key(`frame:${p.id}`), p.png, "EX", this.frameTtl);
@@ -99,6 +108,7 @@ export class RedisEventBus implements EventBus {
   }
 
   finished(job: JobRecord): void {
+    this.runs.delete(job.id);
     const live = this.key(`live:${job.id}`);
     this.pub
       .multi()
@@ -128,6 +138,7 @@ export class RedisEventBus implements EventBus {
     const watch: Watch = {
       jobId,
       pending: [],
+      seen: null,
       sub: new Subscriber(this.capacity, () => {
         set!.delete(watch);
         if (set!.size === 0 && this.watches.get(ch) === set) {
@@ -151,9 +162,9 @@ export class RedisEventBus implements EventBus {
     watch.sub.push({ type: "snapshot", job: live.job, lastStep: live.lastStep });
     const pending = watch.pending!;
     watch.pending = null;
-    // Steps published before the state was read are in the snapshot already.
-    const seen = live.lastStep?.step ?? -1;
-    for (const w of pending) if (w.type === "finished" || w.frame.step > seen) this.deliver(watch, w);
+    const last = live.lastStep as (StepFrame & { run?: number | null }) | null;
+    if (last) watch.seen = { run: last.run ?? null, step: last.step };
+    for (const w of pending) this.deliver(watch, w);
     return watch.sub.events;
   }
 
@@ -170,6 +181,10 @@ export class RedisEventBus implements EventBus {
 
   private deliver(watch: Watch, w: Wire): void {
     if (watch.pending) return void watch.pending.push(w);
+    if (w.type === "step" && watch.seen) {
+      if (w.frame.run === watch.seen.run && w.frame.step <= watch.seen.step) return;
+      watch.seen = null;
+    }
     watch.sub.push(w.type === "finished" ? { type: "finished", job: w.job } : { type: "step", ...fromWire(w.frame) });
   }
 
