@@ -227,7 +227,7 @@ describe.skipIf(!HAS_REDIS)("distributed mode: 2 API nodes (Bun, Deno) + 2 worke
 
   test("kill -9 of an API node: a client that reconnects to the other node resumes from the current state", async () => {
     const spare = await startApi("bun");
-    const id = await generate(apiDeno, { steps: 300 });
+    const id = await generate(apiDeno, { steps: 900 });
     const first = watch(spare, id);
     await until("steps on the first node", async () => stepsOf(first.events).length >= 3);
     const seen = stepsOf(first.events).at(-1)!;
@@ -265,5 +265,26 @@ describe.skipIf(!HAS_REDIS)("distributed mode: 2 API nodes (Bun, Deno) + 2 worke
     // And the cluster still works: a new job on each node runs to the end.
     for (const node of [apiDeno, apiBun]) expect((await finished(node, await generate(node, { steps: 4 }))).status).toBe("SUCCEEDED");
     for (const s of [apiBun, apiDeno, ...workers]) expect(s.alive()).toBe(true);
+  }, 240_000);
+
+  test("BullMQ under Deno: a worker on Deno runs jobs and cancels, and the job of a Deno worker killed with -9 finishes on a Bun worker", async () => {
+    const deno = await startServerProcess({ runtime: "deno", dataDir: data, pipelinesDir: pipelines, args: [...q(), "--role", "worker", "--concurrency", "2", "--lock-ms", String(LOCK_MS), "--provider", "wasm"] });
+    expect(deno.log()).toMatch(/host: Deno; queue: .*role: worker/);
+    // The Bun workers stop (SIGTERM, idle): only the Deno worker is left to claim.
+    await Promise.all(workers.splice(0).map((w) => w.stop()));
+    const a = await generate(apiBun, { steps: 20 });
+    expect(await finished(apiDeno, a)).toMatchObject({ status: "SUCCEEDED", step: 20 });
+    const b = await generate(apiBun, { steps: 900 });
+    await until("the Deno worker to run it", async () => (await job(apiBun, b)).step > 3);
+    expect((await apiDeno.gql(`mutation { cancelJob(id: "${b}") { id } }`)).errors).toBeUndefined();
+    expect(await finished(apiBun, b)).toMatchObject({ status: "CANCELLED", errorCode: "CANCELLED" });
+    const c = await generate(apiDeno, { steps: 300 });
+    const w = watch(apiBun, c);
+    await until("the Deno worker to run it", async () => (await job(apiBun, c)).step > 3);
+    workers.push(await startWorker());
+    await deno.kill9();
+    await w.done;
+    expect(finals(w.events)).toHaveLength(1);
+    expect(finals(w.events)[0].job).toMatchObject({ status: "SUCCEEDED", step: 300 });
   }, 240_000);
 });
