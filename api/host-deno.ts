@@ -30,6 +30,34 @@ function withProtocol(socket: WebSocket, protocol: string): WebSocket {
   });
 }
 
+/**
+ * Deno.serve has no body-size option (Bun.serve's maxRequestBodySize): a declared length over the
+ * bound is refused at once, and a chunked body is read up to the bound and refused past it.
+ */
+async function boundedBody(request: Request, limit: number): Promise<Request | Response> {
+  const tooLarge = () => new Response(`request body over ${limit} bytes`, { status: 413 });
+  if (!request.body) return request;
+  const declared = request.headers.get("content-length");
+  if (declared !== null) return Number(declared) > limit ? tooLarge() : request;
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      await reader.cancel();
+      return tooLarge();
+    }
+    chunks.push(value);
+  }
+  const body = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) body.set(c, (at += c.byteLength) - c.byteLength);
+  return new Request(request.url, { method: request.method, headers: request.headers, body });
+}
+
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const { service, app, yoga } = await openService(options, { openStore: openSqliteStore, pipelineFiles });
   const requests = new WeakMap<WebSocket, Request>();
@@ -55,9 +83,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       handle(ws);
       return response;
     }
-    const length = Number(request.headers.get("content-length") ?? 0);
-    if (length > API_LIMITS.requestBytes) return new Response("request body too large", { status: 413 });
-    return app.fetch(request);
+    const bounded = await boundedBody(request, API_LIMITS.requestBytes);
+    return bounded instanceof Response ? bounded : app.fetch(bounded);
   });
   const { port, hostname } = server.addr;
   const url = `http://${hostname === "0.0.0.0" ? "127.0.0.1" : hostname}:${port}`;

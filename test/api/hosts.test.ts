@@ -36,5 +36,33 @@ describe("Deno host", () => {
   }, 120_000);
 });
 
+test("Deno host: request bodies over the bound are refused, declared or chunked, and the server stays up", async () => {
+  const s = await startDeno({ concurrency: 1 });
+  try {
+    const { API_LIMITS } = await import("../../api/service.ts");
+    const big = new Uint8Array(API_LIMITS.requestBytes + 1024).fill(0x20);
+    const declared = await fetch(`${s.url}/graphql`, { method: "POST", headers: { "content-type": "application/json" }, body: big });
+    expect(declared.status).toBe(413);
+    const chunked = new ReadableStream<Uint8Array>({
+      start(c) {
+        for (let i = 0; i < 13; i++) c.enqueue(new Uint8Array(2 ** 20).fill(0x20));
+        c.close();
+      },
+    });
+    const streamed = await fetch(`${s.url}/graphql`, { method: "POST", headers: { "content-type": "application/json" }, body: chunked });
+    expect(streamed.status).toBe(413);
+    const small = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new TextEncoder().encode(JSON.stringify({ query: "{ __typename }" })));
+        c.close();
+      },
+    });
+    const ok = await fetch(`${s.url}/graphql`, { method: "POST", headers: { "content-type": "application/json" }, body: small });
+    expect(await ok.json()).toEqual({ data: { __typename: "Query" } });
+  } finally {
+    await s.close();
+  }
+}, 60_000);
+
 describe("Deno host: subscriptions over Server-Sent Events", () => runTransportSuite(sseTransport, startDeno));
 describe("Deno host: subscriptions over WebSocket", () => runTransportSuite(wsTransport, startDeno));
