@@ -202,13 +202,16 @@ export class OnnxModel implements OnnxModelInfo {
    */
   private readonly resident = new Map<string, { src: ArrayLike<number>; dims: string; seen: number; tensor?: OrtTensorLike }>();
   private residentBytes = 0;
+  /** Resident tensors replaced by newer feeds, freed inside the next serialized run (after every earlier one). */
+  private retired: OrtTensorLike[] = [];
 
   private async residentFeed(io: IOInfo, value: Feed): Promise<OrtTensorLike | undefined> {
     if (!this.gpu || !RESIDENT_INPUTS.has(io.name) || "ints" in value || (io.type !== "float32" && io.type !== "float16") || !this.ort.Tensor.fromGpuBuffer) return undefined;
     const dims = value.dims.join("x");
     const prev = this.resident.get(io.name);
     if (!prev || prev.src !== value.data || prev.dims !== dims) {
-      prev?.tensor?.dispose?.();
+      // A run queued before this call may still use the old buffer: it is freed once those have run.
+      if (prev?.tensor) this.retired.push(prev.tensor);
       this.resident.set(io.name, { src: value.data, dims, seen: 1 });
       return undefined;
     }
@@ -237,9 +240,12 @@ export class OnnxModel implements OnnxModelInfo {
       ortFeeds[name] = (await this.residentFeed(io, value)) ?? this.toOrt(io, value);
     }
     const wanted = outputNames ?? this.outputs.map((o) => o.name);
+    const free = this.retired.splice(0);
     let out: Record<string, Tensor>;
     try {
       out = await this.serialize(async () => {
+        // WebGPU runs are serialized in order, so every run that could read these has finished.
+        for (const t of free) t.dispose?.();
         const result = await this.session.run(ortFeeds);
         const read: Record<string, Tensor> = {};
         for (const name of wanted) {
@@ -292,6 +298,7 @@ export class OnnxModel implements OnnxModelInfo {
 
   async release(): Promise<void> {
     for (const r of this.resident.values()) r.tensor?.dispose?.();
+    for (const t of this.retired.splice(0)) t.dispose?.();
     this.resident.clear();
     await this.session.release();
   }

@@ -46,3 +46,12 @@ describe("WebGPU residency (Deno's adapter)", () => {
     expect(r.on.maxLatentDiffVsFirst).toBe(0);
   }, 120_000);
 });
+
+test.skipIf(!existsSync(deno))("WebGPU residency with two runs interleaved on one session: each run gets its solo latents", () => {
+  const p = Bun.spawnSync([deno, "run", "-A", "test/runtimes/residency-concurrent.ts"], { stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
+  expect(p.exitCode, p.stderr.toString().slice(-1000)).toBe(0);
+  const r = JSON.parse(p.stdout.toString().trim().split("\n").filter((l) => l.startsWith("{")).at(-1)!) as { a: number; b: number; apart: number };
+  expect(r.a).toBe(0);
+  expect(r.b).toBe(0);
+  expect(r.apart).toBeGreaterThan(1e-3);
+}, 120_000);
