@@ -430,6 +430,12 @@ export class JobManager {
     } catch (err) {
       await job.chain;
       const reason = job.abort.signal.reason as Error | undefined;
+      if (reason instanceof ShutdownError && this.queue.release) {
+        // A shared queue gives the job to another worker: it has not finished, here or anywhere.
+        this.forget(r.id);
+        await this.queue.release(r.id, INTERRUPTED_REASON);
+        return;
+      }
       if (reason instanceof ShutdownError) await this.finish(job, "FAILED", INTERRUPTED_REASON, INTERRUPTED_CODE);
       else if (job.abort.signal.aborted) await this.finish(job, "CANCELLED", String(reason?.message ?? "cancelled"), "CANCELLED");
       else {
@@ -482,7 +488,11 @@ export class JobManager {
   private async finish(job: LocalJob, status: JobStatus, error: string | null, errorCode: string | null): Promise<void> {
     job.record = await this.finishRecord(job.record, status, error, errorCode);
     // Finished jobs are served from the store from now on.
-    this.local.delete(job.record.id);
+    this.forget(job.record.id);
+  }
+
+  private forget(id: string): void {
+    this.local.delete(id);
     if (this.local.size === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 

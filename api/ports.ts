@@ -142,6 +142,11 @@ export interface JobQueue {
   heartbeat(id: string): Promise<void>;
   complete(id: string): Promise<void>;
   fail(id: string, reason: string): Promise<void>;
+  /**
+   * Hand a claimed job back unfinished for another worker (a shared queue, when this worker shuts
+   * down). Queues without it: the job is failed as interrupted.
+   */
+  release?(id: string, reason: string): Promise<void>;
   /** Take a waiting job out (cancelled before it started); false if it was not waiting. */
   remove(id: string): Promise<boolean>;
   /** Take every waiting job out; returns their ids. */

@@ -63,6 +63,8 @@ export class BullJobQueue implements JobQueue {
   private readonly ready: string[] = [];
   private readonly claimers: ((id: string | null) => void)[] = [];
   private readonly held = new Map<string, Held>();
+  /** Jobs failed through `fail` whose BullMQ "failed" event has not come yet. */
+  private readonly failedHere = new Set<string>();
   private readonly lost: ((id: string, reason: string) => void)[] = [];
   private readonly log: (m: string) => void;
   private closed = false;
@@ -83,7 +85,7 @@ export class BullJobQueue implements JobQueue {
     if (this.closed) throw new QueueFullError("the server is shutting down and accepts no new jobs", this.maxLength);
     if ((await this.length()) >= this.maxLength) throw new QueueFullError(`the queue is full (${this.maxLength} jobs waiting); retry later`, this.maxLength);
     const data: JobData = { ...(inputs?.image ? { image: toWire(inputs.image) } : {}), ...(inputs?.mask ? { mask: toWire(inputs.mask) } : {}) };
-    await this.queue.add("generate", data, { jobId: bullId(id), priority: bullPriority(priority), attempts: 2, removeOnComplete: true, removeOnFail: 1000 });
+    await this.queue.add("generate", data, { jobId: bullId(id), priority: bullPriority(priority), attempts: 3, removeOnComplete: true, removeOnFail: 1000 });
   }
 
   claim(): Promise<string | null> {
@@ -118,8 +120,14 @@ export class BullJobQueue implements JobQueue {
     );
     this.worker.on("error", (err) => this.log(`queue worker: ${err.message}`));
     this.worker.on("failed", (job, err) => {
-      // Jobs this process failed are already finished; BullMQ's stalled-limit failures are not.
-      if (/stalled/i.test(err.message)) for (const l of this.lost) l(jobIdOf(job?.id ?? ""), err.message);
+      // Jobs this process's JobManager failed are finished already. A job BullMQ gave up on is not:
+      // one that stalled more than maxStalledCount times (BullMQ fails it with an UnrecoverableError
+      // when a worker next takes it), or one handed back at shutdown more often than its attempts.
+      if (!job?.id) return;
+      const id = jobIdOf(job.id);
+      if (this.failedHere.delete(id)) return;
+      const final = err.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
+      if (final) for (const l of this.lost) l(id, err.message);
     });
   }
 
@@ -140,9 +148,17 @@ export class BullJobQueue implements JobQueue {
     this.held.delete(id);
   }
 
-  /** Failed for good: BullMQ does not retry an `UnrecoverableError` (its one retry is for jobs handed back at shutdown). */
+  /** Failed for good: BullMQ does not retry an `UnrecoverableError` (its retries are for jobs handed back at shutdown). */
   async fail(id: string, reason: string): Promise<void> {
-    this.held.get(id)?.reject(new UnrecoverableError(reason));
+    const held = this.held.get(id);
+    if (held) this.failedHere.add(id);
+    held?.reject(new UnrecoverableError(reason));
+    this.held.delete(id);
+  }
+
+  /** Back to the queue: a plain error, which BullMQ retries at once on whichever worker claims next. */
+  async release(id: string, reason: string): Promise<void> {
+    this.held.get(id)?.reject(new Error(reason));
     this.held.delete(id);
   }
 

@@ -225,6 +225,21 @@ describe.skipIf(!HAS_REDIS)("distributed mode: 2 API nodes (Bun, Deno) + 2 worke
     }
   }, 600_000);
 
+  test("SIGTERM of a worker mid-job: it hands the job back and the other worker runs it to the end", async () => {
+    const id = await generate(apiDeno, { steps: 600, seed: 5 });
+    const w = watch(apiBun, id);
+    const leaving = await runner();
+    await until("a few steps", async () => stepsOf(w.events).length >= 5);
+    await leaving.stop();
+    expect(leaving.log()).not.toContain(`job ${id} failed`);
+    workers.splice(workers.indexOf(leaving), 1);
+    const replacement = startWorker();
+    await w.done;
+    expect(finals(w.events)).toHaveLength(1);
+    expect(finals(w.events)[0].job).toMatchObject({ id, status: "SUCCEEDED", step: 600, error: null });
+    workers.push(await replacement);
+  }, 180_000);
+
   test("kill -9 of an API node: a client that reconnects to the other node resumes from the current state", async () => {
     const spare = await startApi("bun");
     const id = await generate(apiDeno, { steps: 900 });
