@@ -170,19 +170,23 @@ export class BullJobQueue implements JobQueue {
     return (await this.queue.remove(bullId(id))) === 1;
   }
 
+  /** Ids of waiting jobs in the order workers take them (no job data read). */
+  private async waitingIds(): Promise<string[]> {
+    // "waiting" holds jobs put back by the stalled check, taken before prioritized ones; "prioritized" is ordered by priority, then arrival.
+    return this.queue.getRanges(["waiting", "prioritized"], 0, -1, true);
+  }
+
   async clear(): Promise<string[]> {
     const out: string[] = [];
-    for (const job of await this.queue.getJobs(["prioritized", "waiting"])) {
-      const id = jobIdOf(job.id!);
+    for (const bid of await this.waitingIds()) {
+      const id = jobIdOf(bid);
       if (await this.remove(id)) out.push(id);
     }
     return out;
   }
 
   async position(id: string): Promise<number | null> {
-    const waiting = await this.queue.getJobs(["waiting", "prioritized"], 0, -1, true);
-    const ordered = waiting.sort((a, b) => (a.priority || 0) - (b.priority || 0) || a.timestamp - b.timestamp);
-    const i = ordered.findIndex((j) => j.id === bullId(id));
+    const i = (await this.waitingIds()).indexOf(bullId(id));
     return i < 0 ? null : i;
   }
 

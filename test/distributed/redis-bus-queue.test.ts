@@ -21,8 +21,8 @@ const bus = (prefix: string, buffer = 8) => {
   closers.push(() => b.close());
   return b;
 };
-const queue = (name: string, maxLength = 10) => {
-  const q = new BullJobQueue({ connection: redisConnection(redis.url), name, maxLength, concurrency: 1, lockMs: 2000 });
+const queue = (name: string, maxLength = 10, more: { lockMs?: number; maxStalledCount?: number } = {}) => {
+  const q = new BullJobQueue({ connection: redisConnection(redis.url), name, maxLength, concurrency: 1, lockMs: 2000, ...more });
   closers.push(() => q.dispose());
   return q;
 };
@@ -188,4 +188,24 @@ describe.skipIf(!HAS_REDIS)("Redis event bus and BullMQ queue", () => {
     expect(order).toEqual(["high", "x1", "low"]);
     expect(await b.length()).toBe(0);
   });
+
+  test("BullMQ queue: a job whose worker stops renewing its lock is re-delivered; past maxStalledCount it is reported lost, not handed to a worker", async () => {
+    const name = `q${++n}`;
+    const dead = queue(name, 10, { lockMs: 600, maxStalledCount: 1 });
+    await dead.push("j1", 0);
+    expect(await dead.claim()).toBe("j1");
+    // The worker dies without a word: its lock is no longer renewed (force-closed BullMQ worker).
+    await (dead as unknown as { worker: { close(force: boolean): Promise<void> } }).worker.close(true);
+    const survivor = queue(name, 10, { lockMs: 600, maxStalledCount: 1 });
+    const lost: [string, string][] = [];
+    survivor.onLost((id, reason) => lost.push([id, reason]));
+    expect(await survivor.claim()).toBe("j1"); // stalled once: re-delivered (at-least-once)
+    await (survivor as unknown as { worker: { close(force: boolean): Promise<void> } }).worker.close(true);
+    const last = queue(name, 10, { lockMs: 600, maxStalledCount: 1 });
+    last.onLost((id, reason) => lost.push([id, reason]));
+    const next = last.claim();
+    for (let i = 0; i < 100 && !lost.length; i++) await Bun.sleep(50);
+    expect(lost).toEqual([["j1", expect.stringMatching(/stalled/)]]);
+    expect(await Promise.race([next, Bun.sleep(300).then(() => "none")])).toBe("none");
+  }, 30_000);
 });
