@@ -1,11 +1,12 @@
 /**
  * The service's ports: what the job manager, the schema and the app need from storage, queueing and
  * event delivery, as interfaces. Engines plug in behind them, one small file each under
- * `api/adapters/` (SQLite through bun:sqlite or node:sqlite, in-memory, and later Redis/Postgres), so
- * this file and everything that uses it imports no runtime.
+ * `api/adapters/` (SQLite through bun:sqlite or node:sqlite, in-memory, and Redis: `redis-store.ts`,
+ * `redis-queue-bullmq.ts`, `redis-bus.ts`), so this file and everything that uses it imports no runtime.
  *
- * Every method that may cross a process boundary returns a Promise, so a remote engine fits the same
- * shape as the embedded one.
+ * Every method that may cross a process boundary returns a Promise (or, on the bus, a `MaybePromise`
+ * that the in-process engine answers at once), so a remote engine fits the same shape as the
+ * embedded one. The optional members are what only shared engines do.
  */
 import type { ResolvedParams } from "../core/params.ts";
 import type { Tensor } from "../core/tensor.ts";
