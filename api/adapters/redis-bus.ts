@@ -93,9 +93,16 @@ export class RedisEventBus implements EventBus {
   private key = (k: string) => `${this.prefix}:${k}`;
   private channel = (jobId: string) => this.key(`events:${jobId}`);
 
+  /** Never rejects (the job manager does not await it on every step): a failed write is logged. */
   async state(job: JobRecord): Promise<void> {
     this.runs.set(job.id, job.startedAt);
-    await this.pub.multi().hset(this.key(`live:${job.id}`), "job", JSON.stringify(job)).expire(this.key(`live:${job.id}`), this.liveTtl).exec();
+    const live = this.key(`live:${job.id}`);
+    await this.pub
+      .multi()
+      .hset(live, "job", JSON.stringify(job))
+      .expire(live, this.liveTtl)
+      .exec()
+      .catch((err) => this.log(`bus: state of job ${job.id} not written: ${(err as Error).message}`));
   }
 
   step(frame: StepFrame): void {
