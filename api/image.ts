@@ -3,25 +3,10 @@
  * [B, 3, H, W] in [0, 1]; PNG wants interleaved 8-bit RGB.
  */
 import sharp from "sharp";
+import { toRgb8 } from "../core/png.ts";
 import type { Tensor } from "../core/tensor.ts";
 
-/** Item `index` of a [B, 3, H, W] tensor as interleaved RGB bytes (values clamped to [0, 1]). */
-export function toRgb8(images: Tensor, index = 0): { data: Uint8Array; width: number; height: number } {
-  const [b, c, height, width] = images.dims as [number, number, number, number];
-  if (images.dims.length !== 4 || c !== 3) throw new RangeError(`expected images [B, 3, H, W], got [${images.dims.join(", ")}]`);
-  if (!(index >= 0 && index < b)) throw new RangeError(`image index ${index} out of range (batch of ${b})`);
-  const plane = height * width;
-  const src = images.data.subarray(index * 3 * plane, (index + 1) * 3 * plane);
-  const data = new Uint8Array(plane * 3);
-  for (let p = 0; p < plane; p++) {
-    for (let ch = 0; ch < 3; ch++) {
-      const v = src[ch * plane + p]!;
-      // NaN → 0; round half up.
-      data[p * 3 + ch] = v > 0 ? (v >= 1 ? 255 : Math.round(v * 255)) : 0;
-    }
-  }
-  return { data, width, height };
-}
+export { toRgb8 };
 
 /** Encode item `index` of a [B, 3, H, W] tensor as PNG. */
 export async function tensorToPng(images: Tensor, index = 0, options: { compressionLevel?: number } = {}): Promise<Uint8Array> {

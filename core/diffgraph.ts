@@ -1,84 +1,14 @@
 /**
  * The entry point most programs want: one ONNX runtime, one plugin registry, and pipelines opened
- * from a pipeline JSON file or straight from a diffusers ONNX model folder.
+ * from a pipeline JSON file or straight from a diffusers ONNX model folder. The runtime adapter is
+ * the detected host's unless one is given (the web build passes the browser adapter itself:
+ * `core/web.ts`).
  */
-import { openModelFolder, pipelineDocFromModelFolder } from "./model-folder.ts";
-import { NodeCache } from "./node-cache.ts";
-import { readJson } from "./model-source.ts";
-import { OnnxRuntime, type ExecutionProvider } from "./onnx.ts";
-import { parsePipelineDoc, PipelineConfigError } from "./pipeline-config.ts";
-import { Pipeline } from "./pipeline.ts";
-import type { PluginRegistry } from "./registry.ts";
-import { loadRuntimeAdapter, type RuntimeAdapter } from "./runtime.ts";
+import { createDiffgraphWith, type Diffgraph, type DiffgraphOptions } from "./diffgraph-core.ts";
+import { loadRuntimeAdapter } from "./runtime.ts";
 
-export interface DiffgraphOptions {
-  readonly registry: PluginRegistry;
-  readonly executionProvider?: ExecutionProvider;
-  readonly log?: (message: string) => void;
-  readonly threads?: number;
-  /** onnxruntime-web WebGPU: keep the text states on the GPU across steps and read back only used outputs (default true). */
-  readonly gpuResidency?: boolean;
-  /** Defaults to the adapter for the detected host. */
-  readonly adapter?: RuntimeAdapter;
-}
-
-export interface Diffgraph {
-  readonly registry: PluginRegistry;
-  readonly onnx: OnnxRuntime;
-  readonly adapter: RuntimeAdapter;
-  /** Outputs of deterministic nodes (text encodings), shared by every pipeline this instance opens. */
-  readonly cache: NodeCache;
-  /** Open a pipeline JSON file, or a model folder in the diffusers ONNX layout. */
-  openPipeline(path: string): Promise<Pipeline>;
-  dispose(): Promise<void>;
-}
-
-function splitPath(path: string): [dir: string, base: string] {
-  const clean = path.replace(/\/+$/, "");
-  const i = clean.lastIndexOf("/");
-  return i < 0 ? [".", clean] : [clean.slice(0, i) || "/", clean.slice(i + 1)];
-}
+export { createDiffgraphWith, modelFolderOf, type Diffgraph, type DiffgraphOptions } from "./diffgraph-core.ts";
 
 export async function createDiffgraph(options: DiffgraphOptions): Promise<Diffgraph> {
-  const adapter = options.adapter ?? (await loadRuntimeAdapter());
-  const log = options.log ?? ((m: string) => console.error(m));
-  const onnx = new OnnxRuntime({ backends: adapter.onnxBackends, executionProvider: options.executionProvider ?? "auto", log, threads: options.threads, ...(options.gpuResidency !== undefined ? { gpuResidency: options.gpuResidency } : {}) });
-  const cache = new NodeCache();
-  return {
-    registry: options.registry,
-    onnx,
-    adapter,
-    cache,
-    async openPipeline(path) {
-      const [dir, base] = splitPath(path);
-      if (!base.endsWith(".json")) {
-        const models = await openModelFolder(adapter.fileSource(path));
-        const doc = await pipelineDocFromModelFolder(models, base, options.registry);
-        return Pipeline.load(doc, { registry: options.registry, onnx, models, log, cache });
-      }
-      const folder = adapter.fileSource(dir);
-      const json = await readJson(folder, base);
-      const doc = parsePipelineDoc(json);
-      if (!doc.model) throw new PipelineConfigError("model", `${path} names no model folder`);
-      const models = await openModelFolder(adapter.fileSource(modelFolderOf(path, doc.model)));
-      const moduleBase = adapter.host === "browser" ? new URL(path, globalThis.location?.href).href : `file://${absolute(path)}`;
-      const openModels = (model: string) => adapter.fileSource(modelFolderOf(path, model));
-      return Pipeline.load(doc, { registry: options.registry, onnx, models, moduleBase, log, cache, openModels });
-    },
-    dispose: () => onnx.dispose(),
-  };
-}
-
-/**
- * The model folder a pipeline file names: its `model`, relative to the file's folder unless absolute.
- * The one rule for every caller (openPipeline, the API's scheduler lookup, `bun run eval`).
- */
-export function modelFolderOf(pipelinePath: string, model: string): string {
-  return model.startsWith("/") ? model : `${splitPath(pipelinePath)[0]}/${model}`;
-}
-
-function absolute(path: string): string {
-  if (path.startsWith("/")) return path;
-  const cwd = (globalThis as { process?: { cwd(): string } }).process?.cwd?.() ?? (globalThis as { Deno?: { cwd(): string } }).Deno?.cwd?.() ?? "";
-  return `${cwd}/${path}`;
+  return createDiffgraphWith(options.adapter ?? (await loadRuntimeAdapter()), options);
 }

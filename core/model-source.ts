@@ -112,9 +112,13 @@ export function memorySource(files: Record<string, Uint8Array | string>, root = 
   return make("");
 }
 
-/** Files served over HTTP(S) — the browser and edge-worker source. Web-standard `fetch` only. */
+/**
+ * Files served over HTTP(S) — the browser and edge-worker source. Web-standard `fetch` only. A
+ * relative base ("models/emoji-64") is resolved against the page (`location.href`); where there is
+ * no page (a worker's global scope without `location`) it must be absolute.
+ */
 export function urlSource(baseUrl: string, fetchImpl: typeof fetch = fetch): ModelSource {
-  const base = baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`;
+  const base = absoluteUrl(baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`);
   return {
     root: base.slice(0, -1),
     async read(path) {
@@ -131,4 +135,13 @@ export function urlSource(baseUrl: string, fetchImpl: typeof fetch = fetch): Mod
       return urlSource(new URL(`${normalizePath(path)}/`, base).href, fetchImpl);
     },
   };
+}
+
+function absoluteUrl(url: string): string {
+  const page = (globalThis as { location?: { href?: string } }).location?.href;
+  try {
+    return new URL(url, page).href;
+  } catch {
+    throw new ModelFileError(url, page ? `is not a valid URL (relative to ${page})` : "is a relative URL and there is no page to resolve it against (no location): pass an absolute URL");
+  }
 }

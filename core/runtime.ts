@@ -2,10 +2,11 @@
  * Detects the host runtime and loads its adapter. Only this file knows the adapters exist; the rest
  * of the core receives a `ModelSource` and `OnnxBackends`.
  */
+import { detectHost as detectHostNow, type Host } from "./host.ts";
 import type { ModelSource } from "./model-source.ts";
 import type { OnnxBackends } from "./onnx.ts";
 
-export type Host = "bun" | "node" | "deno" | "browser";
+export { detectHost, type Host } from "./host.ts";
 
 export interface RuntimeAdapter {
   readonly host: Host;
@@ -13,15 +14,7 @@ export interface RuntimeAdapter {
   readonly onnxBackends: OnnxBackends;
 }
 
-export function detectHost(): Host {
-  const g = globalThis as Record<string, unknown>;
-  if ("Bun" in g) return "bun";
-  if ("Deno" in g) return "deno";
-  if ((g.process as { versions?: { node?: string } } | undefined)?.versions?.node) return "node";
-  return "browser";
-}
-
-export async function loadRuntimeAdapter(host: Host = detectHost()): Promise<RuntimeAdapter> {
+export async function loadRuntimeAdapter(host: Host = detectHostNow()): Promise<RuntimeAdapter> {
   switch (host) {
     case "bun":
     case "node": {
