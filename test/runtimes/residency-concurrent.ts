@@ -12,7 +12,7 @@ import { builtinRegistry } from "../../plugins/index.ts";
 const registry = builtinRegistry();
 const dg = await createDiffgraph({ registry, executionProvider: "webgpu", log: () => {} });
 const models = dg.adapter.fileSource("models/tiny-sdxl");
-const doc = (await pipelineDocFromModelFolder(models, "tiny-sdxl", registry)) as { nodes: { denoise: { config: Record<string, unknown> } } };
+const doc = (await pipelineDocFromModelFolder(models, "tiny-sdxl", registry)) as unknown as { nodes: { denoise: { config: Record<string, unknown> } } };
 doc.nodes.denoise.config.batching = false; // every run its own UNet calls, interleaved on one session
 const p = await Pipeline.load(doc, { registry, onnx: dg.onnx, models });
 const a = { prompt: "a photo of a red heart", steps: 6, seed: 1, guidanceScale: 5 };
