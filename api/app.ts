@@ -23,7 +23,11 @@ export interface AppOptions {
   readonly publicUrl?: string;
   /** Extra yoga plugins (benchmarks, tracing). */
   readonly plugins?: Plugin[];
+  /** The web build's files (dist/web) for /local, the page that generates in the browser; the host hands in a reader. */
+  readonly localFiles?: (path: string) => Promise<Uint8Array | undefined>;
 }
+
+const STATIC_TYPES: Record<string, string> = { html: "text/html; charset=utf-8", js: "text/javascript", mjs: "text/javascript", json: "application/json", wasm: "application/wasm", onnx: "application/octet-stream", png: "image/png" };
 
 /** The key a request presents: `Authorization: Bearer <key>`, `x-api-key`, or WebSocket `connectionParams.apiKey`. */
 function presentedKey(request: Request | undefined, connectionParams: Record<string, unknown> | undefined): string | undefined {
@@ -176,6 +180,15 @@ export function createApp(options: AppOptions): { app: Hono; yoga: ApiYoga } {
     return c.body(png as Uint8Array<ArrayBuffer>, 200, { "content-type": "image/png", "cache-control": "public, max-age=31536000, immutable" });
   });
   app.get("/", (c) => c.html(playgroundHtml));
+  // /local: the client-side page; the query (?prompt=…&seed=…) starts a drawing, so keep it across the slash.
+  app.get("/local", (c) => c.redirect(`/local/${new URL(c.req.url).search}`, 302));
+  app.get("/local/*", async (c) => {
+    const path = decodeURIComponent(new URL(c.req.url).pathname.slice("/local/".length)) || "local.html";
+    const bytes = await options.localFiles?.(path);
+    if (!bytes) return c.json({ error: options.localFiles ? `no file ${path} in the web build (run: bun run build:web)` : "this server serves no web build" }, 404);
+    const type = STATIC_TYPES[path.slice(path.lastIndexOf(".") + 1)] ?? "application/octet-stream";
+    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { "content-type": type, "cache-control": "no-cache" });
+  });
   const graphql = (c: Context) => {
     const request = c.req.raw;
     if (request.method === "POST" && !originAllowed(request, options.corsOrigins)) {

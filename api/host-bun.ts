@@ -6,6 +6,7 @@ import { handleProtocols, makeHandler } from "graphql-ws/use/bun";
 import type { Server } from "bun";
 import { openSqliteStore } from "./adapters/sqlite-bun.ts";
 import { pipelineFiles } from "./adapters/pipeline-files-node.ts";
+import { staticFiles } from "./adapters/static-files-node.ts";
 import { originAllowed } from "./app.ts";
 import { forbiddenOrigin, openService, wsServerOptions, type RunningServer, type ServerOptions } from "./host-common.ts";
 import { API_LIMITS } from "./service.ts";
@@ -13,7 +14,7 @@ import { API_LIMITS } from "./service.ts";
 export type { RunningServer, ServerOptions } from "./host-common.ts";
 
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer & { readonly server: Server<{ request: Request }> }> {
-  const { service, app, yoga } = await openService(options, { openStore: openSqliteStore, pipelineFiles });
+  const { service, app, yoga } = await openService(options, { openStore: openSqliteStore, pipelineFiles, localFiles: staticFiles(options.webDir ?? "dist/web") });
   type Data = { request: Request };
   const websocket = makeHandler<Record<string, unknown>, { socket: { data: Data } }>(
     wsServerOptions(yoga, (extra: { socket: unknown }) => (extra.socket as { data: Data }).data.request) as never,

@@ -23,6 +23,8 @@ export interface ServerOptions extends Partial<Omit<ServiceOptions, "diffgraph" 
   readonly dataDir?: string;
   /** Folder whose `*.json` pipeline documents are registered (default `pipelines`). */
   readonly pipelinesDir?: string;
+  /** The web build served at /local (default dist/web, written by `bun run build:web`). */
+  readonly webDir?: string;
   readonly corsOrigins?: AppOptions["corsOrigins"];
   readonly registry?: PluginRegistry;
   readonly threads?: number;
@@ -50,6 +52,8 @@ export interface RunningServer {
 export interface HostEngines {
   openStore(dataDir: string): JobStore;
   pipelineFiles(dir: string): Promise<string[]>;
+  /** Reads the web build's files for /local (absent: the route answers 404). */
+  localFiles?: (path: string) => Promise<Uint8Array | undefined>;
 }
 
 export async function openService(options: ServerOptions, engines: HostEngines) {
@@ -62,7 +66,7 @@ export async function openService(options: ServerOptions, engines: HostEngines) 
     ? (await import("./adapters/redis-node.ts")).openRedisEngines(options.queueUrl, { dataDir, maxQueue: options.maxQueue, concurrency: options.concurrency, lockMs: options.lockMs, subscriberBuffer: options.subscriberBuffer, log })
     : { store: engines.openStore(dataDir) };
   const service = await ApiService.create({ ...options, diffgraph, ...jobEngines, pipelineFiles, log });
-  const { app, yoga } = createApp({ service, corsOrigins: options.corsOrigins, plugins: options.plugins });
+  const { app, yoga } = createApp({ service, corsOrigins: options.corsOrigins, plugins: options.plugins, localFiles: engines.localFiles });
   return { service, app, yoga };
 }
 

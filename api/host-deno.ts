@@ -5,6 +5,7 @@
 import { GRAPHQL_TRANSPORT_WS_PROTOCOL, makeHandler } from "graphql-ws/use/deno";
 import { openSqliteStore } from "./adapters/sqlite-node.ts";
 import { pipelineFiles } from "./adapters/pipeline-files-node.ts";
+import { staticFiles } from "./adapters/static-files-node.ts";
 import { originAllowed } from "./app.ts";
 import { forbiddenOrigin, openService, wsServerOptions, type RunningServer, type ServerOptions } from "./host-common.ts";
 import { API_LIMITS } from "./service.ts";
@@ -59,7 +60,7 @@ async function boundedBody(request: Request, limit: number): Promise<Request | R
 }
 
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
-  const { service, app, yoga } = await openService(options, { openStore: openSqliteStore, pipelineFiles });
+  const { service, app, yoga } = await openService(options, { openStore: openSqliteStore, pipelineFiles, localFiles: staticFiles(options.webDir ?? "dist/web") });
   const requests = new WeakMap<WebSocket, Request>();
   const handle = makeHandler(wsServerOptions(yoga, (extra: { socket: WebSocket }) => requests.get(extra.socket)!) as never);
   const server = Deno.serve({ port: options.port ?? 4000, hostname: options.hostname ?? "127.0.0.1", onListen: () => {} }, async (request) => {

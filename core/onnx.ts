@@ -409,6 +409,11 @@ export class OnnxRuntime {
     return this.options.backends.host;
   }
 
+  /** The backend/provider pairs sessions were created on so far ("onnxruntime-web/webgpu"): what `auto` chose. */
+  get providersInUse(): readonly string[] {
+    return [...this.working];
+  }
+
   /** Load (or reuse) the session for `path` inside `source`. */
   load(source: ModelSource, path: string, options: LoadOptions = {}): Promise<OnnxModel> {
     const file = `${source.root}/${path}`;
