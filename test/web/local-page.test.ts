@@ -13,11 +13,14 @@ import type { Tensor } from "../../core/tensor.ts";
 import { buildWeb } from "../../web/build.ts";
 import { startTestServer, type TestServer } from "../api/helpers.ts";
 import { diffgraph, maxAbsDiff } from "../helpers.ts";
+import { reportRow, TABLE } from "../runtimes/determinism.ts";
 
 const executablePath = process.env.CHROMIUM_PATH ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync);
 if (!executablePath && !process.env.CI) console.warn("chromium not installed (apt-get install chromium): the client-side page test is skipped");
 const run = !!executablePath || !!process.env.CI;
-const BOUND = 1e-3;
+const BOUND = TABLE.bound;
+const { prompt, seed, steps } = TABLE.input;
+const link = (provider: string) => `?prompt=${encodeURIComponent(prompt)}&seed=${seed}&steps=${steps}&provider=${provider}&pipeline=${TABLE.pipelineName}`;
 
 interface LocalState {
   status: string;
@@ -45,13 +48,11 @@ function modelRequests(page: Page): string[] {
   return seen;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
 describe.skipIf(!run)("client-side page (/local) in headless Chromium", () => {
   let server: TestServer;
   let browser: Browser;
   let context: BrowserContext;
-  const refs = new Map<number, Tensor>();
+  let ref: Tensor;
   let first: LocalState;
 
   beforeAll(async () => {
@@ -61,8 +62,7 @@ describe.skipIf(!run)("client-side page (/local) in headless Chromium", () => {
     browser = await chromium.launch({ executablePath, args: ["--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"] });
     context = await browser.newContext();
     const dg = await diffgraph();
-    const p = await dg.openPipeline("pipelines/emoji-64.json");
-    for (const steps of [6, 2]) refs.set(steps, (await p.run({ prompt: "red heart", seed: 7, steps })).images);
+    ref = (await (await dg.openPipeline(TABLE.pipeline)).run(TABLE.input)).images;
     await dg.dispose();
   }, 180_000);
   afterAll(async () => {
@@ -75,25 +75,26 @@ describe.skipIf(!run)("client-side page (/local) in headless Chromium", () => {
     const errors: string[] = [];
     page.on("pageerror", (e) => errors.push(e.message));
     const gets = modelRequests(page);
-    await page.goto(`${server.url}/local?prompt=red+heart&seed=7&steps=6&provider=wasm&pipeline=emoji-64`);
+    await page.goto(`${server.url}/local${link("wasm")}`);
     first = await drawn(page, 120_000);
     expect(new URL(page.url()).pathname).toBe("/local/");
     expect(first.provider).toBe("onnxruntime-web/wasm");
-    expect(first.steps).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(first.steps).toEqual(Array.from({ length: steps }, (_, i) => i + 1));
     const img = page.locator("#finals img.final").first();
-    expect(await img.getAttribute("alt")).toBe("red heart");
+    expect(await img.getAttribute("alt")).toBe(prompt);
     expect(await img.evaluate((el: HTMLImageElement) => el.naturalWidth)).toBe(64);
     expect(await page.textContent("#status")).toContain("onnxruntime-web/wasm");
     // The live preview was drawn (not the blank canvas).
     expect(await page.evaluate(() => { const c = document.getElementById("preview") as HTMLCanvasElement; const d = c.getContext("2d")!.getImageData(0, 0, c.width, c.height).data; return d.some((v, i) => i % 4 !== 3 && v !== 0); })).toBe(true);
-    const diff = maxAbsDiff(first.final!.data, refs.get(6)!.data);
+    const diff = maxAbsDiff(first.final!.data, ref.data);
+    reportRow("chromium", "wasm", diff, first.final!.ms / steps);
     expect(diff).toBeLessThan(BOUND);
     expect(first.download.fetched).toBeGreaterThan(0);
     expect(gets.length).toBe(first.download.fetched);
     expect(first.download.loaded).toBeGreaterThan(30e6);
     mkdirSync("reports", { recursive: true });
     await page.screenshot({ path: "reports/local-page-wasm.png", fullPage: true });
-    console.log(`Chromium WASM: max |Δ| vs Bun/CPU ${diff.toExponential(2)}; median ${median(first.stepMs.slice(1)).toFixed(1)} ms/step (first step ${first.stepMs[0]!.toFixed(0)} ms); ${first.download.fetched} model files, ${(first.download.loaded / 1e6).toFixed(1)} MB downloaded`);
+    console.log(`Chromium WASM: steps ${first.stepMs.map((m) => m.toFixed(0)).join(", ")} ms; ${first.download.fetched} model files, ${(first.download.loaded / 1e6).toFixed(1)} MB downloaded`);
     expect(errors).toEqual([]);
     await page.close();
   }, 150_000);
@@ -101,7 +102,7 @@ describe.skipIf(!run)("client-side page (/local) in headless Chromium", () => {
   test("a second visit reads the model from Cache Storage: no model file is fetched again", async () => {
     const page = await context.newPage();
     const gets = modelRequests(page);
-    await page.goto(`${server.url}/local/?prompt=red+heart&seed=7&steps=6&provider=wasm&pipeline=emoji-64`);
+    await page.goto(`${server.url}/local/${link("wasm")}`);
     const again = await drawn(page, 120_000);
     expect(gets).toEqual([]);
     expect(again.download.fetched).toBe(0);
@@ -112,7 +113,7 @@ describe.skipIf(!run)("client-side page (/local) in headless Chromium", () => {
 
   test("auto picks WebGPU where Chromium has an adapter and says so; pixels = Bun/CPU", async () => {
     const page = await context.newPage();
-    await page.goto(`${server.url}/local/?prompt=red+heart&seed=7&steps=2&provider=auto&pipeline=emoji-64`);
+    await page.goto(`${server.url}/local/${link("auto")}`);
     const adapter = await page.evaluate(async () => !!(await (navigator as any).gpu?.requestAdapter()));
     const s = await drawn(page, 240_000);
     await page.screenshot({ path: "reports/local-page-auto.png", fullPage: true });
@@ -122,7 +123,8 @@ describe.skipIf(!run)("client-side page (/local) in headless Chromium", () => {
       expect(s.provider).toBe("onnxruntime-web/wasm");
     } else expect(s.provider).toBe("onnxruntime-web/webgpu");
     expect(await page.textContent("#provider-used")).toContain(s.provider!);
-    const diff = maxAbsDiff(s.final!.data, refs.get(2)!.data);
+    const diff = maxAbsDiff(s.final!.data, ref.data);
+    reportRow("chromium", s.provider!.split("/")[1]!, diff, s.final!.ms / steps);
     expect(diff).toBeLessThan(BOUND);
     console.log(`Chromium auto → ${s.provider}: max |Δ| vs Bun/CPU ${diff.toExponential(2)}; steps ${s.stepMs.map((m) => m.toFixed(0)).join(", ")} ms (the first compiles the shaders)`);
     await page.close();

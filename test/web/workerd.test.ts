@@ -2,7 +2,7 @@
  * The edge worker bundle (`bun run build:worker`) in workerd, as Cloudflare Workers would run it:
  * module syntax, nodejs_compat, onnxruntime-web on one WASM thread fed its precompiled module, the
  * model bundled. Its image for a pipeline + seed + steps must be Bun/CPU's: the float32 image within
- * 1e-3 per pixel, the PNG within one 8-bit level. Skipped without the workerd binary outside CI
+ * 1e-3 per pixel (TABLE.bound), the PNG within one 8-bit level. Skipped without the workerd binary outside CI
  * (npm's `workerd` package ships it); under CI its absence is a failure.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -11,6 +11,7 @@ import { decode } from "fast-png";
 import { toRgb8 } from "../../core/png.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { buildWorker } from "../../web/build-worker.ts";
+import { reportRow, TABLE } from "../runtimes/determinism.ts";
 import { diffgraph, maxAbsDiff } from "../helpers.ts";
 
 const workerd = [`node_modules/@cloudflare/workerd-${process.platform}-${process.arch === "x64" ? "64" : process.arch}/bin/workerd`].find(existsSync);
@@ -24,7 +25,7 @@ function freePort(): number {
   return port;
 }
 
-const INPUT = { prompt: "red heart", seed: 7, steps: 6 };
+const INPUT = TABLE.input;
 
 describe.skipIf(!run)("edge worker in workerd", () => {
   let proc: ReturnType<typeof Bun.spawn>;
@@ -49,7 +50,7 @@ describe.skipIf(!run)("edge worker in workerd", () => {
     }
     rss.started = vmHWM();
     const dg = await diffgraph();
-    ref = (await (await dg.openPipeline("pipelines/emoji-64.json")).run(INPUT)).images;
+    ref = (await (await dg.openPipeline(TABLE.pipeline)).run(INPUT)).images;
     await dg.dispose();
   }, 120_000);
   afterAll(() => {
@@ -63,7 +64,7 @@ describe.skipIf(!run)("edge worker in workerd", () => {
   });
 
   test("GET /generate → the Bun/CPU image (float32 within 1e-3, PNG within one level)", async () => {
-    const q = new URLSearchParams({ prompt: INPUT.prompt, seed: String(INPUT.seed), steps: String(INPUT.steps), pipeline: "emoji-64" });
+    const q = new URLSearchParams({ prompt: INPUT.prompt, seed: String(INPUT.seed), steps: String(INPUT.steps), pipeline: TABLE.pipelineName });
     const t0 = performance.now();
     const raw = await fetch(`${base}/generate?${q}&format=f32`);
     expect(raw.status, await raw.clone().text().catch(() => "")).toBe(200);
@@ -71,7 +72,7 @@ describe.skipIf(!run)("edge worker in workerd", () => {
     const data = new Float32Array(await raw.arrayBuffer());
     expect(raw.headers.get("x-diffgraph-dims")).toBe("1,3,64,64");
     const f32Diff = maxAbsDiff(data, ref.data);
-    expect(f32Diff).toBeLessThan(1e-3);
+    expect(f32Diff).toBeLessThan(TABLE.bound);
 
     const res = await fetch(`${base}/generate?${q}`);
     expect(res.headers.get("content-type")).toBe("image/png");
@@ -81,11 +82,26 @@ describe.skipIf(!run)("edge worker in workerd", () => {
     expect(levels).toBeLessThanOrEqual(1);
     const ms = Number(res.headers.get("x-diffgraph-ms"));
     rss.peak = vmHWM();
+    reportRow("workerd", "wasm", f32Diff, ms / INPUT.steps);
     console.log(
       `workerd: max |Δ| vs Bun/CPU ${f32Diff.toExponential(2)} (float32), ${levels} level(s) (PNG); ${(ms / INPUT.steps).toFixed(1)} ms/step warm ` +
         `(${INPUT.steps} steps, first request incl. load ${first.toFixed(0)} ms); workerd VmHWM ${(rss.started! / 2 ** 20).toFixed(0)} MiB at start → ${(rss.peak / 2 ** 20).toFixed(0)} MiB after generating ` +
         `(+${((rss.peak - rss.started!) / 2 ** 20).toFixed(0)} MiB); worker.js ${(build.bundleBytes / 1e6).toFixed(2)} MB, ort wasm ${(build.wasmBytes / 1e6).toFixed(2)} MB, model files ${(build.filesBytes / 1e6).toFixed(2)} MB`,
     );
+  }, 120_000);
+
+  test("the default pipeline is emoji-64-fp16 (half the bytes), and it draws Bun/CPU's emoji-64-fp16 image", async () => {
+    const list = (await (await fetch(`${base}/pipelines`)).json()) as { defaultPipeline: string };
+    expect(list.defaultPipeline).toBe("emoji-64-fp16");
+    const dg = await diffgraph();
+    const want = (await (await dg.openPipeline("pipelines/emoji-64-fp16.json")).run(INPUT)).images;
+    await dg.dispose();
+    const q = new URLSearchParams({ prompt: INPUT.prompt, seed: String(INPUT.seed), steps: String(INPUT.steps), format: "f32" });
+    const res = await fetch(`${base}/generate?${q}`);
+    expect(res.status).toBe(200);
+    const d = maxAbsDiff(new Float32Array(await res.arrayBuffer()), want.data);
+    console.log(`workerd emoji-64-fp16: max |Δ| vs Bun/CPU ${d.toExponential(2)}; ${(Number(res.headers.get("x-diffgraph-ms")) / INPUT.steps).toFixed(1)} ms/step; workerd VmHWM ${(vmHWM() / 2 ** 20).toFixed(0)} MiB`);
+    expect(d).toBeLessThan(TABLE.bound);
   }, 120_000);
 
   test("bad requests are 400 with the reason", async () => {
