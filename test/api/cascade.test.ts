@@ -26,7 +26,8 @@ beforeAll(async () => {
   const tiny = JSON.parse(readFileSync("pipelines/tiny-sd.json", "utf8"));
   tiny.model = resolve("models/tiny-sd");
   writeFileSync(join(dir, "pipelines", "tiny-sd.json"), JSON.stringify(tiny));
-  server = await startTestServer({ pipelinesDir: join(dir, "pipelines") });
+  // One slot, so a job submitted behind a blocker stays queued until its subscriber is in place.
+  server = await startTestServer({ pipelinesDir: join(dir, "pipelines"), concurrency: 1 });
 });
 afterAll(async () => {
   await server?.close();
@@ -44,11 +45,18 @@ const PROGRESS = /* GraphQL */ `
 `;
 
 test("jobProgress: the base steps (node denoise, 64-px previews), then the final 256-px image", async () => {
+  const blocker = await server.gql(GENERATE, { input: { prompt: "hold the slot", pipeline: "tiny-sd", steps: 1000, scheduler: "ddim" } });
   const r = await server.gql(GENERATE, { input: { prompt: "red heart", pipeline: "emoji-256", steps: 4, seed: 3, previewEvery: 1 } });
   expect(r.errors).toBeUndefined();
   const t = sseTransport();
   try {
-    const events = await t.subscribe(server, PROGRESS, { id: r.data.generate.id });
+    // Subscribed while it waits, then the blocker goes: every step of the cascade is seen.
+    let released = false;
+    const events = await t.subscribe(server, PROGRESS, { id: r.data.generate.id }, async () => {
+      if (released) return;
+      released = true;
+      await server.gql(`mutation($id: ID!) { cancelJob(id: $id) { id } }`, { id: blocker.data.generate.id });
+    });
     const steps = events.map((e) => e.jobProgress).filter((e) => e.__typename === "JobStep");
     expect(steps.map((s) => [s.node, s.step, s.totalSteps])).toEqual([1, 2, 3, 4].map((k) => ["denoise", k, 4]));
     expect(steps.every((s) => s.previews.length === 1 && s.previews[0].width === 64)).toBe(true);
