@@ -7,8 +7,9 @@
  * Chromium outside CI; under CI (which installs it) its absence is a failure.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { toRgb8 } from "../../core/png.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { buildWeb } from "../../web/build.ts";
 import { startTestServer, type TestServer } from "../api/helpers.ts";
@@ -129,4 +130,45 @@ describe.skipIf(!run)("client-side page (/local) in headless Chromium", () => {
     console.log(`Chromium auto → ${s.provider}: max |Δ| vs Bun/CPU ${diff.toExponential(2)}; steps ${s.stepMs.map((m) => m.toFixed(0)).join(", ")} ms (the first compiles the shaders)`);
     await page.close();
   }, 300_000);
+});
+
+describe.skipIf(!run)("the README's web-page example, as written", () => {
+  test("draws the emoji-64-fp16 heart Bun/CPU draws (within one 8-bit level)", async () => {
+    const block = /<!-- web-example -->\s*```html\n([\s\S]*?)```/.exec(readFileSync("README.md", "utf8"))?.[1];
+    expect(block, "README.md: the ```html block after <!-- web-example -->").toBeDefined();
+    const { out } = await buildWeb();
+    writeFileSync(`${out}/hello.html`, block!);
+    const server = await startTestServer();
+    // Without --enable-unsafe-webgpu this Chromium has no WebGPU, so "auto" takes WASM (20 steps on
+    // SwiftShader would take minutes); the WebGPU path is the page test's.
+    const browser = await chromium.launch({ executablePath, args: ["--no-sandbox", "--disable-background-networking", "--no-first-run"] });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      await page.goto(`${server.url}/local/hello.html`);
+      await page.waitForSelector('img[alt="red heart"]', { timeout: 120_000 });
+      const rgb = await page.evaluate(async () => {
+        const img = document.querySelector("img") as HTMLImageElement;
+        await img.decode();
+        const c = document.createElement("canvas");
+        c.width = img.naturalWidth;
+        c.height = img.naturalHeight;
+        const ctx = c.getContext("2d")!;
+        ctx.drawImage(img, 0, 0);
+        const d = ctx.getImageData(0, 0, c.width, c.height).data;
+        return Array.from({ length: c.width * c.height * 3 }, (_, i) => d[Math.floor(i / 3) * 4 + (i % 3)]!);
+      });
+      const dg = await diffgraph();
+      const want = (await (await dg.openPipeline("pipelines/emoji-64-fp16.json")).run({ prompt: "red heart", seed: 7, steps: 20 })).images;
+      await dg.dispose();
+      expect(rgb.length).toBe(64 * 64 * 3);
+      expect(maxAbsDiff(rgb, toRgb8(want).data)).toBeLessThanOrEqual(1);
+      await page.screenshot({ path: "reports/readme-web-example.png" });
+      expect(errors).toEqual([]);
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  }, 180_000);
 });
