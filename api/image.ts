@@ -2,15 +2,32 @@
  * Tensor images → PNG. Shared by the API server and the CLI: an image tensor is float32
  * [B, 3, H, W] in [0, 1]; PNG wants interleaved 8-bit RGB.
  */
-import sharp from "sharp";
-import { toRgb8 } from "../core/png.ts";
+import { encodeRgbPng, toRgb8 } from "../core/png.ts";
 import type { Tensor } from "../core/tensor.ts";
 
 export { toRgb8 };
 
+type Sharp = (typeof import("sharp"))["default"];
+let sharpLoaded: Promise<Sharp | null> | undefined;
+/**
+ * sharp, loaded on first use; null where its native module cannot load (an edge worker bundling the
+ * API): PNG encoding then falls back to fast-png, and decoding uploaded images is refused.
+ */
+function loadSharp(): Promise<Sharp | null> {
+  return (sharpLoaded ??= import("sharp").then((m) => m.default, () => null));
+}
+
+async function requireSharp(what: string): Promise<Sharp> {
+  const sharp = await loadSharp();
+  if (!sharp) throw new Error(`${what} needs sharp, whose native module is not available on this host`);
+  return sharp;
+}
+
 /** Encode item `index` of a [B, 3, H, W] tensor as PNG. */
 export async function tensorToPng(images: Tensor, index = 0, options: { compressionLevel?: number } = {}): Promise<Uint8Array> {
   const { data, width, height } = toRgb8(images, index);
+  const sharp = await loadSharp();
+  if (!sharp) return encodeRgbPng(data, width, height);
   const buf = await sharp(data, { raw: { width, height, channels: 3 } })
     .png({ compressionLevel: options.compressionLevel ?? 6 })
     .toBuffer();
@@ -32,6 +49,7 @@ export class ImageTooLargeError extends RangeError {}
  */
 export async function imageToTensor(bytes: Uint8Array, size?: { width: number; height: number }, options: { maxPixels?: number } = {}): Promise<Tensor> {
   const limit = options.maxPixels ?? 0x3fff * 0x3fff;
+  const sharp = await requireSharp("decoding an image");
   const meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   if (!meta.width || !meta.height) throw new RangeError("no image size in its header");
   if (meta.width * meta.height > limit) {
@@ -99,6 +117,8 @@ export async function gridPng(images: Tensor, columns?: number, scale = 1): Prom
       }
     }
   }
+  const sharp = await loadSharp();
+  if (!sharp) return encodeRgbPng(out, W, H);
   const buf = await sharp(out, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer();
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }

@@ -1,6 +1,6 @@
 /**
  * `bun run build:worker`: dist/worker/ — worker.js (web/worker.ts, one ES module), config.capnp
- * (socket "http"), onnxruntime-web's WASM (declared as a wasm module, so workerd compiles it at
+ * (socket "http"; sharp is left out: api/image.ts falls back to fast-png without it), onnxruntime-web's WASM (declared as a wasm module, so workerd compiles it at
  * load) and the bundled pipelines and model folders under files/ (data bindings).
  *
  *   workerd serve dist/worker/config.capnp --socket-addr http=127.0.0.1:8787
@@ -24,7 +24,7 @@ const capnpString = (s: string) => JSON.stringify(s);
 export async function buildWorker(): Promise<{ out: string; bundleBytes: number; filesBytes: number; wasmBytes: number; pipelines: string[] }> {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(join(out, "files"), { recursive: true });
-  const r = await Bun.build({ entrypoints: [join(root, "web/worker.ts")], outdir: out, target: "browser", format: "esm", minify: true, naming: "worker.js" });
+  const r = await Bun.build({ entrypoints: [join(root, "web/worker.ts")], outdir: out, target: "browser", format: "esm", minify: true, naming: "worker.js", external: ["sharp"] });
   if (!r.success) throw new AggregateError(r.logs, `build:worker failed: ${r.logs.map(String).join("\n")}`);
   cpSync(join(root, "node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm"), join(out, "ort-wasm-simd-threaded.wasm"));
 

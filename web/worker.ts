@@ -5,12 +5,19 @@
  *   GET /generate?prompt=red+heart&seed=7&steps=20&pipeline=emoji-64  →  image/png
  *   GET /generate?…&format=f32                                        →  the image tensor's float32 bytes
  *   GET /pipelines                                                    →  the bundled pipeline names, and the host detected
+ *   /graphql                                                          →  the API's read side: plugins, pipelines, schedule
  *
  * The pipeline files and model folders are bundled as data bindings (listed by path in the FILES
  * binding), onnxruntime-web's WASM arrives precompiled (a Wasm module of the worker), and the PNG is encoded in
  * JavaScript. Same pipeline + seed + steps ⇒ the CLI's image (onnxruntime-web WASM vs -node CPU:
  * kernel order only).
  */
+import { getOperationAST } from "graphql";
+import type { Plugin } from "graphql-yoga";
+import { MemoryJobStore } from "../api/adapters/memory.ts";
+import { createApp } from "../api/app.ts";
+import { apiError, ErrorCode } from "../api/errors.ts";
+import { ApiService } from "../api/service.ts";
 import { createWorkerdAdapter } from "../core/adapters/workerd.ts";
 import { createDiffgraphWith, type Diffgraph } from "../core/diffgraph-core.ts";
 import { detectHost } from "../core/host.ts";
@@ -56,6 +63,27 @@ function pipeline(env: Env, name: string): Promise<Pipeline> {
   return p;
 }
 
+/** The edge worker answers the API's queries; jobs (mutations, subscriptions) need the server's queue and store. */
+function readSideOnly(): Plugin {
+  return {
+    onExecute({ args, setResultAndStopExecution }) {
+      const op = getOperationAST(args.document, args.operationName)?.operation;
+      if (op && op !== "query") {
+        setResultAndStopExecution({ errors: [apiError(ErrorCode.BAD_REQUEST, `this edge worker serves queries only (plugins, pipelines, schedule); a ${op} needs the API server. Draw with GET /generate`)] });
+      }
+    },
+  };
+}
+
+let api: Promise<{ fetch(request: Request): Response | Promise<Response> }> | undefined;
+function graphqlApp(env: Env) {
+  api ??= (async () => {
+    const service = await ApiService.create({ diffgraph: await diffgraph(env), store: new MemoryJobStore(), pipelineFiles: env.PIPELINES.map((p) => `pipelines/${p}.json`), defaultPipeline: env.DEFAULT_PIPELINE, log: (m) => console.log(m) });
+    return createApp({ service, plugins: [readSideOnly()] }).app;
+  })();
+  return api;
+}
+
 const json = (body: unknown, status = 200) => new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
 
 function intParam(params: URLSearchParams, key: string): number | undefined {
@@ -69,6 +97,7 @@ function intParam(params: URLSearchParams, key: string): number | undefined {
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
     const url = new URL(request.url);
+    if (url.pathname === "/graphql" || url.pathname.startsWith("/graphql/")) return (await graphqlApp(env)).fetch(request);
     if (url.pathname === "/pipelines") return json({ pipelines: env.PIPELINES, defaultPipeline: env.DEFAULT_PIPELINE, host: detectHost() });
     if (url.pathname !== "/generate") return json({ error: "not found: GET /generate?prompt=…&seed=…&steps=…&pipeline=NAME or GET /pipelines" }, 404);
     const q = url.searchParams;

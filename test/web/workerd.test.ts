@@ -8,6 +8,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { decode } from "fast-png";
+import { MemoryJobStore } from "../../api/adapters/memory.ts";
+import { ApiService } from "../../api/service.ts";
 import { toRgb8 } from "../../core/png.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { buildWorker } from "../../web/build-worker.ts";
@@ -102,6 +104,25 @@ describe.skipIf(!run)("edge worker in workerd", () => {
     const d = maxAbsDiff(new Float32Array(await res.arrayBuffer()), want.data);
     console.log(`workerd emoji-64-fp16: max |Δ| vs Bun/CPU ${d.toExponential(2)}; ${(Number(res.headers.get("x-diffgraph-ms")) / INPUT.steps).toFixed(1)} ms/step; workerd VmHWM ${(vmHWM() / 2 ** 20).toFixed(0)} MiB`);
     expect(d).toBeLessThan(TABLE.bound);
+  }, 120_000);
+
+  test("the API's read side over GraphQL: pipelines, plugins and the schedule Bun's API gives; mutations refused", async () => {
+    const gql = async (query: string) => (await (await fetch(`${base}/graphql`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ query }) })).json()) as any;
+    const r = await gql(`{ pipelines { name isDefault scheduler } plugins(kind: SCHEDULER) { name } schedule(steps: 5, pipeline: "emoji-64") { scheduler timesteps } }`);
+    expect(r.errors).toBeUndefined();
+    expect(r.data.pipelines.map((p: { name: string }) => p.name).sort()).toEqual(["emoji-64", "emoji-64-fp16"]);
+    expect(r.data.pipelines.find((p: { isDefault: boolean }) => p.isDefault).name).toBe("emoji-64-fp16");
+    expect(r.data.plugins.map((p: { name: string }) => p.name)).toContain("dpmpp-2m");
+    const dg = await diffgraph();
+    const service = await ApiService.create({ diffgraph: dg, store: new MemoryJobStore(), pipelineFiles: ["pipelines/emoji-64.json"], log: () => {} });
+    try {
+      const want = await service.schedule({ steps: 5, pipeline: "emoji-64" });
+      expect(r.data.schedule).toEqual({ scheduler: want.scheduler, timesteps: [...want.timesteps] });
+    } finally {
+      await service.close();
+    }
+    const m = await gql(`mutation { cancelJob(id: "x") { id } }`);
+    expect(m.errors[0].message).toContain("serves queries only");
   }, 120_000);
 
   test("bad requests are 400 with the reason", async () => {
