@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { toRgb8 } from "../../core/png.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { buildWeb } from "../../web/build.ts";
+import { buildWeb } from "../../api/cli/build-web.ts";
 import { startTestServer, type TestServer } from "../api/helpers.ts";
 import { diffgraph, maxAbsDiff } from "../helpers.ts";
 import { reportRow, TABLE } from "../runtimes/determinism.ts";

@@ -12,7 +12,7 @@ import { MemoryJobStore } from "../../api/adapters/memory.ts";
 import { ApiService } from "../../api/service.ts";
 import { toRgb8 } from "../../core/png.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { buildWorker } from "../../web/build-worker.ts";
+import { buildWorker } from "../../api/cli/build-worker.ts";
 import { reportRow, TABLE } from "../runtimes/determinism.ts";
 import { diffgraph, maxAbsDiff } from "../helpers.ts";
 

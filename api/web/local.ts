@@ -4,9 +4,9 @@
  * with model files from Cache Storage after the first visit. `local.html?prompt=red+heart&seed=7`
  * starts drawing at once. State for tests and curious users: `window.local`.
  */
-import { createBrowserAdapter } from "../core/adapters/browser.ts";
-import type { ExecutionProvider } from "../core/onnx.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { createBrowserAdapter } from "../../core/adapters/browser.ts";
+import type { ExecutionProvider } from "../../core/onnx.ts";
+import type { Tensor } from "../../core/tensor.ts";
 import { builtinRegistry, bundleUrl, createDiffgraph, tensorToPngJs, type Diffgraph } from "./index.ts";
 import { cachedUrlSource } from "./cached-source.ts";
 

@@ -4,15 +4,15 @@
  * adapter is reachable from here. onnxruntime-web's `.wasm` files are copied beside the bundle and
  * found from its own URL.
  */
-import { createBrowserAdapter, type BrowserAdapterOptions } from "../core/adapters/browser.ts";
-import { createDiffgraphWith, type Diffgraph, type DiffgraphOptions } from "../core/diffgraph-core.ts";
-import { builtinRegistry } from "../plugins/index.ts";
+import { createBrowserAdapter, type BrowserAdapterOptions } from "../../core/adapters/browser.ts";
+import { createDiffgraphWith, type Diffgraph, type DiffgraphOptions } from "../../core/diffgraph-core.ts";
+import { builtinRegistry } from "../../plugins/index.ts";
 
-export { builtinRegistry } from "../plugins/index.ts";
-export { tensorToPngJs, toRgb8, encodeRgbPng } from "../core/png.ts";
-export { urlSource, memorySource, type ModelSource } from "../core/model-source.ts";
-export { createBrowserAdapter } from "../core/adapters/browser.ts";
-export type { Diffgraph } from "../core/diffgraph-core.ts";
+export { builtinRegistry } from "../../plugins/index.ts";
+export { tensorToPngJs, toRgb8, encodeRgbPng } from "../../core/png.ts";
+export { urlSource, memorySource, type ModelSource } from "../../core/model-source.ts";
+export { createBrowserAdapter } from "../../core/adapters/browser.ts";
+export type { Diffgraph } from "../../core/diffgraph-core.ts";
 
 /** Where this bundle is served from; its `ort-wasm-*.wasm` files lie beside it. */
 export const bundleUrl = new URL("./", import.meta.url).href;

@@ -3,7 +3,7 @@
  * the model (reporting bytes as they arrive), later visits read it from the cache and fetch nothing.
  * Web-standard APIs only (`caches`, `fetch`, streams).
  */
-import { ModelFileError, normalizePath, type ModelSource } from "../core/model-source.ts";
+import { ModelFileError, normalizePath, type ModelSource } from "../../core/model-source.ts";
 
 export interface DownloadProgress {
   readonly file: string;

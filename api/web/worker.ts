@@ -14,17 +14,17 @@
  */
 import { getOperationAST } from "graphql";
 import type { Plugin } from "graphql-yoga";
-import { MemoryJobStore } from "../api/adapters/memory.ts";
-import { createApp } from "../api/app.ts";
-import { apiError, ErrorCode } from "../api/errors.ts";
-import { ApiService } from "../api/service.ts";
-import { createWorkerdAdapter } from "../core/adapters/workerd.ts";
-import { createDiffgraphWith, type Diffgraph } from "../core/diffgraph-core.ts";
-import { detectHost } from "../core/host.ts";
-import { ParamsError } from "../core/params.ts";
-import type { Pipeline } from "../core/pipeline.ts";
-import { tensorToPngJs } from "../core/png.ts";
-import { builtinRegistry } from "../plugins/index.ts";
+import { MemoryJobStore } from "../adapters/memory.ts";
+import { createApp } from "../app.ts";
+import { apiError, ErrorCode } from "../errors.ts";
+import { ApiService } from "../service.ts";
+import { createWorkerdAdapter } from "../../core/adapters/workerd.ts";
+import { createDiffgraphWith, type Diffgraph } from "../../core/diffgraph-core.ts";
+import { detectHost } from "../../core/host.ts";
+import { ParamsError } from "../../core/params.ts";
+import type { Pipeline } from "../../core/pipeline.ts";
+import { tensorToPngJs } from "../../core/png.ts";
+import { builtinRegistry } from "../../plugins/index.ts";
 
 /** onnxruntime-web's WASM, a Wasm module of the worker (config.capnp): workerd compiles it at load, as it must. */
 const ORT_WASM_MODULE = "./ort-wasm-simd-threaded.wasm";

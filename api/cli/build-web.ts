@@ -1,6 +1,6 @@
 /**
  * `bun run build:web`: dist/web/ — the ES-module bundle of the core and built-in plugins
- * (index.js, from web/index.ts), the client-side page (local.html + local.js), onnxruntime-web's
+ * (index.js, from api/web/index.ts), the client-side page (local.html + local.js), onnxruntime-web's
  * `.wasm` files, the pipelines and model folders the page draws with (pipelines/, models/) and
  * models.json (the pipelines with their download sizes).
  * Every file is a static file: any web server can serve the folder.
@@ -8,7 +8,7 @@
 import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-const root = new URL("..", import.meta.url).pathname;
+const root = new URL("../..", import.meta.url).pathname;
 const out = join(root, "dist/web");
 const ortDist = join(root, "node_modules/onnxruntime-web/dist");
 /** Pipelines the page offers, the default first; one not made yet (emoji-64-fp16 comes from its recipe) is left out. */
@@ -24,7 +24,7 @@ export async function buildWeb(): Promise<{ out: string; bundleBytes: number }> 
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
   const r = await Bun.build({
-    entrypoints: [join(root, "web/index.ts"), join(root, "web/local.ts")],
+    entrypoints: [join(root, "api/web/index.ts"), join(root, "api/web/local.ts")],
     outdir: out,
     target: "browser",
     format: "esm",
@@ -40,7 +40,7 @@ export async function buildWeb(): Promise<{ out: string; bundleBytes: number }> 
   }
   // With wasmPaths set, onnxruntime-web imports its emscripten glue (.mjs) from there too, not only the .wasm.
   for (const f of ["ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.asyncify.wasm", "ort-wasm-simd-threaded.asyncify.mjs"]) cpSync(join(ortDist, f), join(out, f));
-  cpSync(join(root, "web/local.html"), join(out, "local.html"));
+  cpSync(join(root, "api/web/local.html"), join(out, "local.html"));
   mkdirSync(join(out, "pipelines"));
   const pipelines: { name: string; bytes: number; description?: string }[] = [];
   for (const name of PAGE_PIPELINES) {

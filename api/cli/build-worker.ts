@@ -1,5 +1,5 @@
 /**
- * `bun run build:worker`: dist/worker/ — worker.js (web/worker.ts, one ES module), config.capnp
+ * `bun run build:worker`: dist/worker/ — worker.js (api/web/worker.ts, one ES module), config.capnp
  * (socket "http"; sharp is left out: api/image.ts falls back to fast-png without it), onnxruntime-web's WASM (declared as a wasm module, so workerd compiles it at
  * load) and the bundled pipelines and model folders under files/ (data bindings).
  *
@@ -8,7 +8,7 @@
 import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 
-const root = new URL("..", import.meta.url).pathname;
+const root = new URL("../..", import.meta.url).pathname;
 const out = join(root, "dist/worker");
 /** Pipelines the worker bundles; the first is the default. A missing one is skipped (emoji-64-fp16 is made by its recipe). */
 const PIPELINES = ["emoji-64-fp16", "emoji-64"];
@@ -24,7 +24,7 @@ const capnpString = (s: string) => JSON.stringify(s);
 export async function buildWorker(): Promise<{ out: string; bundleBytes: number; filesBytes: number; wasmBytes: number; pipelines: string[] }> {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(join(out, "files"), { recursive: true });
-  const r = await Bun.build({ entrypoints: [join(root, "web/worker.ts")], outdir: out, target: "browser", format: "esm", minify: true, naming: "worker.js", external: ["sharp"] });
+  const r = await Bun.build({ entrypoints: [join(root, "api/web/worker.ts")], outdir: out, target: "browser", format: "esm", minify: true, naming: "worker.js", external: ["sharp"] });
   if (!r.success) throw new AggregateError(r.logs, `build:worker failed: ${r.logs.map(String).join("\n")}`);
   cpSync(join(root, "node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm"), join(out, "ort-wasm-simd-threaded.wasm"));
 
@@ -52,7 +52,7 @@ export async function buildWorker(): Promise<{ out: string; bundleBytes: number;
       filesBytes += statSync(f).size;
     }
   }
-  const config = `# Written by web/build-worker.ts (bun run build:worker).
+  const config = `# Written by api/cli/build-worker.ts (bun run build:worker).
 using Workerd = import "/workerd/workerd.capnp";
 
 const config :Workerd.Config = (
