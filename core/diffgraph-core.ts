@@ -10,7 +10,7 @@ import { OnnxRuntime, type ExecutionProvider } from "./onnx.ts";
 import { parsePipelineDoc, PipelineConfigError } from "./pipeline-config.ts";
 import { Pipeline } from "./pipeline.ts";
 import type { PluginRegistry } from "./registry.ts";
-import type { RuntimeAdapter } from "./runtime.ts";
+import type { RuntimeAdapter } from "./host.ts";
 
 export interface DiffgraphOptions {
   readonly registry: PluginRegistry;

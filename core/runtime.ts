@@ -2,17 +2,9 @@
  * Detects the host runtime and loads its adapter. Only this file knows the adapters exist; the rest
  * of the core receives a `ModelSource` and `OnnxBackends`.
  */
-import { detectHost as detectHostNow, type Host } from "./host.ts";
-import type { ModelSource } from "./model-source.ts";
-import type { OnnxBackends } from "./onnx.ts";
+import { detectHost as detectHostNow, type Host, type RuntimeAdapter } from "./host.ts";
 
-export { detectHost, type Host } from "./host.ts";
-
-export interface RuntimeAdapter {
-  readonly host: Host;
-  fileSource(dir: string): ModelSource;
-  readonly onnxBackends: OnnxBackends;
-}
+export { detectHost, type Host, type RuntimeAdapter } from "./host.ts";
 
 export async function loadRuntimeAdapter(host: Host = detectHostNow()): Promise<RuntimeAdapter> {
   switch (host) {

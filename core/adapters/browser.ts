@@ -6,7 +6,7 @@
  */
 import { urlSource, type ModelSource } from "../model-source.ts";
 import type { OnnxBackends, OrtModuleLike } from "../onnx.ts";
-import type { RuntimeAdapter } from "../runtime.ts";
+import type { RuntimeAdapter } from "../host.ts";
 
 export const fileSource = (baseUrl: string) => urlSource(baseUrl);
 

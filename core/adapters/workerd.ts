@@ -9,7 +9,7 @@
  */
 import { memorySource } from "../model-source.ts";
 import type { OrtModuleLike } from "../onnx.ts";
-import type { RuntimeAdapter } from "../runtime.ts";
+import type { RuntimeAdapter } from "../host.ts";
 import { createBrowserAdapter } from "./browser.ts";
 
 const MARKER = new TextEncoder().encode("diffgraph:precompiled-ort-wasm");
