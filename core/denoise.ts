@@ -25,7 +25,7 @@ import type { NoisePredictorInstance, SchedulerInstance } from "./plugin.ts";
 import { PredictBatcher } from "./batcher.ts";
 import { ParamsError } from "./params.ts";
 import { createRng } from "./random.ts";
-import { concat0, numel, repeatRows, slice0, tensor, type Embeddings, type Tensor } from "./tensor.ts";
+import { concat0, numel, repeatRows, slice0, stackChannels, tensor, type Embeddings, type Tensor } from "./tensor.ts";
 
 const ConfigSchema = z
   .object({
@@ -74,19 +74,6 @@ export function latentMask(mask: Tensor, batch: number, H: number, W: number, h:
       }
   }
   return { dims: [batch, 1, h, w], data: out };
-}
-
-/** [B, 1, h, w] and [B, C, h, w] stacked on the channel axis. */
-function stackChannels(a: Tensor, b: Tensor): Tensor {
-  const [B, ca, h, w] = a.dims as [number, number, number, number];
-  const cb = b.dims[1]!;
-  const plane = h * w;
-  const out = new Float32Array(B * (ca + cb) * plane);
-  for (let r = 0; r < B; r++) {
-    out.set(a.data.subarray(r * ca * plane, (r + 1) * ca * plane), r * (ca + cb) * plane);
-    out.set(b.data.subarray(r * cb * plane, (r + 1) * cb * plane), (r * (ca + cb) + ca) * plane);
-  }
-  return { dims: [B, ca + cb, h, w], data: out };
 }
 
 /** (1 − m)·known + m·x, the mask [B, 1, h, w] broadcast over channels. */

@@ -59,6 +59,19 @@ export function concat0(parts: readonly Tensor[]): Tensor {
 }
 
 /** Rows [start, end) along the first axis, as a view (no copy). */
+/** [B, C1, h, w] and [B, C2, h, w] stacked on the channel axis (an inpainting UNet's latents + mask + masked image). */
+export function stackChannels(a: Tensor, b: Tensor): Tensor {
+  const [B, ca, h, w] = a.dims as [number, number, number, number];
+  const cb = b.dims[1]!;
+  const plane = h * w;
+  const out = new Float32Array(B * (ca + cb) * plane);
+  for (let r = 0; r < B; r++) {
+    out.set(a.data.subarray(r * ca * plane, (r + 1) * ca * plane), r * (ca + cb) * plane);
+    out.set(b.data.subarray(r * cb * plane, (r + 1) * cb * plane), (r * (ca + cb) + ca) * plane);
+  }
+  return { dims: [B, ca + cb, h, w], data: out };
+}
+
 export function slice0(t: Tensor, start: number, end: number): Tensor {
   const row = numel(t.dims.slice(1));
   return { dims: [end - start, ...t.dims.slice(1)], data: t.data.subarray(start * row, end * row) };
@@ -75,15 +88,4 @@ export function repeatRows(t: Tensor, times: number): Tensor {
     for (let k = 0; k < times; k++) out.set(src, (r * times + k) * row);
   }
   return { dims: [rows * times, ...t.dims.slice(1)], data: out };
-}
-
-/** FNV-1a over the bytes plus the shape: a cheap content key for the executor's node cache. */
-export function tensorKey(t: Tensor): string {
-  const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-  let h = 0x811c9dc5;
-  for (let i = 0; i < bytes.length; i++) {
-    h ^= bytes[i]!;
-    h = Math.imul(h, 0x01000193);
-  }
-  return `${t.dims.join("x")}:${(h >>> 0).toString(16)}`;
 }

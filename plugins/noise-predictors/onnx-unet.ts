@@ -19,7 +19,7 @@ import { ModelFileError } from "../../core/model-source.ts";
 import { sizeProblem, type SizeRule } from "../../core/params.ts";
 import { definePlugin } from "../../core/plugin.ts";
 import type { Feed } from "../../core/onnx.ts";
-import type { Tensor } from "../../core/tensor.ts";
+import { stackChannels, type Tensor } from "../../core/tensor.ts";
 
 const Config = z
   .object({
@@ -53,19 +53,6 @@ function vaeScaleFactor(vae: ComponentConfig, unet: ComponentConfig): number {
   if (typeof vae.sample_size === "number" && typeof vae.latent_sample_size === "number") return vae.sample_size / vae.latent_sample_size;
   if (Array.isArray(vae.block_out_channels) && vae.block_out_channels.length > 0) return 2 ** (vae.block_out_channels.length - 1);
   return 8;
-}
-
-/** [B, C1, h, w] and [B, C2, h, w] stacked on the channel axis. */
-function stackChannels(a: Tensor, b: Tensor): Tensor {
-  const [B, ca, h, w] = a.dims as [number, number, number, number];
-  const cb = b.dims[1]!;
-  const plane = h * w;
-  const out = new Float32Array(B * (ca + cb) * plane);
-  for (let r = 0; r < B; r++) {
-    out.set(a.data.subarray(r * ca * plane, (r + 1) * ca * plane), r * (ca + cb) * plane);
-    out.set(b.data.subarray(r * cb * plane, (r + 1) * cb * plane), (r * (ca + cb) + ca) * plane);
-  }
-  return { dims: [B, ca + cb, h, w], data: out };
 }
 
 /** LCM's guidance embedding of w = scale − 1 for each row (see the header), [B, dim]. */
