@@ -15,6 +15,8 @@ Use Debian's /usr/bin/python3 (torch 1.13, onnx). Needs `npm` to fetch the data 
 import argparse, json, math, os, random, subprocess, sys, time, unicodedata, shutil
 
 import numpy as np
+
+import npm_packages  # models/recipes/npm_packages.py (the script's folder is on sys.path)
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -56,26 +58,8 @@ def log(msg):
 
 # ----------------------------------------------------------------------------------------------
 # data
-def npm_dir():
-    return os.path.join(ROOT, "models", ".cache", "npm")
-
-
 def ensure_packages():
-    nm = os.path.join(npm_dir(), "node_modules")
-    ok = all(os.path.exists(os.path.join(nm, p, "package.json")) and
-             json.load(open(os.path.join(nm, p, "package.json")))["version"] == v
-             for p, v in PACKAGES.items())
-    if ok:
-        return nm
-    os.makedirs(npm_dir(), exist_ok=True)
-    pj = os.path.join(npm_dir(), "package.json")
-    if not os.path.exists(pj):
-        json.dump({"name": "emoji-cache", "private": True}, open(pj, "w"))
-    cmd = ["npm", "install", "--prefix", npm_dir(), "--no-save", "--ignore-scripts", "--no-audit",
-           "--no-fund"] + [f"{p}@{v}" for p, v in PACKAGES.items()]
-    print(" ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    return nm
+    return npm_packages.ensure_packages(PACKAGES)
 
 
 def norm_hex(h):

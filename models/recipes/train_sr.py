@@ -17,6 +17,8 @@ onnxruntime-node (models/recipes/check_sr.ts), which also times the model on one
 import argparse, json, math, os, subprocess, sys, time
 
 import numpy as np
+
+import npm_packages  # models/recipes/npm_packages.py (the script's folder is on sys.path)
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -113,25 +115,8 @@ def n_params(m):
 
 # ----------------------------------------------------------------------------------------------
 # data
-def npm_dir():
-    return os.path.join(ROOT, "models", ".cache", "npm")
-
-
 def ensure_packages():
-    nm = os.path.join(npm_dir(), "node_modules")
-    ok = all(os.path.exists(os.path.join(nm, p, "package.json")) and
-             json.load(open(os.path.join(nm, p, "package.json")))["version"] == v for p, v in PACKAGES.items())
-    if ok:
-        return nm
-    os.makedirs(npm_dir(), exist_ok=True)
-    pj = os.path.join(npm_dir(), "package.json")
-    if not os.path.exists(pj):
-        json.dump({"name": "emoji-cache", "private": True}, open(pj, "w"))
-    cmd = ["npm", "install", "--prefix", npm_dir(), "--no-save", "--ignore-scripts", "--no-audit",
-           "--no-fund"] + [f"{p}@{v}" for p, v in PACKAGES.items()]
-    print(" ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    return nm
+    return npm_packages.ensure_packages(PACKAGES)
 
 
 def bun():
