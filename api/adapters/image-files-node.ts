@@ -6,7 +6,7 @@
 import { mkdirSync, readdirSync } from "node:fs";
 import { open, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { ImageFiles } from "./sqlite-store.ts";
+import type { ImageFiles } from "./job-images.ts";
 
 export function imageFiles(dir: string): ImageFiles {
   mkdirSync(dir, { recursive: true });

@@ -12,19 +12,23 @@
  */
 import type { Redis } from "ioredis";
 import { INTERRUPTED_CODE, INTERRUPTED_REASON, JOB_STATUSES, type JobPage, type JobRecord, type JobStatus, type JobStore, type NewJobRecord } from "../ports.ts";
-import type { FaultHook, ImageFiles } from "./sqlite-store.ts";
+import { JobImages, type FaultHook, type ImageFiles } from "./job-images.ts";
 
 export class RedisJobStore implements JobStore {
   /**
    * @param redis a connection this store owns (closed by `close`)
    * @param prefix key namespace, so several deployments (or test runs) can share one Redis
    */
+  private readonly images: JobImages;
+
   constructor(
     private readonly redis: Redis,
-    private readonly images: ImageFiles,
+    files: ImageFiles,
     private readonly prefix = "diffgraph",
-    private readonly fault: FaultHook = () => {},
-  ) {}
+    fault?: FaultHook,
+  ) {
+    this.images = new JobImages(files, fault);
+  }
 
   private key = (k: string) => `${this.prefix}:${k}`;
   private jobKey = (id: string) => this.key(`job:${id}`);
@@ -96,14 +100,12 @@ export class RedisJobStore implements JobStore {
     return { jobs: jobs.slice(0, first), hasNextPage: jobs.length > first, totalCount: counts.reduce((a, b) => a + b, 0) };
   }
 
-  async writeImages(jobId: string, pngs: readonly Uint8Array[]): Promise<void> {
-    await Promise.all(pngs.map((png, i) => this.images.write(`${jobId}-${i}.png`, png)));
-    await this.images.flush();
-    this.fault("after-images");
+  writeImages(jobId: string, pngs: readonly Uint8Array[]): Promise<void> {
+    return this.images.write(jobId, pngs);
   }
 
   readImage(imageId: string): Promise<Uint8Array | null> {
-    return this.images.read(`${imageId}.png`);
+    return this.images.read(imageId);
   }
 
   /**
@@ -118,17 +120,9 @@ export class RedisJobStore implements JobStore {
         if (r && (await this.finishOnce({ ...r, status: "FAILED", error: INTERRUPTED_REASON, errorCode: INTERRUPTED_CODE, finishedAt: now }))) interrupted++;
       }
     }
-    const claimed = new Set<string>();
-    for (const id of await this.redis.zrange(this.statusKey("SUCCEEDED"), "0", "-1")) {
-      const r = await this.get(id);
-      for (let i = 0; i < (r?.imageCount ?? 0); i++) claimed.add(`${id}-${i}.png`);
-    }
-    let orphanImages = 0;
-    for (const f of await this.images.list()) {
-      if (claimed.has(f)) continue;
-      await this.images.remove(f);
-      orphanImages++;
-    }
+    const finished: (readonly [string, number])[] = [];
+    for (const id of await this.redis.zrange(this.statusKey("SUCCEEDED"), "0", "-1")) finished.push([id, (await this.get(id))?.imageCount ?? 0]);
+    const orphanImages = await this.images.sweep(finished);
     return { interrupted, orphanImages };
   }
 

@@ -4,6 +4,7 @@
  * provide) and the folder for images (`image-files-node.ts`). Records live in `jobs.sqlite` (WAL), so
  * another process can read them.
  */
+import { JobImages, type FaultHook, type ImageFiles } from "./job-images.ts";
 import { INTERRUPTED_CODE, INTERRUPTED_REASON, type JobPage, type JobRecord, type JobStatus, type JobStore, type NewJobRecord } from "../ports.ts";
 
 /** The few statements the store needs, with `$name` parameters bound from an object without the `$`. */
@@ -13,16 +14,6 @@ export interface SqlDriver {
   get(sql: string, params?: Record<string, string | number | null>): Record<string, unknown> | undefined;
   run(sql: string, params?: Record<string, string | number | null>): { changes: number };
   close(): void;
-}
-
-/** Durable image files: written so that a crash leaves either the whole file or a removable temporary. */
-export interface ImageFiles {
-  write(name: string, bytes: Uint8Array): Promise<void>;
-  /** Make the renames of `write` durable (fsync of the folder). */
-  flush(): Promise<void>;
-  read(name: string): Promise<Uint8Array | null>;
-  list(): Promise<string[]>;
-  remove(name: string): Promise<void>;
 }
 
 interface Row {
@@ -84,15 +75,16 @@ function bindings(job: NewJobRecord) {
   return { ...mutable(job), pipeline: job.pipeline, params: JSON.stringify(job.params), priority: job.priority, createdAt: job.createdAt };
 }
 
-/** Set DIFFGRAPH_FAULT=after-images to die by SIGKILL between writing a job's images and committing its record (crash tests). */
-export type FaultHook = (point: "after-images") => void;
 
 export class SqliteJobStore implements JobStore {
+  private readonly images: JobImages;
+
   constructor(
     private readonly db: SqlDriver,
-    private readonly images: ImageFiles,
-    private readonly fault: FaultHook = () => {},
+    files: ImageFiles,
+    fault?: FaultHook,
   ) {
+    this.images = new JobImages(files, fault);
     db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
     db.exec(`CREATE TABLE IF NOT EXISTS jobs (
       seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -119,16 +111,8 @@ export class SqliteJobStore implements JobStore {
       "UPDATE jobs SET status = 'FAILED', error = $error, error_code = $code, finished_at = $now WHERE status IN ('QUEUED', 'RUNNING')",
       { error: INTERRUPTED_REASON, code: INTERRUPTED_CODE, now },
     ).changes;
-    const claimed = new Set<string>();
-    for (const r of this.db.all("SELECT id, image_count FROM jobs WHERE status = 'SUCCEEDED' AND image_count > 0") as { id: string; image_count: number }[]) {
-      for (let i = 0; i < r.image_count; i++) claimed.add(`${r.id}-${i}.png`);
-    }
-    let orphanImages = 0;
-    for (const f of await this.images.list()) {
-      if (claimed.has(f)) continue;
-      await this.images.remove(f);
-      orphanImages++;
-    }
+    const finished = this.db.all("SELECT id, image_count FROM jobs WHERE status = 'SUCCEEDED' AND image_count > 0") as { id: string; image_count: number }[];
+    const orphanImages = await this.images.sweep(finished.map((r) => [r.id, r.image_count] as const));
     return { interrupted, orphanImages };
   }
 
@@ -173,14 +157,12 @@ export class SqliteJobStore implements JobStore {
     return { jobs: rows.slice(0, first).map(fromRow), hasNextPage: rows.length > first, totalCount };
   }
 
-  async writeImages(jobId: string, pngs: readonly Uint8Array[]): Promise<void> {
-    await Promise.all(pngs.map((png, i) => this.images.write(`${jobId}-${i}.png`, png)));
-    await this.images.flush();
-    this.fault("after-images");
+  writeImages(jobId: string, pngs: readonly Uint8Array[]): Promise<void> {
+    return this.images.write(jobId, pngs);
   }
 
   readImage(imageId: string): Promise<Uint8Array | null> {
-    return this.images.read(`${imageId}.png`);
+    return this.images.read(imageId);
   }
 
   async close(): Promise<void> {
