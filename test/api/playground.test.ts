@@ -38,7 +38,9 @@ describe.skipIf(!executablePath)("playground in headless Chromium", () => {
     await page.waitForSelector("body[data-plotted='6']");
 
     // Keep the only slot busy so the page's job is still queued when it subscribes: then it must see all 6 frames.
-    const blocker = await server.gql(GENERATE, { input: { prompt: "blocker", steps: 500, scheduler: "ddim" } });
+    // tiny-sd is fast: 500 steps at 64 px can end before the page submits; at 1024 px each step takes
+    // milliseconds, so 999 (the most its leading-spaced schedule allows) hold the slot until cancelled.
+    const blocker = await server.gql(GENERATE, { input: { prompt: "blocker", steps: 999, height: 1024, width: 1024, scheduler: "ddim", previewEvery: 0 } });
     await page.fill("#prompt", "a yellow star");
     await page.click("#generate");
     await page.waitForFunction(() => (window as any).playground.status.includes("QUEUED"));
