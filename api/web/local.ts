@@ -10,7 +10,8 @@ import type { Tensor } from "../../core/tensor.ts";
 import { builtinRegistry, bundleUrl, createDiffgraph, tensorToPngJs, type Diffgraph } from "./index.ts";
 import { cachedUrlSource } from "./cached-source.ts";
 
-interface LocalState {
+/** What the page exposes as `window.local` (its tests read it). */
+export interface LocalState {
   status: string;
   provider?: string;
   steps: number[];

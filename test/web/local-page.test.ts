@@ -15,6 +15,7 @@ import { buildWeb } from "../../api/cli/build-web.ts";
 import { startTestServer, type TestServer } from "../api/helpers.ts";
 import { diffgraph, maxAbsDiff } from "../helpers.ts";
 import { reportRow, TABLE } from "../runtimes/determinism.ts";
+import type { LocalState } from "../../api/web/local.ts";
 
 const executablePath = process.env.CHROMIUM_PATH ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync);
 if (!executablePath && !process.env.CI) console.warn("chromium not installed (apt-get install chromium): the client-side page test is skipped");
@@ -23,15 +24,6 @@ const BOUND = TABLE.bound;
 const { prompt, seed, steps } = TABLE.input;
 const link = (provider: string) => `?prompt=${encodeURIComponent(prompt)}&seed=${seed}&steps=${steps}&provider=${provider}&pipeline=${TABLE.pipelineName}`;
 
-interface LocalState {
-  status: string;
-  provider?: string;
-  steps: number[];
-  stepMs: number[];
-  download: { loaded: number; total: number; fetched: number; cached: number };
-  final?: { prompt: string; seed: number; steps: number; ms: number; dims: number[]; data: number[] };
-  error?: string;
-}
 
 async function drawn(page: Page, timeout: number): Promise<LocalState> {
   await page.waitForFunction(() => (window as any).local?.final || (window as any).local?.error, null, { timeout });
@@ -87,7 +79,7 @@ describe.skipIf(!run)("client-side page (/local) in headless Chromium", () => {
     expect(await page.textContent("#status")).toContain("onnxruntime-web/wasm");
     // The live preview was drawn (not the blank canvas).
     expect(await page.evaluate(() => { const c = document.getElementById("preview") as HTMLCanvasElement; const d = c.getContext("2d")!.getImageData(0, 0, c.width, c.height).data; return d.some((v, i) => i % 4 !== 3 && v !== 0); })).toBe(true);
-    const diff = maxAbsDiff(first.final!.data, ref.data);
+    const diff = maxAbsDiff(first.final!.data!, ref.data);
     reportRow("chromium", "wasm", diff, first.final!.ms / steps);
     expect(diff).toBeLessThan(BOUND);
     expect(first.download.fetched).toBeGreaterThan(0);
@@ -108,7 +100,7 @@ describe.skipIf(!run)("client-side page (/local) in headless Chromium", () => {
     expect(gets).toEqual([]);
     expect(again.download.fetched).toBe(0);
     expect(again.download.cached).toBeGreaterThan(0);
-    expect(maxAbsDiff(again.final!.data, first.final!.data)).toBe(0);
+    expect(maxAbsDiff(again.final!.data!, first.final!.data!)).toBe(0);
     await page.close();
   }, 150_000);
 
@@ -124,7 +116,7 @@ describe.skipIf(!run)("client-side page (/local) in headless Chromium", () => {
       expect(s.provider).toBe("onnxruntime-web/wasm");
     } else expect(s.provider).toBe("onnxruntime-web/webgpu");
     expect(await page.textContent("#provider-used")).toContain(s.provider!);
-    const diff = maxAbsDiff(s.final!.data, ref.data);
+    const diff = maxAbsDiff(s.final!.data!, ref.data);
     reportRow("chromium", s.provider!.split("/")[1]!, diff, s.final!.ms / steps);
     expect(diff).toBeLessThan(BOUND);
     console.log(`Chromium auto → ${s.provider}: max |Δ| vs Bun/CPU ${diff.toExponential(2)}; steps ${s.stepMs.map((m) => m.toFixed(0)).join(", ")} ms (the first compiles the shaders)`);
