@@ -2,11 +2,13 @@
  * `bun run eval` — evaluate a pipeline over a grid of schedulers × step counts × guidance scales on a
  * prompt set, and write a report folder (results.json, results.csv, plots/*.png, grids/*.png,
  * index.html; see api/cli/report.ts). Metrics come from the evaluation CLIP (`clip_eval/` in the model
- * folder, or --eval-models): CLIP score, R-precision and, with reference features, the Fréchet
- * distance accumulated over the whole cell with streaming statistics.
+ * folder, or --eval-models): CLIP score, R-precision, hard retrieval (top-1 among a whole caption pool,
+ * plugins/metrics/retrieval.ts) and, with reference features, the Fréchet distance accumulated over the
+ * whole cell with streaming statistics.
  *
  * Resumable: results.json is rewritten after every finished cell; run the same command again and
- * finished cells are skipped (a cell cut off half way is redone).
+ * finished cells are skipped (a cell cut off half way is redone). Cells of a results.json written before
+ * hard retrieval existed are recomputed when there is a retrieval pool.
  */
 import { parseArgs } from "node:util";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -20,6 +22,7 @@ import { ClipImageTower, ClipTextTower, l2normalize } from "../../plugins/metric
 import { clipScores } from "../../plugins/metrics/clip-score.ts";
 import { frechetDistance, type Gaussian } from "../../plugins/metrics/linalg.ts";
 import { candidateCaptions, promptRank } from "../../plugins/metrics/r-precision.ts";
+import { retrievalPool, RetrievalTally, type RetrievalPool } from "../../plugins/metrics/retrieval.ts";
 import { FeatureStats, gaussianFromJSON, type GaussianStatsJson } from "../../plugins/metrics/stats.ts";
 import { gridPng } from "../image.ts";
 import { readImage } from "./image-file.ts";
@@ -43,6 +46,10 @@ const HELP = `diffgraph eval — metrics over a grid of schedulers × steps × g
   --eval-models DIR      folder holding clip_eval/ (default: the pipeline's model folder)
   --caption-pool FILE    R-precision captions (default clip_eval/captions.json if present, else the prompts)
   --candidates N         R-precision candidates per image, prompt included (default 100, capped by the pool)
+  --retrieval-pool FILE  hard retrieval: is an image's own caption the top-1 among ALL captions of FILE
+                         (.json array of strings, or .txt one per line)? (default clip_eval/captions.json
+                         if present, else not measured); images whose caption is not in FILE are left out
+                         and counted. Independent of --caption-pool/--candidates.
   --real-set FILE        real images with captions (JSON [{file, caption}]): the real-image ceiling for
                          CLIP score / R-precision; its captions are the prompt set unless --prompts
   --reference-images DIR real images for the Fréchet distance (PNG/JPEG/WebP, resized to the output size)
@@ -68,13 +75,23 @@ function number(name: string) {
   };
 }
 
-function readPrompts(file: string): string[] {
+function readPrompts(file: string, flag = "--prompts"): string[] {
+  if (!existsSync(file)) throw new Error(`${flag} ${file}: file not found`);
   const text = readFileSync(file, "utf8");
   if (file.endsWith(".json")) {
-    const j = JSON.parse(text) as unknown;
-    const arr = Array.isArray(j) ? j : (j as { prompts?: unknown; items?: unknown }).prompts ?? (j as { items?: unknown }).items;
-    if (!Array.isArray(arr)) throw new Error(`${file}: expected an array of prompts`);
-    return arr.map((x) => (typeof x === "string" ? x : String((x as { caption?: string; prompt?: string }).caption ?? (x as { prompt?: string }).prompt)));
+    let j: unknown;
+    try {
+      j = JSON.parse(text);
+    } catch (e) {
+      throw new Error(`${flag} ${file}: not valid JSON (${(e as Error).message})`);
+    }
+    const arr = Array.isArray(j) ? j : (j as { prompts?: unknown; items?: unknown } | null)?.prompts ?? (j as { items?: unknown } | null)?.items;
+    if (!Array.isArray(arr)) throw new Error(`${flag} ${file}: expected an array of prompts`);
+    return arr.map((x, i) => {
+      const v = typeof x === "string" ? x : (x as { caption?: unknown; prompt?: unknown } | null)?.caption ?? (x as { prompt?: unknown } | null)?.prompt;
+      if (typeof v !== "string") throw new Error(`${flag} ${file}: item ${i} is not a string (nor an object with a string "caption" or "prompt")`);
+      return v;
+    });
   }
   return text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
 }
@@ -93,6 +110,18 @@ function readRealSet(path: string): { file: string; caption: string }[] {
     if (!found) throw new Error(`--real-set ${path}: item ${i}: ${candidates[0]} not found`);
     return { file: found, caption };
   });
+}
+
+/** clip_eval/captions.json: a JSON array of strings, checked. */
+function captionsJson(name: string, bytes: Uint8Array): string[] {
+  let j: unknown;
+  try {
+    j = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new Error(`${name}: not valid JSON (${(e as Error).message})`);
+  }
+  if (!Array.isArray(j) || j.some((c) => typeof c !== "string")) throw new Error(`${name}: expected a JSON array of strings`);
+  return j as string[];
 }
 
 function duration(s: number): string {
@@ -195,7 +224,7 @@ export async function main(argv: string[]): Promise<number> {
     options: {
       pipeline: { type: "string" }, schedulers: { type: "string" }, steps: { type: "string" }, guidance: { type: "string" },
       prompts: { type: "string" }, limit: { type: "string" }, "per-prompt": { type: "string" }, seed: { type: "string" },
-      "eval-models": { type: "string" }, "caption-pool": { type: "string" }, candidates: { type: "string" },
+      "eval-models": { type: "string" }, "caption-pool": { type: "string" }, candidates: { type: "string" }, "retrieval-pool": { type: "string" },
       "reference-images": { type: "string" }, "real-set": { type: "string" }, "reference-stats": { type: "string" }, "save-reference": { type: "string" },
       out: { type: "string" }, fresh: { type: "boolean" }, provider: { type: "string" }, threads: { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -246,19 +275,39 @@ export async function main(argv: string[]): Promise<number> {
     const files = { imageModel: "clip_eval/image_model.onnx", textModel: "clip_eval/text_model.onnx", tokenizer: "clip_eval/tokenizer", preprocessor: "clip_eval/preprocessor_config.json", maxBatch: 32 };
     const [tower, text] = await Promise.all([ClipImageTower.load(evalModels, dg.onnx, files), ClipTextTower.load(evalModels, dg.onnx, files)]);
 
+    // clip_eval/captions.json: the default pool of both R-precision's distractors and hard retrieval.
+    const modelCaptions = (await evalModels.exists("clip_eval/captions.json")) ? captionsJson(`${modelDir}/clip_eval/captions.json`, await evalModels.read("clip_eval/captions.json")) : null;
     let pool: string[];
     let poolName: string;
     if (values["caption-pool"]) {
-      pool = readPrompts(values["caption-pool"]);
+      pool = readPrompts(values["caption-pool"], "--caption-pool");
+      if (pool.length === 0) throw new Error(`--caption-pool ${values["caption-pool"]}: no captions`);
       poolName = values["caption-pool"];
-    } else if (await evalModels.exists("clip_eval/captions.json")) {
-      pool = JSON.parse(new TextDecoder().decode(await evalModels.read("clip_eval/captions.json"))) as string[];
+    } else if (modelCaptions) {
+      pool = modelCaptions;
       poolName = `${modelDir}/clip_eval/captions.json`;
     } else {
       pool = prompts;
       poolName = "the prompt set";
     }
     const candidates = Math.min(values.candidates ? Number(values.candidates) : 100, new Set([...pool, ...prompts]).size);
+
+    // Hard retrieval's pool, embedded once (the text tower batches and caches it).
+    let hardPool: RetrievalPool | null = null;
+    let hardPoolName: string | null = null;
+    if (values["retrieval-pool"]) {
+      const captions = readPrompts(values["retrieval-pool"], "--retrieval-pool");
+      if (captions.length === 0) throw new Error(`--retrieval-pool ${values["retrieval-pool"]}: no captions`);
+      hardPool = await retrievalPool(captions, (t) => text.embed(t));
+      hardPoolName = values["retrieval-pool"];
+    } else if (modelCaptions && modelCaptions.length > 0) {
+      hardPool = await retrievalPool(modelCaptions, (t) => text.embed(t));
+      hardPoolName = `${modelDir}/clip_eval/captions.json`;
+    }
+    if (hardPool) {
+      const inPool = prompts.filter((p) => hardPool!.index.has(p)).length;
+      process.stderr.write(`hard retrieval (top-1 among ${hardPool.captions.length} captions of ${hardPoolName}): ${inPool} of ${prompts.length} prompts are in it${inPool < prompts.length ? " (the others are left out of it)" : ""}\n`);
+    } else process.stderr.write("hard retrieval not measured (no clip_eval/captions.json; pass --retrieval-pool FILE)\n");
 
     const reference = await referenceStats(values, evalModels, tower, size);
 
@@ -270,6 +319,7 @@ export async function main(argv: string[]): Promise<number> {
       let ranks = 0;
       let stats: FeatureStats | null = null;
       let statsL2: FeatureStats | null = null;
+      const tally = hardPool ? new RetrievalTally(hardPool) : null;
       for (let i = 0; i < real.length; i += 32) {
         const chunk = real.slice(i, i + 32);
         const f = await tower.embed(concat0(await Promise.all(chunk.map((r) => readImage(r.file, size.width, size.height)))));
@@ -278,6 +328,7 @@ export async function main(argv: string[]): Promise<number> {
         stats.add(f.data, f.dims[0]!);
         statsL2.add(l2normalize(f).data, f.dims[0]!);
         scores.push(...clipScores(f, await text.embed(chunk.map((r) => r.caption))));
+        tally?.add(f, chunk.map((r) => r.caption));
         for (const [k, r] of chunk.entries()) {
           const rank = promptRank(f, k, await text.embed(candidateCaptions(r.caption, pool, candidates, 0)));
           ranks += rank;
@@ -292,6 +343,8 @@ export async function main(argv: string[]): Promise<number> {
         clipScoreStd: Math.sqrt(scores.reduce((a, x) => a + (x - mean) ** 2, 0) / Math.max(n - 1, 1)),
         rPrecision: hits / n,
         meanRank: ranks / n,
+        hardRetrieval: tally?.rate ?? null,
+        hardRetrievalImages: tally?.measured ?? 0,
         fd: reference ? frechetDistance(stats!.gaussian(), reference.raw) : null,
         fdL2: reference?.l2 ? frechetDistance(statsL2!.gaussian(), reference.l2) : null,
       };
@@ -306,17 +359,22 @@ export async function main(argv: string[]): Promise<number> {
       seed,
       candidates,
       captionPool: poolName,
+      retrievalPool: hardPool ? { source: hardPoolName!, captions: hardPool.captions.length } : null,
       realSet: values["real-set"] ?? null,
       reference: reference ? { source: reference.source, n: reference.n } : null,
       size,
     };
     const previous = values.fresh ? null : loadResults(out);
+    // A results.json from before hard retrieval has no retrievalPool setting: its cells are kept, and
+    // those of this grid are recomputed when there is a pool now (they lack the measure).
+    const predates = previous !== null && previous.settings.retrievalPool === undefined;
+    const stale = (c: { hardRetrieval?: number | null }) => hardPool !== null && c.hardRetrieval === undefined;
     if (previous) {
-      const differs = sameSettings(previous.settings, settings);
+      const differs = sameSettings(predates ? { ...previous.settings, retrievalPool: settings.retrievalPool } : previous.settings, settings);
       if (differs) throw new Error(`${out}/results.json was made with a different "${differs}"; use another --out, or --fresh to start over`);
     }
     const cells: CellResult[] = [...(previous?.cells ?? [])];
-    const realRes = previous?.real ?? (await realResult());
+    const realRes = previous?.real && !stale(previous.real) ? previous.real : await realResult();
     const results = (): Results => ({
       version: 1,
       settings,
@@ -325,10 +383,12 @@ export async function main(argv: string[]): Promise<number> {
       real: realRes,
       environment: { host: dg.adapter.host, provider: dg.onnx.executionProvider, platform: `${process.platform}-${process.arch}` },
     });
-    const done = new Set(cells.map(cellKey));
+    const done = new Set(cells.filter((c) => !stale(c)).map(cellKey));
     const grid = guidance.flatMap((g) => schedulers.flatMap((s) => steps.map((n) => ({ scheduler: s, steps: n, guidance: g }))));
     const todo = grid.filter((c) => !done.has(cellKey(c)));
     const perCell = prompts.length * perPrompt;
+    const redo = grid.filter((g) => cells.some((c) => cellKey(c) === cellKey(g) && stale(c))).length;
+    if (redo > 0) process.stderr.write(`${out}/results.json predates hard retrieval: recomputing its ${redo} cell(s) of this grid\n`);
     if (grid.length > todo.length) process.stderr.write(`resuming ${out}: ${grid.length - todo.length} of ${grid.length} cells already done\n`);
     const progress = new Progress(grid.length * perCell, (grid.length - todo.length) * perCell);
 
@@ -351,6 +411,7 @@ export async function main(argv: string[]): Promise<number> {
         const scores: number[] = [];
         let hits = 0;
         let ranks = 0;
+        const tally = hardPool ? new RetrievalTally(hardPool) : null;
         const firsts: Tensor[] = [];
             for (const [pi, prompt] of prompts.entries()) {
           if (interrupted) return 130;
@@ -364,6 +425,7 @@ export async function main(argv: string[]): Promise<number> {
           const pf = promptFeatures.data.subarray(pi * promptFeatures.dims[1]!, (pi + 1) * promptFeatures.dims[1]!);
           const tf: Tensor = { dims: [b, pf.length], data: new Float32Array(b * pf.length).map((_, k) => pf[k % pf.length]!) };
           scores.push(...clipScores(f, tf));
+          tally?.add(f, new Array<string>(b).fill(prompt));
           const cf = candidateFeatures.get(prompt)!;
           for (let i = 0; i < b; i++) {
             const rank = promptRank(f, i, cf);
@@ -380,6 +442,8 @@ export async function main(argv: string[]): Promise<number> {
         const gridFile = `grids/${cellSlug(cell)}.png`;
         const sample = concat0(firsts.slice(0, 16));
         await writeFile(`${out}/${gridFile}`, await gridPng(sample, Math.min(4, sample.dims[0]!), 2));
+        const old = cells.findIndex((c) => cellKey(c) === cellKey(cell));
+        if (old >= 0) cells.splice(old, 1); // a stale cell from an older results.json
         cells.push({
           ...cell,
           images: n,
@@ -388,6 +452,8 @@ export async function main(argv: string[]): Promise<number> {
           rPrecision: hits / n,
           meanRank: ranks / n,
           candidates,
+          hardRetrieval: tally?.rate ?? null,
+          hardRetrievalImages: tally?.measured ?? 0,
           fd: reference ? frechetDistance(rawStats!.gaussian(), reference.raw) : null,
           fdL2: reference?.l2 ? frechetDistance(l2Stats!.gaussian(), reference.l2) : null,
           secondsPerImage: seconds / n,
@@ -405,12 +471,20 @@ export async function main(argv: string[]): Promise<number> {
     await saveResults(out, results());
     const { plots } = await writeReport(out, results(), `diffgraph evaluation: ${pipeline.name}`);
     const mine = cells.filter((c) => grid.some((g) => cellKey(g) === cellKey(c)));
-    console.log(`scheduler   steps  guidance   CLIP    R-prec   FD        FD(L2)    s/img`);
+    const hard = (v: number | null | undefined) => (v == null ? "–" : v.toFixed(3)).padStart(6);
+    console.log(`scheduler   steps  guidance   CLIP    R-prec  hard    FD        FD(L2)    s/img`);
     for (const c of mine) {
-      console.log(`${c.scheduler.padEnd(10)} ${String(c.steps).padStart(6)} ${String(c.guidance).padStart(9)}  ${c.clipScore.toFixed(2).padStart(6)}  ${c.rPrecision.toFixed(3).padStart(6)}  ${(c.fd?.toFixed(4) ?? "–").padStart(8)}  ${(c.fdL2?.toFixed(4) ?? "–").padStart(8)}  ${c.secondsPerImage.toFixed(3)}`);
+      console.log(`${c.scheduler.padEnd(10)} ${String(c.steps).padStart(6)} ${String(c.guidance).padStart(9)}  ${c.clipScore.toFixed(2).padStart(6)}  ${c.rPrecision.toFixed(3).padStart(6)}  ${hard(c.hardRetrieval)}  ${(c.fd?.toFixed(4) ?? "–").padStart(8)}  ${(c.fdL2?.toFixed(4) ?? "–").padStart(8)}  ${c.secondsPerImage.toFixed(3)}`);
     }
     if (realRes) {
-      console.log(`${"real".padEnd(10)} ${"–".padStart(6)} ${"–".padStart(9)}  ${realRes.clipScore.toFixed(2).padStart(6)}  ${realRes.rPrecision.toFixed(3).padStart(6)}  ${(realRes.fd?.toFixed(4) ?? "–").padStart(8)}  ${(realRes.fdL2?.toFixed(4) ?? "–").padStart(8)}`);
+      console.log(`${"real".padEnd(10)} ${"–".padStart(6)} ${"–".padStart(9)}  ${realRes.clipScore.toFixed(2).padStart(6)}  ${realRes.rPrecision.toFixed(3).padStart(6)}  ${hard(realRes.hardRetrieval)}  ${(realRes.fd?.toFixed(4) ?? "–").padStart(8)}  ${(realRes.fdL2?.toFixed(4) ?? "–").padStart(8)}`);
+    }
+    if (hardPool) {
+      const measured = mine[0]?.hardRetrievalImages ?? 0;
+      const left = (mine[0]?.images ?? 0) - measured;
+      const realNote = realRes ? `; real: ${realRes.hardRetrievalImages} of ${realRes.images}` : "";
+      const ratio = realRes?.hardRetrieval && mine.length === 1 && mine[0]!.hardRetrieval != null ? `; generated / real ${(mine[0]!.hardRetrieval / realRes.hardRetrieval).toFixed(2)}` : "";
+      console.log(`hard: top-1 among all ${hardPool.captions.length} captions of ${hardPoolName}; ${measured} of ${mine[0]?.images ?? 0} images per cell measured${left > 0 ? ` (${left} left out: caption not in the pool)` : ""}${realNote}${ratio}`);
     }
     console.log(`report: ${out}/index.html (${plots.length} plots, results.json, results.csv)`);
     return 0;

@@ -24,6 +24,14 @@ export interface CellResult {
   readonly rPrecision: number;
   readonly meanRank: number;
   readonly candidates: number;
+  /**
+   * Hard retrieval: fraction of the measured images whose own caption is the top-1 among every caption
+   * of the retrieval pool (plugins/metrics/retrieval.ts); null without a pool or when no prompt is in
+   * it. `hardRetrievalImages` images were measured; the cell's other images (caption not in the
+   * pool) are left out. Absent in results.json files written before the measure existed.
+   */
+  readonly hardRetrieval: number | null;
+  readonly hardRetrievalImages: number;
   /** Fréchet distance of the cell's image features to the reference features (raw and L2-normalised); null without a reference. */
   readonly fd: number | null;
   readonly fdL2: number | null;
@@ -41,6 +49,9 @@ export interface RealResult {
   readonly clipScoreStd: number;
   readonly rPrecision: number;
   readonly meanRank: number;
+  /** Hard retrieval of the real images (the ceiling), as in CellResult. */
+  readonly hardRetrieval: number | null;
+  readonly hardRetrievalImages: number;
   /** Real set vs the reference features (the floor when they are disjoint samples of the same data). */
   readonly fd: number | null;
   readonly fdL2: number | null;
@@ -54,6 +65,8 @@ export interface ReportSettings {
   readonly seed: number;
   readonly candidates: number;
   readonly captionPool: string;
+  /** Hard retrieval's caption pool (file and size); null when there is none. */
+  readonly retrievalPool: { readonly source: string; readonly captions: number } | null;
   readonly realSet: string | null;
   readonly reference: { readonly source: string; readonly n: number } | null;
   readonly size: { readonly height: number; readonly width: number };
@@ -96,7 +109,7 @@ export async function saveResults(dir: string, results: Results): Promise<void> 
 }
 
 const COLUMNS: readonly (keyof CellResult)[] = [
-  "scheduler", "steps", "guidance", "images", "clipScore", "clipScoreStd", "rPrecision", "meanRank", "candidates", "fd", "fdL2", "secondsPerImage", "seconds", "grid",
+  "scheduler", "steps", "guidance", "images", "clipScore", "clipScoreStd", "rPrecision", "meanRank", "candidates", "hardRetrieval", "hardRetrievalImages", "fd", "fdL2", "secondsPerImage", "seconds", "grid",
 ];
 
 export function toCsv(cells: readonly CellResult[]): string {
@@ -108,7 +121,7 @@ export function toCsv(cells: readonly CellResult[]): string {
 }
 
 interface MetricSpec {
-  readonly key: "clipScore" | "rPrecision" | "meanRank" | "fd" | "fdL2" | "secondsPerImage";
+  readonly key: "clipScore" | "rPrecision" | "meanRank" | "hardRetrieval" | "fd" | "fdL2" | "secondsPerImage";
   readonly title: string;
   readonly label: string;
   readonly better: string;
@@ -117,6 +130,7 @@ interface MetricSpec {
 export const METRICS: readonly MetricSpec[] = [
   { key: "clipScore", title: "CLIP score", label: "CLIP score (100 × cos)", better: "higher is better" },
   { key: "rPrecision", title: "CLIP R-precision (top-1)", label: "R-precision", better: "higher is better" },
+  { key: "hardRetrieval", title: "Hard retrieval (top-1 among the whole caption pool)", label: "hard retrieval", better: "higher is better" },
   { key: "fd", title: "Fréchet distance (eval-CLIP image features)", label: "Fréchet distance", better: "lower is better" },
   { key: "fdL2", title: "Fréchet distance (L2-normalised features)", label: "Fréchet distance (L2)", better: "lower is better" },
   { key: "secondsPerImage", title: "Time per image", label: "seconds / image", better: "lower is better" },
@@ -145,7 +159,7 @@ function seriesFor(cells: readonly CellResult[], key: MetricSpec["key"]): Series
   return [...groups].map(([name, cs]) => ({
     name,
     x: cs.map((c) => c.steps),
-    y: cs.map((c) => (c[key] === null ? NaN : (c[key] as number))),
+    y: cs.map((c) => (c[key] == null ? NaN : (c[key] as number))),
     style: "line+markers" as const,
   }));
 }
@@ -159,13 +173,13 @@ export async function writeReport(dir: string, results: Results, title = "diffgr
   const plots: string[] = [];
   const stepsSeen = [...new Set(cells.map((c) => c.steps))];
   for (const m of METRICS) {
-    if (cells.every((c) => c[m.key] === null)) continue;
+    if (cells.every((c) => c[m.key] == null)) continue;
     const file = `plots/${m.key}.png`;
     const png = await linePlotPng({
       title: `${m.title} vs steps`,
       subtitle: `${s.pipeline} · ${s.prompts.length} prompts × ${s.imagesPerPrompt} image(s) per cell · ${m.better}`,
       x: { label: "denoising steps", min: 0, max: niceMax(Math.max(...stepsSeen)) },
-      y: { label: m.label, ...(m.key === "rPrecision" ? { min: 0, max: 1.02 } : padded([...cells.map((c) => c[m.key]), ...(m.key !== "secondsPerImage" && m.key !== "meanRank" && results.real ? [results.real[m.key]] : [])])) },
+      y: { label: m.label, ...(m.key === "rPrecision" || m.key === "hardRetrieval" ? { min: 0, max: 1.02 } : padded([...cells.map((c) => c[m.key]), ...(m.key !== "secondsPerImage" && m.key !== "meanRank" && results.real ? [results.real[m.key]] : [])])) },
       series: [...seriesFor(cells, m.key), ...realSeries(results.real, m.key, stepsSeen)],
     });
     await writeFile(`${dir}/${file}`, png);
@@ -191,12 +205,14 @@ function niceMax(v: number): number {
   return Math.ceil(v / step) * step;
 }
 
-const fmt = (v: number | null, digits = 4) => (v === null || !Number.isFinite(v) ? "–" : Number(v.toPrecision(digits)).toString());
+const fmt = (v: number | null | undefined, digits = 4) => (v == null || !Number.isFinite(v) ? "–" : Number(v.toPrecision(digits)).toString());
+
+const hard = (r: { hardRetrieval?: number | null; hardRetrievalImages?: number }) => (r.hardRetrieval == null ? "–" : `${fmt(r.hardRetrieval, 3)} (${r.hardRetrievalImages})`);
 
 function html(results: Results, cells: readonly CellResult[], plots: readonly string[], title: string): string {
   const s = results.settings;
   const rows = cells
-    .map((c) => `<tr><td>${esc(c.scheduler)}</td><td>${c.steps}</td><td>${c.guidance}</td><td>${c.images}</td><td>${fmt(c.clipScore)} ± ${fmt(c.clipScoreStd, 3)}</td><td>${fmt(c.rPrecision, 3)}</td><td>${fmt(c.meanRank, 3)}</td><td>${fmt(c.fd)}</td><td>${fmt(c.fdL2)}</td><td>${fmt(c.secondsPerImage, 3)}</td></tr>`)
+    .map((c) => `<tr><td>${esc(c.scheduler)}</td><td>${c.steps}</td><td>${c.guidance}</td><td>${c.images}</td><td>${fmt(c.clipScore)} ± ${fmt(c.clipScoreStd, 3)}</td><td>${fmt(c.rPrecision, 3)}</td><td>${fmt(c.meanRank, 3)}</td><td>${hard(c)}</td><td>${fmt(c.fd)}</td><td>${fmt(c.fdL2)}</td><td>${fmt(c.secondsPerImage, 3)}</td></tr>`)
     .join("\n");
   const guidances = [...new Set(cells.map((c) => c.guidance))];
   const steps = [...new Set(cells.map((c) => c.steps))].sort((a, b) => a - b);
@@ -226,12 +242,13 @@ th{background:#f3f3f3}td:first-child{text-align:left}.plots img{width:640px;marg
 <h1>${esc(title)}</h1>
 <p>Pipeline <code>${esc(s.pipeline)}</code>; evaluation CLIP from <code>${esc(s.evalModels)}</code>.
 ${s.prompts.length} prompts × ${s.imagesPerPrompt} image(s) per cell at ${s.size.width}×${s.size.height}, seeds from ${s.seed}.
-R-precision: top-1 among ${s.candidates} captions (pool: ${esc(s.captionPool)}). Fréchet distance reference: ${ref}.
+R-precision: top-1 among ${s.candidates} captions (pool: ${esc(s.captionPool)}).
+Hard retrieval: top-1 among ${s.retrievalPool ? `all ${s.retrievalPool.captions} captions of ${esc(s.retrievalPool.source)}; images whose caption is not in the pool are left out (measured images in brackets)` : "– (no retrieval pool)"}. Fréchet distance reference: ${ref}.
 CLIP score is 100 × cosine (unclamped).</p>
 <h2>Results</h2>
-<table><tr><th>scheduler</th><th>steps</th><th>guidance</th><th>images</th><th>CLIP score</th><th>R-precision</th><th>mean rank</th><th>FD</th><th>FD (L2)</th><th>s / image</th></tr>
+<table><tr><th>scheduler</th><th>steps</th><th>guidance</th><th>images</th><th>CLIP score</th><th>R-precision</th><th>mean rank</th><th>hard retrieval (images)</th><th>FD</th><th>FD (L2)</th><th>s / image</th></tr>
 ${rows}
-${results.real ? `<tr><td><b>real images</b></td><td>–</td><td>–</td><td>${results.real.images}</td><td>${fmt(results.real.clipScore)} ± ${fmt(results.real.clipScoreStd, 3)}</td><td>${fmt(results.real.rPrecision, 3)}</td><td>${fmt(results.real.meanRank, 3)}</td><td>${fmt(results.real.fd)}</td><td>${fmt(results.real.fdL2)}</td><td>–</td></tr>` : ""}</table>
+${results.real ? `<tr><td><b>real images</b></td><td>–</td><td>–</td><td>${results.real.images}</td><td>${fmt(results.real.clipScore)} ± ${fmt(results.real.clipScoreStd, 3)}</td><td>${fmt(results.real.rPrecision, 3)}</td><td>${fmt(results.real.meanRank, 3)}</td><td>${hard(results.real)}</td><td>${fmt(results.real.fd)}</td><td>${fmt(results.real.fdL2)}</td><td>–</td></tr>` : ""}</table>
 <p><a href="results.csv">results.csv</a> · <a href="results.json">results.json</a></p>
 <h2>Plots</h2><div class="plots">${plots.map((p) => `<a href="${esc(p)}"><img src="${esc(p)}" alt="${esc(p)}"></a>`).join("\n")}</div>
 <h2>Sample grids</h2><p>First image of each prompt: ${s.prompts.slice(0, 16).map((p) => esc(p)).join(" · ")}</p>

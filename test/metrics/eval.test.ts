@@ -98,7 +98,7 @@ test("a pipeline file naming its model folder by absolute path finds the evaluat
 describe("report helpers", () => {
   test("CSV quotes fields with commas/quotes and leaves nulls empty", async () => {
     const { toCsv } = await import("../../api/cli/report.ts");
-    const csv = toCsv([{ scheduler: 'a,"b"', steps: 10, guidance: 4, images: 2, clipScore: 1.5, clipScoreStd: 0.1, rPrecision: 0.5, meanRank: 1.5, candidates: 100, fd: null, fdL2: null, secondsPerImage: 0.2, seconds: 0.4, grid: "grids/x.png", finishedAt: "" }]);
-    expect(csv.split("\n")[1]).toBe('"a,""b""",10,4,2,1.5,0.1,0.5,1.5,100,,,0.2,0.4,grids/x.png');
+    const csv = toCsv([{ scheduler: 'a,"b"', steps: 10, guidance: 4, images: 2, clipScore: 1.5, clipScoreStd: 0.1, rPrecision: 0.5, meanRank: 1.5, candidates: 100, hardRetrieval: 0.25, hardRetrievalImages: 2, fd: null, fdL2: null, secondsPerImage: 0.2, seconds: 0.4, grid: "grids/x.png", finishedAt: "" }]);
+    expect(csv.split("\n")[1]).toBe('"a,""b""",10,4,2,1.5,0.1,0.5,1.5,100,0.25,2,,,0.2,0.4,grids/x.png');
   });
 });
