@@ -483,7 +483,8 @@ export async function main(argv: string[]): Promise<number> {
       const measured = mine[0]?.hardRetrievalImages ?? 0;
       const left = (mine[0]?.images ?? 0) - measured;
       const realNote = realRes ? `; real: ${realRes.hardRetrievalImages} of ${realRes.images}` : "";
-      const ratio = realRes?.hardRetrieval && mine.length === 1 && mine[0]!.hardRetrieval != null ? `; generated / real ${(mine[0]!.hardRetrieval / realRes.hardRetrieval).toFixed(2)}` : "";
+      const ratios = realRes?.hardRetrieval ? mine.map((c) => (c.hardRetrieval == null ? "–" : (c.hardRetrieval / realRes.hardRetrieval!).toFixed(2))) : [];
+      const ratio = ratios.length ? `; generated / real ${ratios.join(" / ")}${mine.length > 1 ? " (cells in table order)" : ""}` : "";
       console.log(`hard: top-1 among all ${hardPool.captions.length} captions of ${hardPoolName}; ${measured} of ${mine[0]?.images ?? 0} images per cell measured${left > 0 ? ` (${left} left out: caption not in the pool)` : ""}${realNote}${ratio}`);
     }
     console.log(`report: ${out}/index.html (${plots.length} plots, results.json, results.csv)`);

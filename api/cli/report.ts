@@ -145,7 +145,10 @@ function realSeries(real: RealResult | null | undefined, key: MetricSpec["key"],
   if (!real || key === "secondsPerImage" || key === "meanRank") return [];
   const v = real[key];
   if (v === null || v === undefined) return [];
-  return [{ name: key === "fd" || key === "fdL2" ? "real images vs reference" : "real images (ceiling)", x: [Math.min(...steps), Math.max(...steps)], y: [v, v], color: "#555555", dashed: true }];
+  const lo = Math.min(...steps);
+  const hi = Math.max(...steps);
+  // A one-step-count grid would give a zero-length line: draw it from 0 instead.
+  return [{ name: key === "fd" || key === "fdL2" ? "real images vs reference" : "real images (ceiling)", x: [lo === hi ? 0 : lo, hi], y: [v, v], color: "#555555", dashed: true }];
 }
 
 /** One series per (scheduler, guidance) present in the cells. */
@@ -207,12 +210,14 @@ function niceMax(v: number): number {
 
 const fmt = (v: number | null | undefined, digits = 4) => (v == null || !Number.isFinite(v) ? "–" : Number(v.toPrecision(digits)).toString());
 
-const hard = (r: { hardRetrieval?: number | null; hardRetrievalImages?: number }) => (r.hardRetrieval == null ? "–" : `${fmt(r.hardRetrieval, 3)} (${r.hardRetrievalImages})`);
+/** Hard retrieval, the images it measured and, given the real images' figure, the ratio to it. */
+const hard = (r: { hardRetrieval?: number | null; hardRetrievalImages?: number }, real?: number | null) =>
+  r.hardRetrieval == null ? "–" : `${fmt(r.hardRetrieval, 3)} (${r.hardRetrievalImages})${real ? `; ${fmt(r.hardRetrieval / real, 2)} of real` : ""}`;
 
 function html(results: Results, cells: readonly CellResult[], plots: readonly string[], title: string): string {
   const s = results.settings;
   const rows = cells
-    .map((c) => `<tr><td>${esc(c.scheduler)}</td><td>${c.steps}</td><td>${c.guidance}</td><td>${c.images}</td><td>${fmt(c.clipScore)} ± ${fmt(c.clipScoreStd, 3)}</td><td>${fmt(c.rPrecision, 3)}</td><td>${fmt(c.meanRank, 3)}</td><td>${hard(c)}</td><td>${fmt(c.fd)}</td><td>${fmt(c.fdL2)}</td><td>${fmt(c.secondsPerImage, 3)}</td></tr>`)
+    .map((c) => `<tr><td>${esc(c.scheduler)}</td><td>${c.steps}</td><td>${c.guidance}</td><td>${c.images}</td><td>${fmt(c.clipScore)} ± ${fmt(c.clipScoreStd, 3)}</td><td>${fmt(c.rPrecision, 3)}</td><td>${fmt(c.meanRank, 3)}</td><td>${hard(c, results.real?.hardRetrieval)}</td><td>${fmt(c.fd)}</td><td>${fmt(c.fdL2)}</td><td>${fmt(c.secondsPerImage, 3)}</td></tr>`)
     .join("\n");
   const guidances = [...new Set(cells.map((c) => c.guidance))];
   const steps = [...new Set(cells.map((c) => c.steps))].sort((a, b) => a - b);
@@ -243,7 +248,7 @@ th{background:#f3f3f3}td:first-child{text-align:left}.plots img{width:640px;marg
 <p>Pipeline <code>${esc(s.pipeline)}</code>; evaluation CLIP from <code>${esc(s.evalModels)}</code>.
 ${s.prompts.length} prompts × ${s.imagesPerPrompt} image(s) per cell at ${s.size.width}×${s.size.height}, seeds from ${s.seed}.
 R-precision: top-1 among ${s.candidates} captions (pool: ${esc(s.captionPool)}).
-Hard retrieval: top-1 among ${s.retrievalPool ? `all ${s.retrievalPool.captions} captions of ${esc(s.retrievalPool.source)}; images whose caption is not in the pool are left out (measured images in brackets)` : "– (no retrieval pool)"}. Fréchet distance reference: ${ref}.
+Hard retrieval: top-1 among ${s.retrievalPool ? `all ${s.retrievalPool.captions} captions of ${esc(s.retrievalPool.source)}; images whose caption is not in the pool are left out (measured images in brackets; the ratio to the real images' figure after them)` : "– (no retrieval pool)"}. Fréchet distance reference: ${ref}.
 CLIP score is 100 × cosine (unclamped).</p>
 <h2>Results</h2>
 <table><tr><th>scheduler</th><th>steps</th><th>guidance</th><th>images</th><th>CLIP score</th><th>R-precision</th><th>mean rank</th><th>hard retrieval (images)</th><th>FD</th><th>FD (L2)</th><th>s / image</th></tr>
