@@ -35,10 +35,10 @@ for (const provider of values.providers!.split(",") as ExecutionProvider[]) {
   for (const [i, prompt] of SAMPLE_PROMPTS.entries()) {
     const input = { prompt, seed: i, steps };
     let t = performance.now();
-    const a = await f32.run(input);
+    const a = await f32.run(input, { metrics: true });
     ms.f32 += performance.now() - t;
     t = performance.now();
-    const b = await f16.run(input);
+    const b = await f16.run(input, { metrics: true });
     ms.f16 += performance.now() - t;
     for (let k = 0; k < a.images.data.length; k++) {
       const d = Math.abs(a.images.data[k]! - b.images.data[k]!);

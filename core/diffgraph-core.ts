@@ -7,6 +7,7 @@ import { openModelFolder, pipelineDocFromModelFolder } from "./model-folder.ts";
 import { NodeCache } from "./node-cache.ts";
 import { readJson } from "./model-source.ts";
 import { OnnxRuntime, type ExecutionProvider } from "./onnx.ts";
+import type { ThreadPolicyOptions } from "./threads.ts";
 import { parsePipelineDoc, PipelineConfigError } from "./pipeline-config.ts";
 import { Pipeline } from "./pipeline.ts";
 import type { PluginRegistry } from "./registry.ts";
@@ -16,7 +17,16 @@ export interface DiffgraphOptions {
   readonly registry: PluginRegistry;
   readonly executionProvider?: ExecutionProvider;
   readonly log?: (message: string) => void;
-  readonly threads?: number;
+  /**
+   * ONNX threads (`core/threads.ts`): a number is the noise predictor's intra-op threads; default: it
+   * gets every core, the other models one thread each, no spinning, no pinning.
+   */
+  readonly threads?: number | ThreadPolicyOptions;
+  /**
+   * The optimized-graph cache (onnxruntime-node CPU): a folder, or false for none. Default:
+   * `DIFFGRAPH_CACHE_DIR`, else `$XDG_CACHE_HOME/diffgraph/onnx`, else `~/.cache/diffgraph/onnx`.
+   */
+  readonly graphCache?: string | false;
   /** onnxruntime-web WebGPU: keep the text states on the GPU across steps and read back only used outputs (default true). */
   readonly gpuResidency?: boolean;
   /** `createDiffgraph` defaults it to the adapter for the detected host. */
@@ -42,7 +52,14 @@ function splitPath(path: string): [dir: string, base: string] {
 
 export async function createDiffgraphWith(adapter: RuntimeAdapter, options: DiffgraphOptions): Promise<Diffgraph> {
   const log = options.log ?? ((m: string) => console.error(m));
-  const onnx = new OnnxRuntime({ backends: adapter.onnxBackends, executionProvider: options.executionProvider ?? "auto", log, threads: options.threads, ...(options.gpuResidency !== undefined ? { gpuResidency: options.gpuResidency } : {}) });
+  const onnx = new OnnxRuntime({
+    backends: adapter.onnxBackends,
+    executionProvider: options.executionProvider ?? "auto",
+    log,
+    ...(options.threads !== undefined ? { threads: options.threads } : {}),
+    ...(options.graphCache !== undefined ? { graphCache: options.graphCache } : {}),
+    ...(options.gpuResidency !== undefined ? { gpuResidency: options.gpuResidency } : {}),
+  });
   const cache = new NodeCache();
   return {
     registry: options.registry,

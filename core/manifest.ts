@@ -94,6 +94,7 @@ export function verifiedSource(source: ModelSource, manifest: Manifest, prefix =
       return bytes;
     },
     exists: (path) => source.exists(path),
+    sha256Of: (path) => manifest.files[normalizePath(joinPath(prefix, path))]?.sha256,
     sub: (path) => verifiedSource(source.sub(path), manifest, normalizePath(joinPath(prefix, path))),
   };
 }

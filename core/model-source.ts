@@ -19,6 +19,8 @@ export interface ModelSource {
    * read to be checked).
    */
   localPath?(path: string): string;
+  /** The SHA-256 (hex) a manifest gives for `path`, checked when the file is read; the optimized-graph cache keys on it without hashing again. */
+  sha256Of?(path: string): string | undefined;
 }
 
 export class ModelFileError extends Error {

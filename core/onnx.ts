@@ -4,10 +4,18 @@
  * (`core/adapters/*`) hands in loaders, and this module picks a backend and an execution provider
  * from one table, converts dtypes at the boundary (float16, int64, int32) and caches sessions per
  * model file.
+ *
+ * `load` reads and checks a model file and returns its inputs and outputs as the file declares them
+ * (`core/onnx-graph.ts`); the session is created on the model's first `run` (or `ready()`), so a
+ * pipeline's img2img encoder or metric CLIP costs nothing in a run that does not use it. Each session's
+ * threads come from the thread policy (`core/threads.ts`); on onnxruntime-node's CPU provider the
+ * optimized graph is kept in a per-machine cache (`OptimizedGraphCache`, the adapter's).
  */
 import { f16ToF32, f32ToF16 } from "./float16.ts";
 import { ModelFileError, type ModelSource } from "./model-source.ts";
+import { OnnxFormatError, readOnnxGraph, type GraphIO } from "./onnx-graph.ts";
 import type { Tensor } from "./tensor.ts";
+import { nativeThreadOptions, threadPolicy, type SessionRole, type ThreadPolicy, type ThreadPolicyOptions } from "./threads.ts";
 
 export type ExecutionProvider = "auto" | "cpu" | "wasm" | "webgpu";
 export const EXECUTION_PROVIDERS: readonly ExecutionProvider[] = ["auto", "cpu", "wasm", "webgpu"];
@@ -46,7 +54,7 @@ export interface OrtModuleLike {
     /** onnxruntime-web: a tensor over a WebGPU buffer (stays on the GPU). */
     fromGpuBuffer?(buffer: unknown, options: { dataType: string; dims: readonly number[]; dispose?: () => void }): OrtTensorLike;
   };
-  readonly env?: { wasm?: { numThreads?: number; wasmPaths?: unknown }; logLevel?: string; webgpu?: { device?: Promise<unknown> | unknown } };
+  readonly env?: { wasm?: { numThreads?: number; wasmPaths?: unknown }; logLevel?: string; webgpu?: { device?: Promise<unknown> | unknown }; versions?: Readonly<Record<string, string>> };
 }
 
 /** What a runtime adapter provides: how to load each flavour, and what the host can do. */
@@ -57,6 +65,47 @@ export interface OnnxBackends {
   readonly web?: (provider: "wasm" | "webgpu") => Promise<OrtModuleLike>;
   /** Host name for messages: "bun", "node", "deno", "browser". */
   readonly host: string;
+  /** Logical cores the process may use (the thread policy gives them to the noise predictor); default `navigator.hardwareConcurrency`. */
+  readonly cores?: number;
+  /**
+   * The per-machine cache of onnxruntime-optimized graphs (onnxruntime-node only: it writes them to a
+   * file). `dir` overrides the adapter's default folder; undefined: no cache on this host, or turned off.
+   */
+  readonly graphCache?: (dir?: string) => OptimizedGraphCache | undefined;
+}
+
+/**
+ * Optimized graphs kept across processes: onnxruntime-node writes the graph it optimized
+ * (`optimizedModelFilePath`) to `tempPath`, `commit` checks it and moves it into place, and the next
+ * start loads it with graph optimization off. Keyed by the model's SHA-256, onnxruntime's version, the
+ * provider and the options that change the graph; implemented by `core/adapters/graph-cache-node.ts`.
+ */
+export interface OptimizedGraphCache {
+  readonly dir: string;
+  entry(bytes: Uint8Array, key: GraphCacheKey): Promise<OptimizedGraphEntry>;
+}
+
+export interface GraphCacheKey {
+  /** The model's SHA-256 when already known (a manifest vouched for it); else the cache hashes the bytes. */
+  readonly sha256?: string;
+  /** "onnxruntime-node 1.30.0". */
+  readonly runtime: string;
+  readonly provider: string;
+  /** The session options that change the optimized graph (optimization level, fixed dimensions). */
+  readonly options: Readonly<Record<string, unknown>>;
+}
+
+export interface OptimizedGraphEntry {
+  /** The file of this key (present or not). */
+  readonly path: string;
+  /** The cached optimized graph, verified against its record (size, SHA-256); undefined on a miss. */
+  readonly cached?: Uint8Array;
+  /** Where onnxruntime writes the optimized graph on a miss. */
+  readonly tempPath: string;
+  /** After a session was created with `optimizedModelFilePath: tempPath`: verify and move into place. Returns why not, or null. Never throws. */
+  commit(): Promise<string | null>;
+  /** The cached file did not load: remove it, so this start and the next rebuild it. Never throws. */
+  discard(): Promise<void>;
 }
 
 /**
@@ -105,21 +154,105 @@ export interface OnnxModelInfo {
   readonly outputs: readonly IOInfo[];
 }
 
+/** A created session and what runs it. */
+export interface OpenedSession {
+  readonly backend: BackendName;
+  readonly provider: string;
+  readonly ort: OrtModuleLike;
+  readonly session: OrtSessionLike;
+  readonly serialize: <T>(work: () => Promise<T>) => Promise<T>;
+  /** onnxruntime-web on WebGPU with residency on: repeated inputs stay on the GPU, outputs are read back on demand. */
+  readonly gpu: boolean;
+}
+
 export class OnnxModel implements OnnxModelInfo {
+  private opened?: OpenedSession;
+  private opening?: Promise<OpenedSession>;
+  private released = false;
+  private ins: readonly IOInfo[];
+  private outs: readonly IOInfo[];
+
   constructor(
     readonly file: string,
-    readonly backend: BackendName,
-    readonly provider: string,
-    readonly inputs: readonly IOInfo[],
-    readonly outputs: readonly IOInfo[],
-    private readonly ort: OrtModuleLike,
-    private readonly session: OrtSessionLike,
-    private readonly serialize: <T>(work: () => Promise<T>) => Promise<T> = (work) => work(),
-    /** Whether the backend reported input/output shapes and dtypes (checks are skipped where not). */
-    readonly metadata = true,
-    /** onnxruntime-web on WebGPU with residency on: repeated inputs stay on the GPU, outputs are read back on demand. */
-    private readonly gpu = false,
-  ) {}
+    /** Inputs and outputs as the file declares them (`readOnnxGraph`); the session's replace them once it exists. */
+    inputs: readonly IOInfo[],
+    outputs: readonly IOInfo[],
+    /** Creates the session: called on the first `run` or `ready()`, again after a failed attempt. */
+    private readonly open: () => Promise<OpenedSession>,
+  ) {
+    this.ins = inputs;
+    this.outs = outputs;
+  }
+
+  /** Shapes and dtypes are always known (read from the file): every `expectInput` check applies. */
+  readonly metadata = true;
+
+  get inputs(): readonly IOInfo[] {
+    return this.ins;
+  }
+
+  /** Outputs: as the file declares them until the session exists, then as onnxruntime infers them (static where it could tell). */
+  get outputs(): readonly IOInfo[] {
+    return this.outs;
+  }
+
+  /** Whether the session has been created. */
+  get created(): boolean {
+    return this.opened !== undefined;
+  }
+
+  private get session(): OpenedSession {
+    if (!this.opened) throw new Error(`${this.file}: no session yet (its first run creates it; await model.ready() to create it now)`);
+    return this.opened;
+  }
+
+  /** The backend that runs it (known once the session exists: "auto" decides then). */
+  get backend(): BackendName {
+    return this.session.backend;
+  }
+
+  get provider(): string {
+    return this.session.provider;
+  }
+
+  /**
+   * Create the session now (a run does it on first use). A file onnxruntime refuses is an error
+   * naming it (`…: is not a valid ONNX model or is truncated (…)`), as at load before sessions were
+   * created on first use; a failed attempt is not kept, so a later run tries again.
+   */
+  async ready(): Promise<this> {
+    if (this.opened) return this;
+    if (this.released) throw new Error(`${this.file}: the model was released`);
+    const p = (this.opening ??= (async () => {
+      const opened = await this.open();
+      this.adopt(opened);
+      return opened;
+    })().catch((err) => {
+      this.opening = undefined;
+      throw err;
+    }));
+    await p;
+    return this;
+  }
+
+  /** The session's own view of inputs and outputs (onnxruntime's shape inference fills output axes the file left symbolic). */
+  private adopt(s: OpenedSession): void {
+    const names = (l: readonly IOInfo[]) => l.map((i) => i.name).join(", ");
+    const sIn = s.session.inputNames.join(", ");
+    if (sIn !== names(this.ins)) {
+      void s.session.release();
+      throw new ModelFileError(this.file, `onnxruntime reads inputs (${sIn}) where the file declares (${names(this.ins)})`);
+    }
+    const fromSession = (list: readonly OrtValueMetadata[] | undefined, declared: readonly IOInfo[]): readonly IOInfo[] =>
+      declared.map((io) => {
+        const m = list?.find((x) => x.name === io.name);
+        if (!m || !m.isTensor || !m.shape || m.shape.length !== io.shape.length) return io;
+        // An axis fixed by freeDimensions keeps its size; a symbolic one the session resolved takes its number.
+        return { ...io, shape: io.shape.map((d, k) => (typeof d === "string" && typeof m.shape![k] === "number" ? (m.shape![k] as number) : d)) };
+      });
+    this.outs = fromSession(s.session.outputMetadata, this.outs);
+    this.opened = s;
+  }
 
   input(name: string): IOInfo {
     const io = this.inputs.find((i) => i.name === name);
@@ -143,7 +276,6 @@ export class OnnxModel implements OnnxModelInfo {
   }
 
   private expect(kind: "input" | "output", io: IOInfo, want: IOExpectation): IOInfo {
-    if (!this.metadata) return io;
     const ranks = want.rank === undefined ? undefined : typeof want.rank === "number" ? [want.rank] : want.rank;
     if (ranks && !ranks.includes(io.shape.length)) {
       throw new ModelFileError(this.file, `${kind} "${io.name}" has rank ${io.shape.length} [${io.shape.join(",")}], expected rank ${ranks.join(" or ")}${want.what ? ` (${want.what})` : ""}`);
@@ -169,7 +301,7 @@ export class OnnxModel implements OnnxModelInfo {
     // The batch is what the row-carrying feeds share; a fixed first axis on those (not on a [1] timestep) bounds it.
     const batchAxes = Object.entries(feeds).filter(([, f]) => f.dims[0] === rows).map(([name]) => this.input(name).shape[0]);
     const sizes = batchAxes.filter((d): d is number => typeof d === "number");
-    const fixed = this.metadata && sizes.length ? sizes[0]! : undefined;
+    const fixed = sizes.length ? sizes[0]! : undefined;
     if (fixed === undefined || rows <= fixed || rows % fixed !== 0 || sizes.some((d) => d !== fixed)) {
       return this.runOnce(feeds, outputNames);
     }
@@ -206,7 +338,8 @@ export class OnnxModel implements OnnxModelInfo {
   private retired: OrtTensorLike[] = [];
 
   private async residentFeed(io: IOInfo, value: Feed): Promise<OrtTensorLike | undefined> {
-    if (!this.gpu || !RESIDENT_INPUTS.has(io.name) || "ints" in value || (io.type !== "float32" && io.type !== "float16") || !this.ort.Tensor.fromGpuBuffer) return undefined;
+    const { gpu, ort } = this.session;
+    if (!gpu || !RESIDENT_INPUTS.has(io.name) || "ints" in value || (io.type !== "float32" && io.type !== "float16") || !ort.Tensor.fromGpuBuffer) return undefined;
     const dims = value.dims.join("x");
     const prev = this.resident.get(io.name);
     if (!prev || prev.src !== value.data || prev.dims !== dims) {
@@ -216,7 +349,7 @@ export class OnnxModel implements OnnxModelInfo {
       return undefined;
     }
     if (prev.tensor) return prev.tensor;
-    const device = (await this.ort.env?.webgpu?.device) as GpuDeviceLike | undefined;
+    const device = (await ort.env?.webgpu?.device) as GpuDeviceLike | undefined;
     const usage = (globalThis as { GPUBufferUsage?: { STORAGE: number; COPY_SRC: number; COPY_DST: number } }).GPUBufferUsage;
     if (!device || !usage) return undefined;
     const bytes = io.type === "float16" ? f32ToF16(value.data) : value.data;
@@ -224,7 +357,7 @@ export class OnnxModel implements OnnxModelInfo {
     const buffer = device.createBuffer({ size, usage: usage.STORAGE | usage.COPY_SRC | usage.COPY_DST });
     device.queue.writeBuffer(buffer, 0, bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.residentBytes += size;
-    prev.tensor = this.ort.Tensor.fromGpuBuffer(buffer, { dataType: io.type, dims: value.dims, dispose: () => buffer.destroy() });
+    prev.tensor = ort.Tensor.fromGpuBuffer(buffer, { dataType: io.type, dims: value.dims, dispose: () => buffer.destroy() });
     return prev.tensor;
   }
 
@@ -234,6 +367,8 @@ export class OnnxModel implements OnnxModelInfo {
   }
 
   private async runOnce(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
+    await this.ready();
+    const { serialize, session } = this.session;
     const ortFeeds: Record<string, OrtTensorLike> = {};
     for (const [name, value] of Object.entries(feeds)) {
       const io = this.input(name);
@@ -243,10 +378,10 @@ export class OnnxModel implements OnnxModelInfo {
     const free = this.retired.splice(0);
     let out: Record<string, Tensor>;
     try {
-      out = await this.serialize(async () => {
+      out = await serialize(async () => {
         // WebGPU runs are serialized in order, so every run that could read these has finished.
         for (const t of free) t.dispose?.();
-        const result = await this.session.run(ortFeeds);
+        const result = await session.run(ortFeeds);
         const read: Record<string, Tensor> = {};
         for (const name of wanted) {
           const t = result[name];
@@ -265,6 +400,7 @@ export class OnnxModel implements OnnxModelInfo {
   }
 
   private toOrt(io: IOInfo, value: Feed): OrtTensorLike {
+    const { ort, backend } = this.session;
     const dims = value.dims;
     if (io.shape.length !== dims.length) {
       throw new ModelFileError(this.file, `input "${io.name}" has rank ${io.shape.length} [${io.shape.join(",")}] but got [${dims.join(",")}]`);
@@ -272,25 +408,25 @@ export class OnnxModel implements OnnxModelInfo {
     const src: ArrayLike<number> = "ints" in value ? value.ints : value.data;
     switch (io.type) {
       case "float32":
-        return new this.ort.Tensor("float32", src instanceof Float32Array ? src : Float32Array.from(src), dims);
+        return new ort.Tensor("float32", src instanceof Float32Array ? src : Float32Array.from(src), dims);
       case "float16": {
         const bits = f32ToF16(src);
-        const t = new this.ort.Tensor("float16", bits, dims);
+        const t = new ort.Tensor("float16", bits, dims);
         // onnxruntime-common wraps Uint16Array data in a Float16Array where the runtime has one (Bun);
         // onnxruntime-node's N-API binding cannot read a Float16Array under Bun and sees 0 bytes.
         // Hand the native binding the raw bits it wants.
-        if (this.backend === "onnxruntime-node") (t as unknown as { cpuData: Uint16Array }).cpuData = bits;
+        if (backend === "onnxruntime-node") (t as unknown as { cpuData: Uint16Array }).cpuData = bits;
         return t;
       }
       case "float64":
-        return new this.ort.Tensor("float64", Float64Array.from(src), dims);
+        return new ort.Tensor("float64", Float64Array.from(src), dims);
       case "int64": {
         const data = new BigInt64Array(src.length);
         for (let i = 0; i < src.length; i++) data[i] = BigInt(Math.round(src[i]!));
-        return new this.ort.Tensor("int64", data, dims);
+        return new ort.Tensor("int64", data, dims);
       }
       case "int32":
-        return new this.ort.Tensor("int32", Int32Array.from(src, (v) => Math.round(v)), dims);
+        return new ort.Tensor("int32", Int32Array.from(src, (v) => Math.round(v)), dims);
       default:
         throw new ModelFileError(this.file, `input "${io.name}" has dtype ${io.type}, which diffgraph does not feed`);
     }
@@ -300,7 +436,11 @@ export class OnnxModel implements OnnxModelInfo {
     for (const r of this.resident.values()) r.tensor?.dispose?.();
     for (const t of this.retired.splice(0)) t.dispose?.();
     this.resident.clear();
-    await this.session.release();
+    this.released = true;
+    // A session still being created is released once it exists.
+    const s = this.opened ?? (await this.opening?.catch(() => undefined));
+    this.opened = undefined;
+    await s?.session.release();
   }
 }
 
@@ -372,29 +512,56 @@ export interface LoadOptions {
    * a fixed latent size is the only image size the pipeline takes.
    */
   readonly freeDimensions?: Readonly<Record<string, number>>;
+  /** Which thread pool the session gets (`core/threads.ts`): the noise predictor's, or one thread (default). */
+  readonly role?: SessionRole;
 }
 
 export interface OnnxRuntimeOptions {
   readonly backends: OnnxBackends;
   readonly executionProvider?: ExecutionProvider;
   readonly log?: (message: string) => void;
-  /** Intra-op threads for the native CPU provider (default: ORT's choice). */
-  readonly threads?: number;
+  /**
+   * The thread policy (`core/threads.ts`) for onnxruntime-node's CPU provider: a number is the noise
+   * predictor's intra-op threads (the other models keep 1). Default: the noise predictor gets every
+   * core, the others one thread; no spinning, no pinning.
+   */
+  readonly threads?: number | ThreadPolicyOptions;
   /** onnxruntime-web WebGPU: keep repeated inputs and unread outputs on the GPU (default true). */
   readonly gpuResidency?: boolean;
+  /**
+   * The optimized-graph cache (onnxruntime-node CPU): a folder, or false for none. Default: the
+   * adapter's (`DIFFGRAPH_CACHE_DIR`, else `$XDG_CACHE_HOME/diffgraph/onnx`, else `~/.cache/diffgraph/onnx`).
+   */
+  readonly graphCache?: string | false;
+}
+
+/** A session created: its file, role and the options it was created with (`OnnxRuntime.created`). */
+export interface CreatedSession {
+  readonly file: string;
+  readonly role: SessionRole;
+  readonly backend: BackendName;
+  readonly provider: string;
+  /** "cache" when loaded from the optimized-graph cache, "model" otherwise. */
+  readonly from: "model" | "cache";
 }
 
 /**
- * Loads ONNX models through the chosen backend and caches one session per (file, provider).
- * Provider "auto" tries the table above in order and logs why each skipped entry was skipped.
+ * Loads ONNX models through the chosen backend and caches one model per (file, provider). A model's
+ * session is created on its first run; provider "auto" then tries the table above in order and logs
+ * why each skipped entry was skipped.
  */
 export class OnnxRuntime {
   readonly executionProvider: ExecutionProvider;
+  /** The thread policy every session is created under. */
+  readonly threads: ThreadPolicy;
+  /** The optimized-graph cache, where this host has one and it is on. */
+  readonly graphCache: OptimizedGraphCache | undefined;
   private readonly sessions = new Map<string, Promise<OnnxModel>>();
   private readonly unavailable = new Map<string, string>();
   private readonly announced = new Set<string>();
   /** Backend/provider pairs that have created a session in this runtime. */
   private readonly working = new Set<string>();
+  private readonly createdList: CreatedSession[] = [];
   private readonly log: (message: string) => void;
 
   constructor(private readonly options: OnnxRuntimeOptions) {
@@ -403,6 +570,9 @@ export class OnnxRuntime {
       throw new RangeError(`executionProvider must be one of ${EXECUTION_PROVIDERS.join(", ")}, got "${this.executionProvider}"`);
     }
     this.log = options.log ?? (() => {});
+    const cores = options.backends.cores ?? (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency;
+    this.threads = threadPolicy(options.threads, cores);
+    this.graphCache = options.graphCache === false ? undefined : options.backends.graphCache?.(options.graphCache);
   }
 
   get host(): string {
@@ -414,24 +584,33 @@ export class OnnxRuntime {
     return [...this.working];
   }
 
-  /** Load (or reuse) the session for `path` inside `source`. */
+  /** Every session created so far, in order: what a run loaded. */
+  get created(): readonly CreatedSession[] {
+    return [...this.createdList];
+  }
+
+  /**
+   * Read and check `path` inside `source` and return its model (the same one for the same file):
+   * inputs and outputs as the file declares them; the session is created on its first run.
+   */
   load(source: ModelSource, path: string, options: LoadOptions = {}): Promise<OnnxModel> {
     const file = `${source.root}/${path}`;
     const fixed = options.freeDimensions && Object.keys(options.freeDimensions).length ? options.freeDimensions : undefined;
     for (const [name, size] of Object.entries(fixed ?? {})) {
       if (!Number.isInteger(size) || size < 1) return Promise.reject(new RangeError(`freeDimensions.${name}: must be a positive whole number, got ${size}`));
     }
-    const key = `${file}|${this.executionProvider}${fixed ? `|${JSON.stringify(Object.entries(fixed).sort())}` : ""}`;
+    const role = options.role ?? "auxiliary";
+    const key = `${file}|${this.executionProvider}|${role}${fixed ? `|${JSON.stringify(Object.entries(fixed).sort())}` : ""}`;
     let p = this.sessions.get(key);
     if (!p) {
-      p = this.create(source, path, file, fixed);
+      p = this.read(source, path, file, role, fixed);
       this.sessions.set(key, p);
       p.catch(() => this.sessions.delete(key)); // a failed load can be retried after the file is fixed
     }
     return p;
   }
 
-  private async create(source: ModelSource, path: string, file: string, fixed?: Readonly<Record<string, number>>): Promise<OnnxModel> {
+  private async read(source: ModelSource, path: string, file: string, role: SessionRole, fixed?: Readonly<Record<string, number>>): Promise<OnnxModel> {
     let bytes: Uint8Array;
     try {
       bytes = await source.read(path);
@@ -442,6 +621,13 @@ export class OnnxRuntime {
     if (bytes.length < 16) throw new ModelFileError(file, `is ${bytes.length} bytes: too short to be an ONNX model (truncated?)`);
     // An ONNX file is a protobuf ModelProto; its first field is ir_version (tag 0x08).
     if (bytes[0] !== 0x08) throw new ModelFileError(file, "is not an ONNX model (does not start with a ModelProto ir_version field)");
+    let graph: ReturnType<typeof readOnnxGraph>;
+    try {
+      graph = readOnnxGraph(bytes);
+    } catch (err) {
+      if (!(err instanceof OnnxFormatError)) throw err;
+      throw new ModelFileError(file, `is not a valid ONNX model or is truncated (${err.message})`, { cause: err });
+    }
     // Weights stored beside the graph (`model.onnx_data`, required above 2 GB): onnxruntime-node opens
     // them itself from a server's disk (the model is then created from its path); otherwise they are
     // read through the same source (fetched in a browser) and handed over as `externalData`.
@@ -451,6 +637,27 @@ export class OnnxRuntime {
       if (location.includes("..") || location.startsWith("/")) throw new ModelFileError(file, `refers to external data "${location}" outside its folder`);
       if (!(await source.exists(dir + location))) throw new ModelFileError(`${source.root}/${dir}${location}`, `file not found (${file} keeps its weights there as external data)`);
     }
+    // An axis fixed by freeDimensions is reported at its size, so plugins treat it as static.
+    const io = (list: readonly GraphIO[]): IOInfo[] =>
+      list.map((g) => ({ name: g.name, type: g.isTensor ? g.type : "non-tensor", shape: g.shape.map((d) => (typeof d === "string" && fixed?.[d] !== undefined ? fixed[d]! : d)) }));
+    const sha256 = source.sha256Of?.(path);
+    return new OnnxModel(file, io(graph.inputs), io(graph.outputs), () =>
+      this.createSession({ source, path, file, role, bytes, locations, dir, ...(fixed ? { fixed } : {}), ...(sha256 ? { sha256 } : {}) }),
+    );
+  }
+
+  private async createSession(m: {
+    source: ModelSource;
+    path: string;
+    file: string;
+    role: SessionRole;
+    bytes: Uint8Array;
+    locations: readonly string[];
+    dir: string;
+    fixed?: Readonly<Record<string, number>>;
+    sha256?: string;
+  }): Promise<OpenedSession> {
+    const { source, path, file, bytes, locations, dir, fixed } = m;
     let external: Promise<{ path: string; data: Uint8Array }[]> | undefined;
     const readExternal = () => (external ??= Promise.all(locations.map(async (location) => ({ path: location, data: await source.read(dir + location) }))));
 
@@ -469,14 +676,35 @@ export class OnnxRuntime {
         continue;
       }
       let session: OrtSessionLike;
+      let from: CreatedSession["from"] = "model";
       const serialize = this.serializerFor(backend, provider);
       try {
-        const options = this.sessionOptions(backend, provider);
+        const options = this.sessionOptions(backend, provider, m.role);
         if (fixed) options.freeDimensionOverrides = { ...fixed };
         let model: Uint8Array | string = bytes;
         if (locations.length && backend === "onnxruntime-node" && source.localPath) model = source.localPath(path);
         else if (locations.length) options.externalData = await readExternal();
-        session = await serialize(() => ort.InferenceSession.create(model, options));
+        const cache = this.cacheFor(backend, provider, locations.length > 0);
+        const entry = cache ? await this.cacheEntry(cache, ort, provider, options, m) : undefined;
+        let cached: OrtSessionLike | undefined;
+        if (entry?.cached) {
+          try {
+            // Optimized once already: loading it optimizes nothing again.
+            cached = await serialize(() => ort.InferenceSession.create(entry.cached!, { ...options, graphOptimizationLevel: "disabled" }));
+            from = "cache";
+          } catch (err) {
+            this.log(`onnx: cached optimized graph ${entry.path} of ${file} did not load (${firstLine((err as Error).message ?? String(err))}); rebuilding it`);
+            await entry.discard();
+          }
+        }
+        if (cached) session = cached;
+        else {
+          // onnxruntime warns on stderr that an "all"-optimized graph is for this machine only: the cache is keyed on it.
+          const writing = entry ? { ...options, optimizedModelFilePath: entry.tempPath, logSeverityLevel: 3 } : options;
+          session = await serialize(() => ort.InferenceSession.create(model, writing));
+          const why = await entry?.commit();
+          if (why) this.log(`onnx: optimized graph of ${file} not cached (${why})`);
+        }
       } catch (err) {
         const msg = (err as Error).message ?? String(err);
         // A backend that has already created a session works: its failure is this file's fault, and
@@ -489,20 +717,34 @@ export class OnnxRuntime {
         continue;
       }
       this.working.add(`${backend}/${provider}`);
+      this.createdList.push({ file, role: m.role, backend, provider, from });
       if (this.executionProvider === "auto" && errors.length > 0 && !this.announced.has(`${backend}/${provider}`)) {
         this.announced.add(`${backend}/${provider}`);
         this.log(`onnx: executionProvider "auto" falls back to ${backend}/${provider} (${errors.join("; ")})`);
       }
-      const meta = (list: readonly OrtValueMetadata[] | undefined, names: readonly string[]): IOInfo[] =>
-        names.map((name) => {
-          const m = list?.find((x) => x.name === name);
-          // An axis fixed by freeDimensions is reported at its size, so plugins treat it as static.
-          return { name, type: normalizeType(m?.type), shape: m?.shape ? m.shape.map((d) => (typeof d === "string" && fixed?.[d] !== undefined ? fixed[d]! : d)) : [] };
-        });
-      const hasMeta = !!session.inputMetadata?.length && session.inputMetadata.every((m) => !m.isTensor || m.shape !== undefined);
-      return new OnnxModel(file, backend, provider, meta(session.inputMetadata, session.inputNames), meta(session.outputMetadata, session.outputNames), ort, session, serialize, hasMeta, this.residency(backend, provider));
+      return { backend, provider, ort, session, serialize, gpu: this.residency(backend, provider) };
     }
     throw new Error(`no ONNX backend could load ${file} with executionProvider "${this.executionProvider}" on ${this.host}: ${errors.join("; ")}`);
+  }
+
+  /**
+   * The cache applies where onnxruntime writes the optimized graph to a file: onnxruntime-node's CPU
+   * provider, for a model whose weights are inside it (an optimized graph above 2 GB would need its
+   * own external data file).
+   */
+  private cacheFor(backend: BackendName, provider: string, externalData: boolean): OptimizedGraphCache | undefined {
+    return backend === "onnxruntime-node" && provider === "cpu" && !externalData ? this.graphCache : undefined;
+  }
+
+  private async cacheEntry(cache: OptimizedGraphCache, ort: OrtModuleLike, provider: string, options: Record<string, unknown>, m: { bytes: Uint8Array; sha256?: string; file: string }): Promise<OptimizedGraphEntry | undefined> {
+    try {
+      const graphOptions = { graphOptimizationLevel: options.graphOptimizationLevel, freeDimensionOverrides: options.freeDimensionOverrides ?? null };
+      const version = ort.env?.versions?.node ?? ort.env?.versions?.common ?? "unknown";
+      return await cache.entry(m.bytes, { ...(m.sha256 ? { sha256: m.sha256 } : {}), runtime: `onnxruntime-node ${version}`, provider, options: graphOptions });
+    } catch (err) {
+      this.log(`onnx: optimized-graph cache ${cache.dir} unusable for ${m.file} (${firstLine((err as Error).message)}); loading without it`);
+      return undefined;
+    }
   }
 
   private readonly chains = new Map<string, Promise<unknown>>();
@@ -545,10 +787,11 @@ export class OnnxRuntime {
     return backend === "onnxruntime-web" && provider === "webgpu" && this.options.gpuResidency !== false;
   }
 
-  private sessionOptions(backend: BackendName, provider: string): Record<string, unknown> {
+  private sessionOptions(backend: BackendName, provider: string, role: SessionRole): Record<string, unknown> {
     const opts: Record<string, unknown> = { executionProviders: [provider], graphOptimizationLevel: "all" };
     if (this.residency(backend, provider)) opts.preferredOutputLocation = "gpu-buffer";
-    if (backend === "onnxruntime-node" && provider === "cpu" && this.options.threads) opts.intraOpNumThreads = this.options.threads;
+    // onnxruntime-web has one thread count for all its sessions (env.wasm.numThreads, the adapter's).
+    if (backend === "onnxruntime-node" && provider === "cpu") Object.assign(opts, nativeThreadOptions(role === "noise-predictor" ? this.threads.noisePredictor : this.threads.auxiliary));
     return opts;
   }
 

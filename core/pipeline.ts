@@ -41,6 +41,15 @@ export interface PipelineEnv {
 
 export type { GraphNode } from "./node.ts";
 
+export interface PipelineRunOptions extends RunOptions {
+  /**
+   * Run the pipeline's metric nodes (a CLIP score) and return their values in `metrics`. Default
+   * false: they are skipped, and their models are never loaded into a session (`bun run generate
+   * --metrics`, the API's `metrics: true` job option).
+   */
+  readonly metrics?: boolean;
+}
+
 /** The most steps `Pipeline.check` tries before it gives up on finding a step count the scheduler accepts. */
 const MAX_CHECK_STEPS = 8;
 
@@ -286,8 +295,36 @@ export class Pipeline implements ExecutableGraph {
   }
 
   /** Run to completion. Events go to `options.onEvent` as they happen. */
-  run(input: GenerationInput, options: RunOptions = {}): Promise<RunResult> {
-    return execute(this, input, options).result;
+  run(input: GenerationInput, options: PipelineRunOptions = {}): Promise<RunResult> {
+    return execute(this.graphFor(options), input, options).result;
+  }
+
+  private lean?: ExecutableGraph;
+
+  /**
+   * The graph a run executes: the whole pipeline when it asks for metrics, else the pipeline without
+   * its metric nodes (and anything fed by one), so a run that prints no metric creates no session for it.
+   */
+  private graphFor(options: PipelineRunOptions): ExecutableGraph {
+    if (options.metrics) return this;
+    if (this.lean) return this.lean;
+    const drop = new Set<string>();
+    for (const name of this.order) {
+      const node = this.nodes.get(name)!;
+      if (node.type.kind === "metric" || Object.values(node.wires).some(([src]) => drop.has(src))) drop.add(name);
+    }
+    this.lean = drop.size === 0 || drop.has(this.output[0])
+      ? this
+      : {
+          nodes: new Map([...this.nodes].filter(([name]) => !drop.has(name))),
+          order: this.order.filter((name) => !drop.has(name)),
+          output: this.output,
+          preview: this.preview,
+          defaults: this.defaults,
+          identity: this.identity,
+          cache: this.cache,
+        };
+    return this.lean;
   }
 
   /**
@@ -296,16 +333,18 @@ export class Pipeline implements ExecutableGraph {
    * defaults otherwise. A pipeline whose files load but cannot generate (a UNet that rejects the
    * text encoder's embeddings, a projection for the wrong channel count) fails here, with the
    * error of the failing node, instead of on the first real job. Returns the steps it used and
-   * the time it took.
+   * the time it took. Metric nodes run only with `metrics: true` (their files were read and checked
+   * at load; their sessions are created by the first run that asks for metrics); an img2img encoder
+   * runs only for an inpainting model, whose dry run needs an image.
    */
-  async check(options: { readonly signal?: AbortSignal } = {}): Promise<{ readonly steps: number; readonly ms: number }> {
+  async check(options: { readonly signal?: AbortSignal; readonly metrics?: boolean } = {}): Promise<{ readonly steps: number; readonly ms: number }> {
     const started = performance.now();
     // An inpainting model cannot draw without an image and a mask (it says so by naming the field
     // "mask"): its dry run repaints the whole of a grey image.
     let inpaint: Pick<GenerationInput, "image" | "mask" | "strength"> = {};
     for (let steps = 1; ; steps++) {
       try {
-        await this.run({ prompt: "check", steps, seed: 0, batchSize: 1, ...inpaint }, { preview: false, ...(options.signal ? { signal: options.signal } : {}) });
+        await this.run({ prompt: "check", steps, seed: 0, batchSize: 1, ...inpaint }, { preview: false, metrics: options.metrics ?? false, ...(options.signal ? { signal: options.signal } : {}) });
         return { steps, ms: performance.now() - started };
       } catch (err) {
         if ((err as { field?: unknown }).field === "mask" && !inpaint.mask) {
@@ -321,8 +360,8 @@ export class Pipeline implements ExecutableGraph {
   }
 
   /** Run with the events as an async iterable. */
-  stream(input: GenerationInput, options: RunOptions = {}): RunStream {
-    return execute(this, input, { ...options, stream: true });
+  stream(input: GenerationInput, options: PipelineRunOptions = {}): RunStream {
+    return execute(this.graphFor(options), input, { ...options, stream: true });
   }
 
   /** Counters of the nodes that keep them (`NodeInstance.stats`), by node name. */

@@ -1,11 +1,14 @@
 /**
  * Bun and Node adapter: model files from the local file system (node:fs, which Bun implements) and
- * onnxruntime-node as the native backend, onnxruntime-web for the WASM provider.
+ * onnxruntime-node as the native backend, onnxruntime-web for the WASM provider; the cores the
+ * thread policy shares out, and the optimized-graph cache (`graph-cache-node.ts`).
  */
 import { readFile, stat } from "node:fs/promises";
+import { availableParallelism } from "node:os";
 import { resolve, relative, isAbsolute } from "node:path";
 import { ModelFileError, normalizePath, type ModelSource } from "../model-source.ts";
 import type { OnnxBackends, OrtModuleLike } from "../onnx.ts";
+import { nodeGraphCache } from "./graph-cache-node.ts";
 
 export function fileSource(dir: string): ModelSource {
   const root = resolve(dir);
@@ -46,6 +49,8 @@ const host = "Bun" in globalThis ? "bun" : "node";
 
 export const onnxBackends: OnnxBackends = {
   host,
+  cores: availableParallelism(),
+  graphCache: nodeGraphCache,
   native: async () => (await import("onnxruntime-node")) as unknown as OrtModuleLike,
   web: async () => {
     const ort = (await import("onnxruntime-web")) as unknown as OrtModuleLike;

@@ -77,7 +77,7 @@ export default definePlugin({
   description: "UNet noise predictor from an ONNX file (diffusers ONNX layout)",
   configSchema: Config,
   async create(config, ctx) {
-    const model = await ctx.onnx.load(ctx.models, config.model, config.freeDimensions ? { freeDimensions: config.freeDimensions } : {});
+    const model = await ctx.onnx.load(ctx.models, config.model, { role: "noise-predictor", ...(config.freeDimensions ? { freeDimensions: config.freeDimensions } : {}) });
     const floats = ["float32", "float16"];
     model.expectInput("sample", { rank: 4, types: floats, what: "latents [batch, channels, height, width]" });
     model.expectInput("timestep", { rank: [0, 1], types: [...floats, "int64", "int32"], what: "a scalar or [batch]" });
@@ -91,6 +91,9 @@ export default definePlugin({
       if (typeof ids.shape[1] === "number" && ids.shape[1] !== 6) throw new ModelFileError(model.file, `input "time_ids" has ${ids.shape[1]} values per row; SDXL's are 6 (original size, crop top-left, target size)`);
     }
     const condDim = model.hasInput("timestep_cond") ? model.expectInput("timestep_cond", { rank: 2, types: floats, what: "LCM's guidance embedding [batch, dim]" }).shape[1] : undefined;
+    // The session is created on the first step; an export that leaves the output's channels symbolic
+    // gets it now, so onnxruntime's shape inference tells them (inpainting is told apart by them).
+    if (typeof model.expectOutput(outName, { rank: 4 }).shape[1] !== "number") await model.ready();
     const outChannels = model.expectOutput(outName, { rank: 4 }).shape[1];
     const unetConfig = await readComponentConfig(ctx.models, "unet/config.json");
     const vaeConfig = await readComponentConfig(ctx.models, "vae_decoder/config.json");
@@ -128,7 +131,10 @@ export default definePlugin({
     return {
       maxBatch: typeof batchDim === "number" ? batchDim : Infinity,
       perRowTimesteps: perRow,
-      blocking: model.backend === "onnxruntime-web" && model.provider === "wasm",
+      // Known once the session exists ("auto" picks the backend then); the loop reads it after each call.
+      get blocking() {
+        return model.created && model.backend === "onnxruntime-web" && model.provider === "wasm";
+      },
       sizes,
       takes: { pooled: sdxl, guidance: condDim !== undefined, inpaint },
       latentShape(height, width) {

@@ -50,7 +50,7 @@ async function runOnce(file: string, input: Record<string, unknown> = INPUT, eve
   const dg = await diffgraph();
   try {
     const p = await dg.openPipeline(file);
-    return await p.run({ ...INPUT, ...input } as never, { preview: true, onEvent: (e) => events?.push(e) });
+    return await p.run({ ...INPUT, ...input } as never, { preview: true, metrics: true, onEvent: (e) => events?.push(e) });
   } finally {
     await dg.dispose();
   }

@@ -25,7 +25,7 @@ describe("opening pipelines", () => {
     writeFileSync(join(dir, "p.json"), JSON.stringify(doc));
     const dg = await diffgraph();
     const p = await dg.openPipeline(join(dir, "p.json"));
-    const r = await p.run({ prompt: "sun", steps: 2, seed: 1 });
+    const r = await p.run({ prompt: "sun", steps: 2, seed: 1 }, { metrics: true });
     let s = 0;
     for (const v of r.images.data) s += v;
     expect(r.metrics["bright.mean"]).toBeCloseTo((100 * s) / r.images.data.length, 4);

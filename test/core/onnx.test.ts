@@ -53,7 +53,7 @@ describe("ONNX runtime layer", () => {
   test('"auto" falls back to the CPU provider with a log line when WebGPU has no adapter', async () => {
     const logs: string[] = [];
     const rt = new OnnxRuntime({ backends: onnxBackends, executionProvider: "auto", log: (m) => logs.push(m) });
-    const m = await rt.load(fileSource("models/tiny-sd"), "vae_decoder/model.onnx");
+    const m = await (await rt.load(fileSource("models/tiny-sd"), "vae_decoder/model.onnx")).ready();
     if (m.provider === "webgpu") return; // a machine with a GPU: nothing to fall back from
     expect(m.provider).toBe("cpu");
     expect(logs.join("\n")).toMatch(/"auto" falls back to onnxruntime-node\/cpu \(onnxruntime-node\/webgpu: /);

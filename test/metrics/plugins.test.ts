@@ -155,7 +155,9 @@ describe("metric nodes in a pipeline", () => {
     doc.nodes.fd = { use: "frechet-distance", inputs: { images: "decode.images" } };
     const registry = new PluginRegistry(builtinPlugins); // the built-ins include the metric plugins
     const pipeline = await Pipeline.load(doc, { registry, onnx, models: overlay(fileSource("models/tiny-sd"), models) });
-    const r = await pipeline.run({ prompt: "red heart", steps: 2, batchSize: 2, seed: 1 });
+    // Metric nodes run when the caller asks for metrics; without it they are skipped (and load no session).
+    expect((await pipeline.run({ prompt: "red heart", steps: 2, batchSize: 2, seed: 1 })).metrics).toEqual({});
+    const r = await pipeline.run({ prompt: "red heart", steps: 2, batchSize: 2, seed: 1 }, { metrics: true });
     console.log("pipeline metrics:", JSON.stringify(r.metrics));
     for (const k of ["clip.score", "clip.min", "clip.max", "rprec.precision", "rprec.rank", "fd.distance", "fd.n"]) {
       expect(Number.isFinite(r.metrics[k])).toBe(true);

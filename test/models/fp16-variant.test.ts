@@ -33,7 +33,7 @@ describe("emoji-64-fp16", () => {
     let n = 0;
     for (const [i, prompt] of ["red heart", "cat face", "rainbow", "four leaf clover"].entries()) {
       const input = { prompt, seed: 100 + i, steps: 10 };
-      const [a, b] = [await f32.run(input), await f16.run(input)];
+      const [a, b] = [await f32.run(input, { metrics: true }), await f16.run(input, { metrics: true })];
       for (let k = 0; k < a.images.data.length; k++) {
         const d = Math.abs(a.images.data[k]! - b.images.data[k]!);
         max = Math.max(max, d);

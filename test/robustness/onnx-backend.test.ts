@@ -6,20 +6,14 @@
 import { expect, test } from "bun:test";
 import { memorySource, ModelFileError } from "../../core/model-source.ts";
 import { OnnxRuntime, type OrtModuleLike, type OrtSessionLike } from "../../core/onnx.ts";
+import { fakeSessionFor, onnxModelBytes, producerOf } from "../onnx-bytes.ts";
 
-/** A fake onnxruntime: a file whose second byte is 0xff fails with a message no pattern matches. */
+/** A fake onnxruntime: a file made by producer "bad" fails with a message no pattern matches. */
 const fakeOrt: OrtModuleLike = {
   InferenceSession: {
-    async create(bytes: Uint8Array): Promise<OrtSessionLike> {
-      if (bytes[1] === 0xff) throw new Error("Unexpected node type 0x7f in subgraph");
-      return {
-        inputNames: ["x"],
-        outputNames: ["y"],
-        inputMetadata: [{ name: "x", isTensor: true, type: "float32", shape: [1] }],
-        outputMetadata: [{ name: "y", isTensor: true, type: "float32", shape: [1] }],
-        run: async () => ({}),
-        release: async () => {},
-      };
+    async create(bytes): Promise<OrtSessionLike> {
+      if (producerOf(bytes as Uint8Array) === "bad") throw new Error("Unexpected node type 0x7f in subgraph");
+      return fakeSessionFor(bytes as Uint8Array);
     },
   },
   Tensor: class {
@@ -32,12 +26,14 @@ const fakeOrt: OrtModuleLike = {
 };
 
 test("an unrecognised load error after a working load names the file and leaves the backend usable", async () => {
-  const model = (second: number) => Uint8Array.from([0x08, second, ...new Array(30).fill(1)]);
-  const files = memorySource({ "a.onnx": model(1), "bad.onnx": model(0xff), "b.onnx": model(2) }, "m");
+  const model = (producer: string) => onnxModelBytes([["x", "float32", [1]]], [["y", "float32", [1]]], producer);
+  const files = memorySource({ "a.onnx": model("a"), "bad.onnx": model("bad"), "b.onnx": model("b") }, "m");
   const onnx = new OnnxRuntime({ backends: { host: "test", native: async () => fakeOrt }, executionProvider: "cpu" });
-  expect((await onnx.load(files, "a.onnx")).file).toBe("m/a.onnx");
-  const err = await onnx.load(files, "bad.onnx").catch((e) => e);
+  // Sessions are created on first use: the file parses at load, onnxruntime refuses it at ready().
+  expect((await (await onnx.load(files, "a.onnx")).ready()).file).toBe("m/a.onnx");
+  const bad = await onnx.load(files, "bad.onnx");
+  const err = await bad.ready().catch((e) => e);
   expect(err).toBeInstanceOf(ModelFileError);
-  expect(err.message).toStartWith("m/bad.onnx: ");
-  expect((await onnx.load(files, "b.onnx")).file).toBe("m/b.onnx");
+  expect(err.message).toStartWith("m/bad.onnx: is not a valid ONNX model or is truncated (Unexpected node type");
+  expect((await (await onnx.load(files, "b.onnx")).ready()).file).toBe("m/b.onnx");
 });

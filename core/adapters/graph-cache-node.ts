@@ -1,0 +1,125 @@
+/**
+ * The optimized-graph cache on Bun and Node (`OptimizedGraphCache` in core/onnx.ts): onnxruntime-node
+ * writes each model's optimized graph once into a per-machine folder and later starts load it with
+ * optimization off (issue 13: the UNet's session creation 264 → 160 ms).
+ *
+ * A file is `<id>.onnx` beside its record `<id>.json` (size, SHA-256, what it was made from), where
+ * `id` is the SHA-256 of the model's SHA-256, onnxruntime's version, the provider, the options that
+ * change the graph and this machine's CPU (an "all"-optimized graph may use kernels for its
+ * instruction set). onnxruntime writes to a temporary name; the file is parsed and hashed, and only
+ * then renamed into place, so a crash mid-write leaves nothing under the final name. A file that does
+ * not match its record, or that onnxruntime refuses, is removed and rebuilt: the cache never fails a load.
+ *
+ * Folder: the `dir` given (`graphCache` option, `--graph-cache`), else `DIFFGRAPH_CACHE_DIR`, else
+ * `$XDG_CACHE_HOME/diffgraph/onnx`, else `~/.cache/diffgraph/onnx`. `off` (option or variable) turns it off.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { arch, cpus, homedir, platform } from "node:os";
+import { join } from "node:path";
+import { OnnxFormatError, readOnnxGraph } from "../onnx-graph.ts";
+import type { GraphCacheKey, OptimizedGraphCache, OptimizedGraphEntry } from "../onnx.ts";
+
+export const GRAPH_CACHE_FORMAT = "diffgraph-optimized-graph/1";
+
+const OFF = /^(off|0|false|no|none)$/i;
+
+/** The folder a cache uses when none is given, or undefined when `DIFFGRAPH_CACHE_DIR` turns it off. */
+export function defaultGraphCacheDir(env: Readonly<Record<string, string | undefined>> = process.env): string | undefined {
+  const set = env.DIFFGRAPH_CACHE_DIR;
+  if (set !== undefined && set !== "") return OFF.test(set) ? undefined : set;
+  return join(env.XDG_CACHE_HOME || join(homedir(), ".cache"), "diffgraph", "onnx");
+}
+
+const sha256 = (data: Uint8Array | string) => createHash("sha256").update(data).digest("hex");
+
+/** JSON with object keys sorted, so equal options give equal ids. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
+  if (v && typeof v === "object") return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`).join(",")}}`;
+  return JSON.stringify(v ?? null);
+}
+
+interface CacheRecord {
+  readonly format: string;
+  readonly size: number;
+  readonly sha256: string;
+  readonly model: string;
+  readonly runtime: string;
+  readonly provider: string;
+  readonly options: unknown;
+  readonly machine: string;
+}
+
+/** This machine, as far as an optimized graph depends on it. */
+export function machineId(): string {
+  return `${platform()}-${arch()} ${cpus()[0]?.model?.trim() ?? "unknown CPU"}`;
+}
+
+/** The cache id of a model under a key: the file name both the graph and its record take. */
+export function graphCacheId(modelSha256: string, key: Omit<GraphCacheKey, "sha256">, machine = machineId()): string {
+  return sha256(canonical({ format: GRAPH_CACHE_FORMAT, model: modelSha256, runtime: key.runtime, provider: key.provider, options: key.options, machine }));
+}
+
+async function removeQuietly(...paths: string[]): Promise<void> {
+  await Promise.all(paths.map((p) => rm(p, { force: true }).catch(() => {})));
+}
+
+export function nodeGraphCache(dir?: string): OptimizedGraphCache | undefined {
+  const root = dir === undefined || dir === "" ? defaultGraphCacheDir() : OFF.test(dir) ? undefined : dir;
+  if (!root) return undefined;
+  return {
+    dir: root,
+    async entry(bytes, key): Promise<OptimizedGraphEntry> {
+      const model = key.sha256 ?? sha256(bytes);
+      const machine = machineId();
+      const id = graphCacheId(model, key, machine);
+      const path = join(root, `${id}.onnx`);
+      const recordPath = join(root, `${id}.json`);
+      await mkdir(root, { recursive: true });
+      let cached: Uint8Array | undefined;
+      try {
+        const record = JSON.parse(await readFile(recordPath, "utf8")) as CacheRecord;
+        const data = await readFile(path);
+        if (record.format === GRAPH_CACHE_FORMAT && data.length === record.size && sha256(data) === record.sha256) {
+          cached = new Uint8Array(data.buffer, data.byteOffset, data.length);
+        } else await removeQuietly(path, recordPath); // partial, corrupted or of another format: rebuilt below
+      } catch (err) {
+        // No entry yet (ENOENT), or a record that is not JSON: either way a miss; a bad one is replaced.
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") await removeQuietly(path, recordPath);
+      }
+      const tempPath = join(root, `${id}.${process.pid}.${randomBytes(4).toString("hex")}.tmp.onnx`);
+      return {
+        path,
+        ...(cached ? { cached } : {}),
+        tempPath,
+        async commit() {
+          try {
+            if (!(await stat(tempPath).catch(() => null))?.isFile()) return `onnxruntime wrote no file at ${tempPath}`;
+            const data = await readFile(tempPath);
+            try {
+              readOnnxGraph(data);
+            } catch (err) {
+              if (err instanceof OnnxFormatError) return `the optimized graph onnxruntime wrote does not parse (${err.message})`;
+              throw err;
+            }
+            const record: CacheRecord = { format: GRAPH_CACHE_FORMAT, size: data.length, sha256: sha256(data), model, runtime: key.runtime, provider: key.provider, options: key.options, machine };
+            const recordTemp = `${tempPath}.json`;
+            await writeFile(recordTemp, JSON.stringify(record, null, 1));
+            // The graph first: a record never points at a file that is not fully there.
+            await rename(tempPath, path);
+            await rename(recordTemp, recordPath);
+            return null;
+          } catch (err) {
+            return (err as Error).message;
+          } finally {
+            await removeQuietly(tempPath, `${tempPath}.json`);
+          }
+        },
+        async discard() {
+          await removeQuietly(path, recordPath);
+        },
+      };
+    },
+  };
+}

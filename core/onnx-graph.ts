@@ -1,0 +1,195 @@
+/**
+ * What an ONNX file declares, read from its bytes without onnxruntime: the graph's inputs and outputs
+ * (name, dtype, shape), its opsets and the external data files it names. Sessions are created on a
+ * node's first run (`core/onnx.ts`), but a model in the wrong slot or a truncated file must fail when
+ * the pipeline loads; this reader gives the plugins the same metadata a session reports, and walks
+ * every length-delimited field of the model and its graph, so a file cut anywhere is refused here.
+ *
+ * The protobuf wire format: each field is a varint key (field number << 3 | wire type) followed by a
+ * varint (type 0), 8 bytes (1), a varint length and that many bytes (2) or 4 bytes (5).
+ * ModelProto, GraphProto, ValueInfoProto, TypeProto and TensorShapeProto field numbers are onnx.proto3's.
+ */
+
+export interface GraphIO {
+  readonly name: string;
+  /** onnxruntime-JS dtype name ("float32", "int64"); "tensor" fields only: a sequence or map is "non-tensor". */
+  readonly type: string;
+  readonly isTensor: boolean;
+  /** A number, the symbolic name (dim_param), or "" for an axis with neither. */
+  readonly shape: readonly (number | string)[];
+}
+
+export interface OnnxGraphInfo {
+  readonly irVersion: number;
+  readonly opsets: readonly { readonly domain: string; readonly version: number }[];
+  /** Graph inputs that are not initializers (what a session asks to be fed), in file order. */
+  readonly inputs: readonly GraphIO[];
+  readonly outputs: readonly GraphIO[];
+  /** Nodes of the main graph. */
+  readonly nodeCount: number;
+}
+
+/** The file is not a well-formed ONNX ModelProto; the message says where. */
+export class OnnxFormatError extends Error {
+  override name = "OnnxFormatError";
+}
+
+/** TensorProto.DataType → onnxruntime-JS names. */
+const DTYPES: Readonly<Record<number, string>> = {
+  1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
+  9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 14: "complex64", 15: "complex128",
+  16: "bfloat16", 17: "float8e4m3fn", 18: "float8e4m3fnuz", 19: "float8e5m2", 20: "float8e5m2fnuz",
+  21: "uint4", 22: "int4",
+};
+
+interface Field {
+  readonly no: number;
+  readonly wire: number;
+  /** Varint value (wire 0), as a number (exact to 2^53). */
+  readonly value: number;
+  /** Bytes of a length-delimited field (wire 2). */
+  readonly start: number;
+  readonly end: number;
+}
+
+class Reader {
+  constructor(
+    private readonly bytes: Uint8Array,
+    private at: number,
+    private readonly end: number,
+    private readonly what: string,
+  ) {}
+
+  private varint(): number {
+    let result = 0;
+    let scale = 1;
+    for (let i = 0; i < 10; i++) {
+      if (this.at >= this.end) throw new OnnxFormatError(`${this.what}: a varint runs past the end at byte ${this.at}`);
+      const b = this.bytes[this.at++]!;
+      result += (b & 0x7f) * scale;
+      if (!(b & 0x80)) return result;
+      scale *= 128;
+    }
+    throw new OnnxFormatError(`${this.what}: a varint longer than 10 bytes at byte ${this.at}`);
+  }
+
+  *fields(): Generator<Field> {
+    while (this.at < this.end) {
+      const keyAt = this.at;
+      const key = this.varint();
+      const no = Math.floor(key / 8);
+      const wire = key % 8;
+      if (no === 0) throw new OnnxFormatError(`${this.what}: field number 0 at byte ${keyAt}`);
+      switch (wire) {
+        case 0:
+          yield { no, wire, value: this.varint(), start: 0, end: 0 };
+          break;
+        case 1:
+        case 5: {
+          const n = wire === 1 ? 8 : 4;
+          if (this.at + n > this.end) throw new OnnxFormatError(`${this.what}: field ${no} runs past the end at byte ${keyAt}`);
+          this.at += n;
+          yield { no, wire, value: 0, start: this.at - n, end: this.at };
+          break;
+        }
+        case 2: {
+          const len = this.varint();
+          if (this.at + len > this.end) {
+            throw new OnnxFormatError(`${this.what}: field ${no} at byte ${keyAt} declares ${len} bytes, ${this.end - this.at} are left (truncated)`);
+          }
+          const start = this.at;
+          this.at += len;
+          yield { no, wire, value: len, start, end: this.at };
+          break;
+        }
+        default:
+          throw new OnnxFormatError(`${this.what}: field ${no} at byte ${keyAt} has wire type ${wire}, which ONNX does not use`);
+      }
+    }
+  }
+}
+
+const text = new TextDecoder("utf-8", { fatal: false });
+
+function sub(bytes: Uint8Array, f: Field, what: string): Reader {
+  if (f.wire !== 2) throw new OnnxFormatError(`${what}: expected a length-delimited field, got wire type ${f.wire}`);
+  return new Reader(bytes, f.start, f.end, what);
+}
+
+function str(bytes: Uint8Array, f: Field): string {
+  return f.wire === 2 ? text.decode(bytes.subarray(f.start, f.end)) : "";
+}
+
+function shapeOf(bytes: Uint8Array, f: Field, what: string): (number | string)[] {
+  const dims: (number | string)[] = [];
+  for (const d of sub(bytes, f, what).fields()) {
+    if (d.no !== 1) continue;
+    let dim: number | string = "";
+    for (const x of sub(bytes, d, `${what} dim`).fields()) {
+      if (x.no === 1 && x.wire === 0) dim = x.value;
+      else if (x.no === 2) dim = str(bytes, x);
+    }
+    dims.push(dim);
+  }
+  return dims;
+}
+
+function valueInfo(bytes: Uint8Array, f: Field, what: string): GraphIO {
+  let name = "";
+  let type = "";
+  let isTensor = false;
+  let shape: (number | string)[] = [];
+  for (const x of sub(bytes, f, what).fields()) {
+    if (x.no === 1) name = str(bytes, x);
+    else if (x.no === 2) {
+      for (const t of sub(bytes, x, `${what} type`).fields()) {
+        if (t.no !== 1) continue; // tensor_type; sequence (4), map (5), optional (9) are not tensors
+        isTensor = true;
+        for (const tt of sub(bytes, t, `${what} tensor type`).fields()) {
+          if (tt.no === 1 && tt.wire === 0) type = DTYPES[tt.value] ?? `dtype ${tt.value}`;
+          else if (tt.no === 2) shape = shapeOf(bytes, tt, `${what} shape`);
+        }
+      }
+    }
+  }
+  return { name, type: isTensor ? type : "non-tensor", isTensor, shape };
+}
+
+/** Parse the ModelProto in `bytes`; throws `OnnxFormatError` for a file that is not one, or is cut short. */
+export function readOnnxGraph(bytes: Uint8Array): OnnxGraphInfo {
+  let irVersion = 0;
+  const opsets: { domain: string; version: number }[] = [];
+  let graph: Field | undefined;
+  for (const f of new Reader(bytes, 0, bytes.length, "model").fields()) {
+    if (f.no === 1 && f.wire === 0) irVersion = f.value;
+    else if (f.no === 7) graph = f;
+    else if (f.no === 8) {
+      let domain = "";
+      let version = 0;
+      for (const x of sub(bytes, f, "opset_import").fields()) {
+        if (x.no === 1) domain = str(bytes, x);
+        else if (x.no === 2 && x.wire === 0) version = x.value;
+      }
+      opsets.push({ domain, version });
+    }
+  }
+  if (irVersion < 1) throw new OnnxFormatError("model: no ir_version");
+  if (!graph) throw new OnnxFormatError("model: no graph");
+  if (!opsets.length && irVersion >= 3) throw new OnnxFormatError("model: no opset_import (truncated after the graph?)");
+  const inputs: GraphIO[] = [];
+  const outputs: GraphIO[] = [];
+  const initializers = new Set<string>();
+  let nodeCount = 0;
+  for (const f of sub(bytes, graph, "graph").fields()) {
+    if (f.no === 1) {
+      nodeCount++;
+      // Walk the node too: a cut inside it must not pass for a shorter graph.
+      for (const _ of sub(bytes, f, `graph node ${nodeCount}`).fields());
+    } else if (f.no === 5) {
+      for (const x of sub(bytes, f, "graph initializer").fields()) if (x.no === 8) initializers.add(str(bytes, x));
+    } else if (f.no === 11) inputs.push(valueInfo(bytes, f, "graph input"));
+    else if (f.no === 12) outputs.push(valueInfo(bytes, f, "graph output"));
+  }
+  if (!outputs.length) throw new OnnxFormatError("graph: no outputs");
+  return { irVersion, opsets, inputs: inputs.filter((i) => !initializers.has(i.name)), outputs, nodeCount };
+}
