@@ -8,6 +8,7 @@ import type { ServerOptions as WsServerOptions } from "graphql-ws";
 import { createDiffgraph } from "../core/diffgraph.ts";
 import type { ExecutionProvider } from "../core/onnx.ts";
 import type { PluginRegistry } from "../core/registry.ts";
+import type { ThreadPolicyOptions } from "../core/threads.ts";
 import { builtinRegistry } from "../plugins/index.ts";
 import { createApp, type ApiYoga, type AppOptions } from "./app.ts";
 import { apiError, ErrorCode } from "./errors.ts";
@@ -27,7 +28,10 @@ export interface ServerOptions extends Partial<Omit<ServiceOptions, "diffgraph" 
   readonly webDir?: string;
   readonly corsOrigins?: AppOptions["corsOrigins"];
   readonly registry?: PluginRegistry;
-  readonly threads?: number;
+  /** ONNX threads (`core/threads.ts`): a number is the UNet's intra-op threads; default every core for it, one for each other model. */
+  readonly threads?: number | ThreadPolicyOptions;
+  /** Optimized-graph cache folder, or false for none (default: the adapter's, `DIFFGRAPH_CACHE_DIR`). */
+  readonly graphCache?: string | false;
   /** ONNX execution provider (default "auto": the best this host has). */
   readonly executionProvider?: ExecutionProvider;
   readonly plugins?: AppOptions["plugins"];
@@ -58,7 +62,13 @@ export interface HostEngines {
 
 export async function openService(options: ServerOptions, engines: HostEngines) {
   const log = options.log ?? ((m: string) => console.error(m));
-  const diffgraph = await createDiffgraph({ registry: options.registry ?? builtinRegistry(), log, threads: options.threads, executionProvider: options.executionProvider });
+  const diffgraph = await createDiffgraph({
+    registry: options.registry ?? builtinRegistry(),
+    log,
+    ...(options.threads !== undefined ? { threads: options.threads } : {}),
+    ...(options.graphCache !== undefined ? { graphCache: options.graphCache } : {}),
+    executionProvider: options.executionProvider,
+  });
   const pipelineFiles = await engines.pipelineFiles(options.pipelinesDir ?? "pipelines");
   // ServerOptions extends the service's options; the listening fields it adds are ignored there.
   const dataDir = options.dataDir ?? ".diffgraph";

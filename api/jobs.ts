@@ -404,7 +404,7 @@ export class JobManager {
     const r = job.record;
     await this.update(job, { status: "RUNNING", startedAt: Date.now(), step: 0 });
     const p = r.params;
-    const { scheduler, img2img: _i, previewEvery: _e, ...scalars } = p;
+    const { scheduler, img2img: _i, previewEvery: _e, metrics, ...scalars } = p;
     const input: GenerationInput = {
       ...scalars,
       ...(scheduler ? { scheduler } : {}),
@@ -417,6 +417,7 @@ export class JobManager {
       const result = await job.pipeline.run(input, {
         signal: job.abort.signal,
         preview: p.previewEvery > 0 ? p.previewEvery : false,
+        metrics: metrics === true,
         onEvent: (e) => this.onPipelineEvent(job, e),
       });
       await job.chain;

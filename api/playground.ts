@@ -180,6 +180,7 @@ $("form").addEventListener("submit", async (ev) => {
       steps: Number($("steps").value),
       seed: Number($("seed").value),
       guidanceScale: Number($("guidance").value),
+      metrics: true,
     };
     const d = await gql("mutation($input: GenerateInput!) { generate(input: $input) { id status } }", { input }, { mutation: true });
     state.jobId = d.generate.id;

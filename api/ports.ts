@@ -39,6 +39,8 @@ export type JobParams = Omit<ResolvedParams, "scheduler"> & {
   scheduler: string | null;
   img2img: boolean;
   previewEvery: number;
+  /** The job runs the pipeline's metric nodes (absent in records written before the option: false). */
+  metrics?: boolean;
 };
 
 export interface JobRecord {

@@ -252,6 +252,7 @@ const JobParamsRef = builder.objectRef<JobRecord["params"]>("JobParams").impleme
     ),
     img2img: t.exposeBoolean("img2img", { description: "True when a source image was given." }),
     previewEvery: t.exposeInt("previewEvery", { description: "A preview frame every n-th step (0: none)." }),
+    metrics: t.boolean({ description: "True when the job runs the pipeline's metric nodes (Job.metrics is empty otherwise).", resolve: (p) => p.metrics === true }),
   }),
 });
 
@@ -376,6 +377,7 @@ const GenerateInputRef = builder.inputType("GenerateInput", {
     mask: t.string({ description: "Inpainting: a mask as a data URL like image (white = repaint, black = keep), with image; resized to width × height." }),
     previewEvery: t.int({ description: "A preview frame every n-th step (default 1; 0: no frames)." }),
     priority: t.int({ description: `Queue priority, ${API_LIMITS.priority.min}–${API_LIMITS.priority.max} (higher runs first; default 0).` }),
+    metrics: t.boolean({ description: "Run the pipeline's metric nodes (a CLIP score) and report them in Job.metrics (default false: skipped, their models not loaded)." }),
   }),
 });
 

@@ -1,6 +1,7 @@
 /**
  * `bun run serve [--port P] [--host H] [--pipeline NAME] [--data DIR] [--pipelines DIR]
  *                [--concurrency N] [--max-queue N] [--cors ORIGINS]
+ *                [--threads N] [--threads-aux N] [--spin] [--pin] [--graph-cache DIR|off]
  *                [--queue redis://HOST:PORT [--role api|worker|all] [--lock-ms MS]]`
  * `deno run -A api/serve.ts …` (the same options): each runtime gets its own host file.
  *
@@ -8,10 +9,12 @@
  * deployment sharing one Redis (README "Scale out").
  *
  * Environment: DIFFGRAPH_API_KEY (mutations need it when set), DIFFGRAPH_CORS_ORIGINS
- * (comma-separated, or "*"), DIFFGRAPH_DATA_DIR, DIFFGRAPH_QUEUE, PORT.
+ * (comma-separated, or "*"), DIFFGRAPH_DATA_DIR, DIFFGRAPH_QUEUE, DIFFGRAPH_CACHE_DIR (the optimized-graph
+ * cache, "off" for none), PORT.
  */
 import { parseArgs } from "node:util";
 import { EXECUTION_PROVIDERS, type ExecutionProvider } from "../core/onnx.ts";
+import { threadOptionsFromFlags } from "../core/threads.ts";
 import type { RunningServer, ServerOptions } from "./host-common.ts";
 
 /** The host for the runtime this runs on: Bun.serve + bun:sqlite, or Deno.serve + node:sqlite. */
@@ -32,6 +35,11 @@ const { values } = parseArgs({
     queue: { type: "string" },
     role: { type: "string" },
     "lock-ms": { type: "string" },
+    threads: { type: "string" },
+    "threads-aux": { type: "string" },
+    spin: { type: "boolean" },
+    pin: { type: "boolean" },
+    "graph-cache": { type: "string" },
     help: { type: "boolean", short: "h" },
   },
 });
@@ -41,8 +49,10 @@ if (values.help) {
                  [--data .diffgraph] [--concurrency 4] [--max-queue 64] [--cors ORIGIN,ORIGIN|*]
                  [--provider ${EXECUTION_PROVIDERS.join("|")}]
                  [--queue redis://HOST:PORT [--role api|worker|all] [--lock-ms 30000]]
+                 [--threads N (UNet intra-op threads; default every core)] [--threads-aux N (other models; default 1)]
+                 [--spin (the UNet's pool spins)] [--pin (pin its threads)] [--graph-cache DIR|off]
        deno run -A api/serve.ts (same options)
-env: DIFFGRAPH_API_KEY, DIFFGRAPH_CORS_ORIGINS, DIFFGRAPH_DATA_DIR, DIFFGRAPH_QUEUE, PORT`);
+env: DIFFGRAPH_API_KEY, DIFFGRAPH_CORS_ORIGINS, DIFFGRAPH_DATA_DIR, DIFFGRAPH_QUEUE, DIFFGRAPH_CACHE_DIR, PORT`);
   process.exit(0);
 }
 
@@ -80,6 +90,15 @@ const role = (values.role ?? "all") as (typeof ROLES)[number];
 const corsRaw = values.cors ?? process.env.DIFFGRAPH_CORS_ORIGINS;
 const corsOrigins = corsRaw === "*" ? "*" : corsRaw ? corsRaw.split(",").map((s) => s.trim()).filter(Boolean) : undefined;
 
+let threads: ReturnType<typeof threadOptionsFromFlags>;
+try {
+  threads = threadOptionsFromFlags({ threads: values.threads, threadsAux: values["threads-aux"], spin: values.spin, pin: values.pin });
+} catch (err) {
+  console.error((err as Error).message);
+  process.exit(2);
+}
+const graphCache = values["graph-cache"];
+
 try {
   const s = await startServer({
     port: int("port", values.port ?? process.env.PORT) ?? 4000,
@@ -93,6 +112,8 @@ try {
     apiKey: process.env.DIFFGRAPH_API_KEY,
     corsOrigins,
     executionProvider: provider(values.provider),
+    ...(threads ? { threads } : {}),
+    ...(graphCache !== undefined ? { graphCache: /^off$/i.test(graphCache) ? false : graphCache } : {}),
     ...(queueUrl ? { queueUrl, role, lockMs: int("lock-ms", values["lock-ms"]) } : {}),
   });
   const mode = queueUrl ? `; queue: ${queueUrl.replace(/\/\/[^@/]*@/, "//")}, role: ${role}` : "";

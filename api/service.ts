@@ -83,6 +83,8 @@ export type GenerateArgs = { prompt: string } & { [K in Exclude<keyof ResolvedPa
   mask?: string | null;
   previewEvery?: number | null;
   priority?: number | null;
+  /** Run the pipeline's metric nodes (their models load on the first job that asks). */
+  metrics?: boolean | null;
 };
 
 /** The default pipeline when none is named, first registered wins: the embedded model, then the fixture. */
@@ -177,7 +179,7 @@ export class ApiService {
 
     let params: ResolvedParams;
     try {
-      const { pipeline: _p, image: _i, mask: _m, previewEvery: _e, priority: _r, ...scalars } = input;
+      const { pipeline: _p, image: _i, mask: _m, previewEvery: _e, priority: _r, metrics: _x, ...scalars } = input;
       params = paramsFor(reg.pipeline, scalars as GenerationInput);
     } catch (err) {
       if (!(err instanceof ParamsError)) throw err;
@@ -200,7 +202,7 @@ export class ApiService {
       if (!readsMask) throw badInput("input.mask", `pipeline "${reg.name}" takes no mask (inpainting is not supported by it)`);
       mask = await decodeDataUrl(input.mask, { width: params.width, height: params.height }, "input.mask");
     }
-    const jobParams: JobParams = { ...params, scheduler: params.scheduler ?? null, img2img: image !== undefined, previewEvery };
+    const jobParams: JobParams = { ...params, scheduler: params.scheduler ?? null, img2img: image !== undefined, previewEvery, ...(input.metrics ? { metrics: true } : {}) };
     return { pipeline: reg.pipeline, params: jobParams, priority, ...(image ? { image } : {}), ...(mask ? { mask } : {}) };
   }
 

@@ -9,6 +9,7 @@ import { writeFile } from "node:fs/promises";
 import { createDiffgraph } from "../../core/diffgraph.ts";
 import { PARAM_NAMES, PARAMS, type ResolvedParams } from "../../core/params.ts";
 import type { ExecutionProvider } from "../../core/onnx.ts";
+import { threadOptionsFromFlags } from "../../core/threads.ts";
 import { builtinRegistry } from "../../plugins/index.ts";
 import { gridPng } from "../image.ts";
 import { readImage } from "./image-file.ts";
@@ -29,6 +30,10 @@ ${PARAM_FLAGS.map(({ flag, spec }) => `  --${`${flag} ${spec.graphql === "String
   --mask FILE          inpainting: white = repaint, black = keep (with --image; same size)
   --pipeline PATH      pipeline JSON or diffusers ONNX model folder (default ${DEFAULT_PIPELINE})
   --provider P         auto | cpu | wasm | webgpu (default auto)
+  --metrics            run the pipeline's metric nodes (CLIP score) and print their values (default: skipped, not loaded)
+  --threads N          ONNX intra-op threads of the UNet (default: every core)   --threads-aux N   of every other model (default 1)
+  --spin               let the UNet's thread pool spin between work items (default: off)   --pin   pin its threads to cores
+  --graph-cache DIR    optimized-graph cache folder, or "off" (default $DIFFGRAPH_CACHE_DIR, else ~/.cache/diffgraph/onnx)
   --out FILE           PNG to write (default out.png)   --scale K   upscale the PNG K× (nearest)`;
 
 function num(name: string, v: string | undefined): number | undefined {
@@ -55,6 +60,8 @@ export async function main(argv: string[]): Promise<number> {
       size: { type: "string" }, image: { type: "string" }, pipeline: { type: "string" }, provider: { type: "string" },
       out: { type: "string" }, scale: { type: "string" }, help: { type: "boolean", short: "h" },
       mask: { type: "string" },
+      metrics: { type: "boolean" }, threads: { type: "string" }, "threads-aux": { type: "string" }, spin: { type: "boolean" }, pin: { type: "boolean" },
+      "graph-cache": { type: "string" },
     },
     strict: true,
   });
@@ -65,7 +72,14 @@ export async function main(argv: string[]): Promise<number> {
   const prompt = (values as Record<string, string | undefined>).prompt;
   if (!prompt) throw new Error("--prompt is required (try --help)");
   const out = values.out ?? "out.png";
-  const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: (values.provider ?? "auto") as ExecutionProvider });
+  const threads = threadOptionsFromFlags({ threads: values.threads, threadsAux: values["threads-aux"], spin: values.spin, pin: values.pin });
+  const graphCache = values["graph-cache"];
+  const dg = await createDiffgraph({
+    registry: builtinRegistry(),
+    executionProvider: (values.provider ?? "auto") as ExecutionProvider,
+    ...(threads ? { threads } : {}),
+    ...(graphCache !== undefined ? { graphCache: /^off$/i.test(graphCache) ? false : graphCache } : {}),
+  });
   try {
     const pipeline = await dg.openPipeline(values.pipeline ?? DEFAULT_PIPELINE);
     const size = num("size", values.size);
@@ -86,6 +100,7 @@ export async function main(argv: string[]): Promise<number> {
     const result = await pipeline.run(
       { ...given, prompt, height, width, image, mask },
       {
+        metrics: values.metrics ?? false,
         onEvent(e) {
           if (e.type === "node-start" && e.use === "denoise") started = performance.now();
           if (e.type !== "step") return;
@@ -106,6 +121,10 @@ export async function main(argv: string[]): Promise<number> {
     console.log(
       `wrote ${out}: ${p.batchSize}× ${outWidth}×${outHeight}${outWidth !== width || outHeight !== height ? ` (from ${width}×${height})` : ""} (×${scale}) "${p.prompt}" — ${pipeline.name}, ${p.scheduler ?? defaultScheduler}, ${p.steps} steps, guidance ${p.guidanceScale}, seed ${p.seed}, ${(result.timings.denoise ?? 0).toFixed(0)} ms denoising`,
     );
+    if (values.metrics) {
+      const names = Object.keys(result.metrics);
+      console.log(names.length ? `metrics: ${names.map((k) => `${k} ${result.metrics[k]!.toFixed(4)}`).join(", ")}` : `metrics: none (${pipeline.name} has no metric nodes)`);
+    }
     return 0;
   } finally {
     await dg.dispose();

@@ -64,7 +64,7 @@ test("an unknown default pipeline is an error that lists the registered ones", a
 test("a pipeline's metric nodes reach the job and its final event", async () => {
   const t = await createTestApp({ pipelinesDir: join(dir, "pipelines") });
   try {
-    const r = await t.gql(GENERATE, { input: { prompt: "bright", steps: 2, scheduler: "ddim", pipeline: "tiny-metrics" } });
+    const r = await t.gql(GENERATE, { input: { prompt: "bright", steps: 2, scheduler: "ddim", pipeline: "tiny-metrics", metrics: true } });
     expect(r.errors).toBeUndefined();
     const events = (await t.service.jobs.subscribe(r.data.generate.id))!;
     let finished: any;
