@@ -73,6 +73,7 @@ interface Waiting {
   readonly lane: object;
   readonly input: NoisePredictorInput;
   readonly key: string;
+  readonly shape: string;
   readonly rows: number;
   readonly resolve: (t: Tensor) => void;
   readonly reject: (e: unknown) => void;
@@ -91,8 +92,11 @@ interface Lane {
   sentAt: number | null;
   /** Moving average of its step period: model call + its own work until its next call, ms. */
   periodMs: number | null;
-  /** Shape part of its last call's key: only lanes that could merge with a waiting call are waited for. */
+  /** Its last call's input: only lanes whose shape could merge with a waiting call are waited for. */
+  last: NoisePredictorInput | null;
+  /** Shape part of `last`'s key, worked out when another lane needs it (`shapeOf`). */
   shape: string | null;
+  shapeOf: NoisePredictorInput | null;
 }
 
 interface Window {
@@ -144,7 +148,7 @@ export class PredictBatcher {
 
   join(): BatchLane {
     const lane = {};
-    this.lanes.set(lane, { sentAt: null, periodMs: null, shape: null });
+    this.lanes.set(lane, { sentAt: null, periodMs: null, last: null, shape: null, shapeOf: null });
     this.measure();
     return {
       predict: (input, signal) => this.enqueue(lane, input, signal),
@@ -156,20 +160,35 @@ export class PredictBatcher {
     };
   }
 
+  /** The shape part of a call's key (worked out once per call, and only when calls may merge). */
+  private shapeOf(l: Lane): string | null {
+    const input = l.last;
+    if (input === null) return null;
+    if (l.shapeOf !== input) {
+      l.shapeOf = input;
+      l.shape = shapeKey(input);
+    }
+    return l.shape;
+  }
+
   private enqueue(lane: object, input: NoisePredictorInput, signal?: AbortSignal): Promise<Tensor> {
     this.counts.calls++;
-    // Extra conditioning (SDXL's pooled embeddings, LCM's guidance, inpainting channels) merges too;
-    // its presence and shape are part of what calls must share.
-    const extra = [input.pooled && `p${input.pooled.dims.slice(1).join("x")}`, input.guidance && "g", input.inpaint && `i${input.inpaint.dims.slice(1).join("x")}`].filter(Boolean).join(",");
-    const shape = `${input.sample.dims.slice(1).join("x")}|${input.encoderHiddenStates.dims.slice(1).join("x")}|${extra}`;
     const l = this.lanes.get(lane);
     if (l) {
       const now = performance.now();
       if (l.sentAt !== null) l.periodMs = l.periodMs === null ? now - l.sentAt : 0.8 * l.periodMs + 0.2 * (now - l.sentAt);
-      l.shape = shape;
+      l.last = input;
     }
     // AbortSignal's reason is always set once aborted (an "AbortError" DOMException unless the caller gave one).
     if (signal?.aborted) return Promise.reject(signal.reason);
+    // A lone run with nothing queued: flush() would send its call at once, as its own batch; send it
+    // straight away, without the queue's promise, abort listener and grouping (a measured part of the
+    // per-step overhead: bench/overhead.ts).
+    if (l && this.lanes.size === 1 && this.waiting.length === 0) {
+      l.sentAt = performance.now();
+      return this.callAlone(input);
+    }
+    const shape = l ? this.shapeOf(l)! : shapeKey(input);
     return new Promise<Tensor>((resolve, reject) => {
       const onAbort = () => {
         // Cancelled while waiting: leave the queue now; the others are not held up by it.
@@ -183,6 +202,7 @@ export class PredictBatcher {
       const item: Waiting = {
         lane,
         input,
+        shape,
         key: this.predictor.perRowTimesteps ? shape : `${shape}|${typeof input.timestep === "number" ? input.timestep : input.timestep.join(",")}`,
         rows: input.sample.dims[0]!,
         resolve,
@@ -207,8 +227,8 @@ export class PredictBatcher {
     // Flush once every run that could share a call is waiting: a run whose last call had another
     // shape (another image size, say) cannot, so nobody waits for it; a run with no call yet might.
     const waitingLanes = new Set(this.waiting.map((w) => w.lane));
-    const shapes = new Set(this.waiting.map((w) => this.lanes.get(w.lane)?.shape));
-    const everyLaneWaits = [...this.lanes].every(([key, l]) => waitingLanes.has(key) || (l.shape !== null && !shapes.has(l.shape)));
+    const shapes = new Set(this.waiting.map((w) => w.shape));
+    const everyLaneWaits = [...this.lanes].every(([key, l]) => waitingLanes.has(key) || (l.last !== null && !shapes.has(this.shapeOf(l)!)));
     const rows = this.waiting.reduce((n, w) => n + w.rows, 0);
     if (everyLaneWaits || rows >= this.limit()) {
       this.flush();
@@ -255,6 +275,17 @@ export class PredictBatcher {
       groups.set(key, chunks);
     }
     for (const chunks of groups.values()) for (const chunk of chunks) void this.call(chunk);
+  }
+
+  /** `call` for one run's input alone (the lone-run path of `enqueue`): the same counts and checks. */
+  private async callAlone(input: NoisePredictorInput): Promise<Tensor> {
+    this.counts.modelCalls++;
+    if (this.counts.maxMerged < 1) this.counts.maxMerged = 1;
+    const out = await this.predictor.predict(input);
+    const rows = input.sample.dims[0]!;
+    if (out.dims[0] !== rows) throw new Error(`noise predictor returned ${out.dims[0]} rows for ${rows}`);
+    this.counts.rows += rows;
+    return out;
   }
 
   private async call(members: Waiting[]): Promise<void> {
@@ -333,6 +364,15 @@ export class PredictBatcher {
     this.mode = this.plan.shift()!;
     this.window = { mode: this.mode, lanes: n, start: now, target: WINDOW_STEPS_PER_RUN * n, done: 0 };
   }
+}
+
+/**
+ * What calls must share to merge: sample and conditioning shapes, and the extra conditioning (SDXL's
+ * pooled embeddings, LCM's guidance, inpainting channels) — its presence and shape.
+ */
+function shapeKey(input: NoisePredictorInput): string {
+  const extra = [input.pooled && `p${input.pooled.dims.slice(1).join("x")}`, input.guidance && "g", input.inpaint && `i${input.inpaint.dims.slice(1).join("x")}`].filter(Boolean).join(",");
+  return `${input.sample.dims.slice(1).join("x")}|${input.encoderHiddenStates.dims.slice(1).join("x")}|${extra}`;
 }
 
 /** One value when every row shares it (any model takes that), else one per row. */

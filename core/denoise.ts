@@ -25,7 +25,7 @@ import type { NoisePredictorInstance, SchedulerInstance } from "./plugin.ts";
 import { PredictBatcher } from "./batcher.ts";
 import { ParamsError } from "./params.ts";
 import { createRng } from "./random.ts";
-import { concat0, numel, repeatRows, slice0, stackChannels, tensor, type Embeddings, type Tensor } from "./tensor.ts";
+import { concat0, numel, repeatRows, stackChannels, tensor, type Embeddings, type Tensor } from "./tensor.ts";
 
 const ConfigSchema = z
   .object({
@@ -156,6 +156,7 @@ export const denoiseNode: NodeType = {
       ...(predictor.sizes ? { sizes: predictor.sizes } : {}),
       scheduler: { use: config.scheduler.use, config: baseScheduler.config as Readonly<Record<string, unknown>> },
       async run(inputs: Values, run) {
+        const entered = run.profile ? performance.now() : 0;
         const { params, signal } = run;
         const cond = inputs.cond as Tensor;
         const uncond = inputs.uncond as Tensor | undefined;
@@ -223,23 +224,46 @@ export const denoiseNode: NodeType = {
         const stepRng = createRng(params.seed).fork(); // ancestral/SDE noise, independent of the start noise
         const started = performance.now();
         const g = params.guidanceScale;
+        const guidedDims = [2 * batch, c, h, w];
 
         const lane = batcher?.join() ?? solo;
+        // Per-part timing only when the run passes a profile: otherwise `lap` is undefined and each
+        // of its call sites is one skipped optional call.
+        const prof = run.profile;
+        let mark = prof ? performance.now() : 0;
+        if (prof) prof.setup += mark - entered;
+        const lap = prof
+          ? (part: "scheduler" | "guidance" | "predict" | "events") => {
+              const now = performance.now();
+              prof[part] += now - mark;
+              mark = now;
+            }
+          : undefined;
         try {
           for (let i = 0; i < timesteps.length; i++) {
             signal.throwIfAborted();
             const t = timesteps[i]!;
             const input = scheduler.scaleModelInput(latents, t);
+            lap?.("scheduler");
             let eps: Tensor;
             if (guided) {
-              const out = await lane.predict({ sample: concat0([input, input]), timestep: t, encoderHiddenStates: ehs, ...extra }, signal);
-              const u = slice0(out, 0, batch).data;
-              const v = slice0(out, batch, 2 * batch).data;
-              const e = new Float32Array(u.length);
-              for (let j = 0; j < e.length; j++) e[j] = u[j]! + g * (v[j]! - u[j]!);
+              // Both halves take the same latents: rows [0, batch) unconditional, [batch, 2·batch) conditional.
+              const n = input.data.length;
+              const both = new Float32Array(2 * n);
+              both.set(input.data);
+              both.set(input.data, n);
+              lap?.("guidance");
+              const out = await lane.predict({ sample: { dims: guidedDims, data: both }, timestep: t, encoderHiddenStates: ehs, ...extra }, signal);
+              lap?.("predict");
+              if (out.data.length !== 2 * n) throw new Error(`denoise: the noise predictor returned [${out.dims.join(",")}] for [${guidedDims.join(",")}]`);
+              const o = out.data;
+              const e = new Float32Array(n);
+              for (let j = 0; j < n; j++) e[j] = o[j]! + g * (o[n + j]! - o[j]!);
               eps = { dims: input.dims, data: e };
+              lap?.("guidance");
             } else {
               eps = await lane.predict({ sample: input, timestep: t, encoderHiddenStates: ehs, ...extra }, signal);
+              lap?.("predict");
             }
             const out = scheduler.step(eps, t, latents, stepRng);
             latents = out.prevSample;
@@ -247,8 +271,10 @@ export const denoiseNode: NodeType = {
               const known = i + 1 < timesteps.length ? scheduler.addNoise(initB, noise, timesteps[i + 1]!) : initB;
               latents = blend(known, latents, m);
             }
+            lap?.("scheduler");
             if (predictor.blocking) await new Promise((r) => setTimeout(r, 0));
-            await run.step({
+            // The executor returns a promise only when it has work to wait for (a preview to decode).
+            const stepped = run.step({
               step: i + 1,
               totalSteps: timesteps.length,
               timestep: t,
@@ -256,6 +282,9 @@ export const denoiseNode: NodeType = {
               latents: { dims: latents.dims, data: latents.data.slice() },
               predictedX0: { dims: out.predOriginalSample.dims, data: out.predOriginalSample.data.slice() },
             });
+            if (stepped) await stepped;
+            lap?.("events");
+            if (prof) prof.steps++;
           }
         } finally {
           lane.leave();

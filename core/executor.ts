@@ -7,7 +7,7 @@
  */
 import { EventQueue } from "./event-queue.ts";
 import { digestValue, nodeKey } from "./node-cache.ts";
-import type { ExecutableGraph, NodeRunContext, PipelineEvent, StepEvent, Values } from "./node.ts";
+import type { ExecutableGraph, NodeRunContext, PipelineEvent, StepEvent, StepProfile, Values } from "./node.ts";
 import { ParamsError, resolveParams, sizeProblem, type GenerationInput, type ResolvedParams } from "./params.ts";
 import { createRng } from "./random.ts";
 import type { Tensor } from "./tensor.ts";
@@ -19,6 +19,8 @@ export interface RunOptions {
   readonly onEvent?: (event: PipelineEvent) => void;
   /** Decode a preview image at every `n`-th step (true = every step) with the pipeline's preview decoder. */
   readonly preview?: boolean | number;
+  /** Accumulate where denoising steps spend their time (see `StepProfile`); off when absent. */
+  readonly profile?: StepProfile;
   /** @internal set by `Pipeline.stream` */
   readonly stream?: boolean;
 }
@@ -141,13 +143,16 @@ async function run(graph: ExecutableGraph, input: GenerationInput, options: RunO
           params,
           node: name,
           rng: createRng((params.seed + hashName(name)) % Number.MAX_SAFE_INTEGER),
-          step: async (e) => {
-            let preview: Tensor | undefined;
+          ...(options.profile ? { profile: options.profile } : {}),
+          // Synchronous unless a preview is decoded: a step without one costs the loop no await.
+          step: (e) => {
             if (graph.preview && previewEvery > 0 && (e.step % previewEvery === 0 || e.step === e.totalSteps)) {
               const source = graph.preview.source === "x0" ? e.predictedX0 : e.latents;
-              preview = (await graph.preview.instance.run({ latents: source }, ctx)).images as Tensor;
+              return graph.preview.instance.run({ latents: source }, ctx).then((v) => {
+                emit({ type: "step", node: name, ...e, preview: v.images as Tensor });
+              });
             }
-            const ev: StepEvent = { type: "step", node: name, ...e, ...(preview ? { preview } : {}) };
+            const ev: StepEvent = { type: "step", node: name, ...e };
             emit(ev);
           },
         };

@@ -31,13 +31,39 @@ export type PipelineEvent =
   | { readonly type: "node-end"; readonly node: string; readonly use: string; readonly durationMs: number; readonly cached: boolean }
   | StepEvent;
 
+/**
+ * Where a denoising loop's time goes, in ms summed over its steps: filled in only when a run passes
+ * one (`RunOptions.profile`; `bun run bench` does), so a run without it reads no clock per part.
+ * `predict` is the noise-predictor call as the loop awaits it (cross-run batcher, the plugin's feeds,
+ * the ONNX wrapper and `session.run`); the rest is the loop's own work between those calls.
+ */
+export interface StepProfile {
+  /** Steps accounted. */
+  steps: number;
+  /** Before the first step: the scheduler's timesteps, the start noise, the conditioning batch. */
+  setup: number;
+  /** Abort check, scheduler.scaleModelInput, scheduler.step, inpainting's re-noise and blend. */
+  scheduler: number;
+  /** Building the guidance batch (both halves' rows) and ε_u + w·(ε_c − ε_u). */
+  guidance: number;
+  predict: number;
+  /** The step event: its latent and x₀ copies, previews, listeners. */
+  events: number;
+}
+
+export function emptyStepProfile(): StepProfile {
+  return { steps: 0, setup: 0, scheduler: 0, guidance: 0, predict: 0, events: 0 };
+}
+
 export interface NodeRunContext {
   readonly signal: AbortSignal;
   readonly rng: Rng;
   readonly params: ResolvedParams;
   readonly node: string;
-  /** Emit a step event; the executor adds the preview when asked to. */
-  readonly step: (event: Omit<StepEvent, "type" | "node" | "preview">) => Promise<void>;
+  /** Emit a step event; the executor adds the preview when asked to (then it returns a promise to await). */
+  readonly step: (event: Omit<StepEvent, "type" | "node" | "preview">) => Promise<void> | void;
+  /** Per-part timing of a denoising loop, when the run asked for it. */
+  readonly profile?: StepProfile;
 }
 
 export type Values = Partial<Record<string, PortTypes[keyof PortTypes]>>;
