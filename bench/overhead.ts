@@ -1,70 +1,358 @@
 /**
- * `bun run bench [--pipeline FILE] [--steps N] [--repeats R]`
+ * `bun run bench [--pipeline FILE] [--steps N] [--providers cpu,wasm] [--runs R] [--blocks K]
+ *   [--pause-ms MS] [--cold N] [--skip accounting,abba,roofline,cold] [--json FILE]`
  *
- * Framework overhead per denoising step: the pipeline's denoise node (scheduler, guidance, events
- * with latent copies, previews off) against a bare loop of `session.run` on the same UNet session with
- * the same batched inputs, measured in the same process, interleaved, for every execution provider
- * that loads here. Reports medians and the ratio; asserts nothing (numbers go in the README).
+ * What the framework costs per denoising step, and where a cold `generate` spends its time:
+ *  (a) accounting inside a run: the denoise node's time outside the UNet's `session.run`, per part
+ *      (the loop's `StepProfile`: setup, scheduler, guidance, events; the noise-predictor call split
+ *      into batcher + onnx-unet feeds, the ONNX wrapper's conversions, and `session.run` itself);
+ *  (b) framework vs a bare `session.run` loop on the same session, as ABBA blocks (framework, bare,
+ *      bare, framework) with a pause before each arm so the previous arm's spinning ORT threads
+ *      are asleep; the per-block ratio's median with a seeded bootstrap 95 % interval;
+ *  (d) the UNet's GFLOP/s (FLOPs counted from its ONNX graph, bench/lib/onnx-flops.ts) against a
+ *      roofline measured in the same process: a MatMul model of comparable size through the same
+ *      session options (loaded by the same OnnxRuntime);
+ *  (c) the cold CLI: `bun api/cli/generate.ts --timings` spawned N times, its phases, and denoising's
+ *      share of the process's wall time.
+ * Prints markdown tables; asserts nothing (the numbers go in the README).
  */
 import { parseArgs } from "node:util";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { spawn } from "node:child_process";
 import { createDiffgraph } from "../core/diffgraph.ts";
-import type { ExecutionProvider } from "../core/onnx.ts";
+import { modelFolderOf } from "../core/diffgraph-core.ts";
+import type { ExecutionProvider, LoadOptions, OnnxModel, OrtModuleLike, OrtSessionLike, OrtTensorLike } from "../core/onnx.ts";
+import type { ModelSource } from "../core/model-source.ts";
+import { emptyStepProfile, type StepProfile } from "../core/node.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { builtinRegistry } from "../plugins/index.ts";
 import { fileSource } from "../core/adapters/node.ts";
-import type { Tensor } from "../core/tensor.ts";
+import type { CliTimings } from "../api/cli/phase-timings.ts";
+import { bootstrapInterval, median } from "./lib/stats.ts";
+import { matmulModel, planFlops } from "./lib/onnx-flops.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
-  options: { pipeline: { type: "string" }, steps: { type: "string" }, repeats: { type: "string" }, providers: { type: "string" } },
+  options: {
+    pipeline: { type: "string" }, steps: { type: "string" }, providers: { type: "string" }, runs: { type: "string" },
+    blocks: { type: "string" }, "pause-ms": { type: "string" }, cold: { type: "string" }, skip: { type: "string" }, json: { type: "string" },
+  },
 });
 const pipelinePath = values.pipeline ?? (existsSync("models/emoji-64/unet/model.onnx") ? "pipelines/emoji-64.json" : "pipelines/tiny-sd.json");
 const steps = Number(values.steps ?? 20);
-const repeats = Number(values.repeats ?? 5);
 const providers = (values.providers ?? "cpu,wasm").split(",") as ExecutionProvider[];
+const runs = Number(values.runs ?? 12);
+const blocks = Number(values.blocks ?? 16);
+const pauseMs = Number(values["pause-ms"] ?? 250);
+const coldRuns = Number(values.cold ?? 5);
+const skip = new Set((values.skip ?? "").split(",").filter(Boolean));
+const report: Record<string, unknown> = { pipeline: pipelinePath, steps, startedAt: new Date().toISOString() };
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const fmt = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : "–");
+const pct = (x: number, d = 2) => `${(100 * x).toFixed(d)} %`;
 
-console.log(`diffgraph overhead benchmark — ${pipelinePath}, ${steps} steps, guidance on (batch 2 per UNet call), ${repeats} repeats, median`);
-console.log(`host ${"Bun" in globalThis ? `bun ${Bun.version}` : "node"}; ${navigator.hardwareConcurrency} cores\n`);
-console.log("provider | framework ms/step | bare session.run ms/step | overhead | steps/s");
-console.log("---|---|---|---|---");
+/**
+ * OnnxModel's session and ORT module: the bare loop must call the very session the pipeline uses.
+ * Private fields: OnnxModel keeps them as `session` and `ort`, or (sessions created on first use)
+ * as `session: { session, ort }` once `ready()`.
+ */
+async function internals(model: OnnxModel): Promise<{ session: OrtSessionLike; ort: OrtModuleLike }> {
+  await (model as { ready?: () => Promise<unknown> }).ready?.();
+  const m = model as unknown as { session?: OrtSessionLike | { session: OrtSessionLike; ort: OrtModuleLike }; ort?: OrtModuleLike };
+  const s = m.session;
+  if (s && "ort" in s && "session" in s) return { session: s.session, ort: s.ort };
+  if (!s || !m.ort) throw new Error("bench: OnnxModel keeps its session elsewhere now; update internals() in bench/overhead.ts");
+  return { session: s as OrtSessionLike, ort: m.ort };
+}
+
+/** Replace `obj.run` by a timed wrapper adding to `acc.ms`; returns the undo (the prototype's run again). */
+function timeRuns(obj: object, acc: { ms: number; calls: number }): () => void {
+  const target = obj as { run: (...a: unknown[]) => Promise<unknown> };
+  const run = target.run;
+  target.run = async function (this: unknown, ...a: unknown[]) {
+    const t0 = performance.now();
+    try {
+      return await run.apply(target, a);
+    } finally {
+      acc.ms += performance.now() - t0;
+      acc.calls++;
+    }
+  };
+  return () => void delete (target as { run?: unknown }).run;
+}
+
+const memorySource = (files: Record<string, Uint8Array>): ModelSource => {
+  const src: ModelSource = {
+    root: "bench:memory",
+    read: async (p) => files[p] ?? Promise.reject(new Error(`${p}: not in memory`)),
+    exists: async (p) => p in files,
+    sub: () => src,
+  };
+  return src;
+};
+
+console.log(`diffgraph overhead benchmark — ${pipelinePath}, ${steps} steps, guidance 4 (batch 2 per UNet call)`);
+console.log(`host ${"Bun" in globalThis ? `bun ${Bun.version}` : `node ${process.version}`}; ${navigator.hardwareConcurrency} cores; load average ${(await loadAverage()).join(" ")}\n`);
+
+let flopsPerCall: number | undefined;
+const perProvider: Record<string, unknown> = {};
+
 for (const provider of providers) {
   const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: provider, log: () => {} });
   let pipeline;
   try {
     pipeline = await dg.openPipeline(pipelinePath);
   } catch (err) {
-    console.log(`${provider} | unavailable: ${(err as Error).message.slice(0, 120)} | | |`);
+    console.log(`## ${provider}: unavailable (${(err as Error).message.slice(0, 160)})\n`);
     continue;
   }
-  const modelDir = pipeline.doc.model ? `${pipelinePath.replace(/[^/]+$/, "")}${pipeline.doc.model}` : pipelinePath;
-  const unet = await dg.onnx.load(fileSource(modelDir), "unet/model.onnx"); // the same cached session the pipeline uses
-  const params = { prompt: "red heart", steps, seed: 1, guidanceScale: 4, scheduler: "ddim" };
-  const first = await pipeline.run(params); // warm-up, and the shapes for the bare loop
-  const [, c, h, w] = (first.outputs.denoise!.latents as Tensor).dims;
-  const ehs = first.outputs.prompt!.embeddings as { dims: number[]; data: Float32Array };
-  const ehs2 = { dims: [2, ...ehs.dims.slice(1)], data: new Float32Array(ehs.data.length * 2) };
-  ehs2.data.set(ehs.data, 0);
-  ehs2.data.set(ehs.data, ehs.data.length);
-  const sample = { dims: [2, c!, h!, w!], data: new Float32Array(2 * c! * h! * w!).fill(0.1) };
-  const tsInfo = unet.input("timestep");
-  const tFeed = (t: number) =>
-    tsInfo.type.startsWith("int")
-      ? { dims: tsInfo.shape.length === 0 ? [] : tsInfo.shape[0] === 1 ? [1] : [2], ints: [t, t].slice(0, tsInfo.shape[0] === 1 ? 1 : 2) }
-      : { dims: tsInfo.shape.length === 0 ? [] : [2], data: new Float32Array(tsInfo.shape.length === 0 ? 1 : 2).fill(t) };
+  const modelDir = pipeline.doc.model ? modelFolderOf(pipelinePath, pipeline.doc.model) : pipelinePath;
+  // The cached model the pipeline runs (the role is part of the cache key where sessions have thread roles).
+  const unet = await dg.onnx.load(fileSource(modelDir), "unet/model.onnx", { role: "noise-predictor" } as LoadOptions);
+  const { session, ort } = await internals(unet);
+  const params = { prompt: "red heart", steps, seed: 7, guidanceScale: 4, scheduler: "ddim" };
+  const first = await pipeline.run(params); // warm-up; encodes the prompt once (the node cache serves it after)
+  await pipeline.run(params);
+  const [, c, h, w] = (first.outputs.denoise!.latents as Tensor).dims as [number, number, number, number];
+  const ehs = first.outputs.prompt!.embeddings as Tensor;
+  const ehs2 = new Float32Array(ehs.data.length * 2);
+  ehs2.set(ehs.data, 0);
+  ehs2.set(ehs.data, ehs.data.length);
+  const ehsT = new ort.Tensor("float32", ehs2, [2, ...ehs.dims.slice(1)]);
+  const sampleData = new Float32Array(2 * c * h * w).fill(0.1);
+  const ts = unet.input("timestep");
+  const tsDims = ts.shape.length === 0 ? [] : ts.shape[0] === 1 ? [1] : [2];
+  const tsLen = tsDims.length === 0 ? 1 : tsDims[0]!;
+  const timestepT = (t: number): OrtTensorLike =>
+    ts.type === "int64" ? new ort.Tensor("int64", new BigInt64Array(tsLen).fill(BigInt(t)), tsDims) : new ort.Tensor("float32", new Float32Array(tsLen).fill(t), tsDims);
+  const bareFeeds = (t: number) => ({ sample: new ort.Tensor("float32", sampleData, [2, c, h, w]), timestep: timestepT(t), encoder_hidden_states: ehsT });
+  /** The bare loop: what a hand-written program does, one session.run per step. ms per step. */
+  const bare = async () => {
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) await session.run(bareFeeds(999 - i * Math.floor(1000 / steps)));
+    return (performance.now() - t0) / steps;
+  };
+  const framework = async (profile?: StepProfile) => {
+    const r = await pipeline.run(params, profile ? { profile } : {});
+    return r.timings.denoise! / steps;
+  };
+  const result: Record<string, unknown> = { backend: unet.backend };
+  perProvider[provider] = result;
+  console.log(`## ${provider} (${unet.backend})\n`);
 
-  const fw: number[] = [];
-  const bare: number[] = [];
-  for (let r = 0; r < repeats; r++) {
-    let t0 = performance.now();
-    for (let i = 0; i < steps; i++) await unet.run({ sample, timestep: tFeed(999 - i * 50), encoder_hidden_states: ehs2 });
-    bare.push((performance.now() - t0) / steps);
-    const res = await pipeline.run({ ...params, seed: r + 2 });
-    fw.push(res.timings.denoise! / steps);
+  // (a) Accounting inside one run.
+  if (!skip.has("accounting")) {
+    const rows: Record<string, number>[] = [];
+    for (let r = 0; r < runs; r++) {
+      await sleep(pauseMs);
+      const sess = { ms: 0, calls: 0 };
+      const wrapped = { ms: 0, calls: 0 };
+      const undo = [timeRuns(session, sess), timeRuns(unet, wrapped)];
+      const prof = emptyStepProfile();
+      let denoise: number;
+      try {
+        denoise = (await framework(prof)) * steps;
+      } finally {
+        for (const u of undo) u();
+      }
+      const n = prof.steps;
+      const us = (ms: number) => (1000 * ms) / n;
+      rows.push({
+        step: us(denoise),
+        sessionRun: us(sess.ms),
+        outside: us(denoise - sess.ms),
+        setup: us(prof.setup),
+        scheduler: us(prof.scheduler),
+        guidance: us(prof.guidance),
+        events: us(prof.events),
+        batcher: us(prof.predict - wrapped.ms),
+        onnxWrapper: us(wrapped.ms - sess.ms),
+        unaccounted: us(denoise - prof.setup - prof.scheduler - prof.guidance - prof.events - prof.predict),
+      });
+    }
+    const col = (k: string) => rows.map((r) => r[k]!);
+    const outside = col("outside");
+    const ci = bootstrapInterval(outside);
+    const fr = rows.map((r) => r.outside! / r.step!);
+    const frCi = bootstrapInterval(fr);
+    const parts: [string, string][] = [
+      ["setup", "before the first step (timesteps, start noise, conditioning batch), per step"],
+      ["scheduler", "abort check, scaleModelInput, scheduler.step"],
+      ["guidance", "the 2-row batch, ε_u + w·(ε_c − ε_u)"],
+      ["events", "step event: latent and x₀ copies, emit"],
+      ["batcher", "batcher + onnx-unet's feeds (predict − OnnxModel.run)"],
+      ["onnxWrapper", "OnnxModel.run around session.run (feeds to ORT tensors, outputs back)"],
+      ["unaccounted", "the loop itself between the laps"],
+    ];
+    console.log(`(a) one run accounted (median of ${runs} runs, ${pauseMs} ms pause before each; µs per step)\n`);
+    console.log("part | µs/step | what");
+    console.log("---|---|---");
+    for (const [k, what] of parts) console.log(`${k} | ${fmt(median(col(k)), 1)} | ${what}`);
+    console.log(`**outside session.run** | **${fmt(median(outside), 1)}** [${fmt(ci[0], 1)}, ${fmt(ci[1], 1)}] | denoise node − Σ UNet session.run; ${pct(median(fr))} [${pct(frCi[0])}, ${pct(frCi[1])}] of a step`);
+    console.log(`session.run | ${fmt(median(col("sessionRun")), 1)} | the UNet (batch 2)\n`);
+    result.accounting = { runs: rows, outsideMedianUs: median(outside), outsideCi: ci, outsideFraction: median(fr), outsideFractionCi: frCi };
   }
-  const f = median(fw);
-  const b = median(bare);
-  console.log(`${provider} (${unet.backend}) | ${f.toFixed(3)} | ${b.toFixed(3)} | ${(((f - b) / b) * 100).toFixed(2)} % | ${(1000 / f).toFixed(1)}`);
+
+  // (b) Framework vs bare, ABBA.
+  let bareMs: number[] = [];
+  if (!skip.has("abba")) {
+    const ratios: number[] = [];
+    const fw: number[] = [];
+    for (let b = 0; b < blocks; b++) {
+      const arm = async (f: () => Promise<number>) => {
+        await sleep(pauseMs);
+        return f();
+      };
+      const f1 = await arm(() => framework());
+      const b1 = await arm(bare);
+      const b2 = await arm(bare);
+      const f2 = await arm(() => framework());
+      ratios.push((f1 + f2) / (b1 + b2));
+      fw.push(f1, f2);
+      bareMs.push(b1, b2);
+    }
+    const ci = bootstrapInterval(ratios);
+    const med = median(ratios);
+    console.log(`(b) framework vs bare session.run loop: ${blocks} ABBA blocks, ${pauseMs} ms pause before each arm\n`);
+    console.log("framework ms/step | bare ms/step | median ratio − 1 | 95 % bootstrap interval | steps/s");
+    console.log("---|---|---|---|---");
+    console.log(`${fmt(median(fw))} | ${fmt(median(bareMs))} | **${pct(med - 1)}** | [${pct(ci[0] - 1)}, ${pct(ci[1] - 1)}] | ${fmt(1000 / median(fw), 1)}\n`);
+    result.abba = { ratios, frameworkMs: fw, bareMs, overhead: med - 1, interval: [ci[0] - 1, ci[1] - 1] };
+  }
+
+  // (d) GFLOP/s against the roofline.
+  if (!skip.has("roofline")) {
+    if (flopsPerCall === undefined) {
+      const bytes = await fileSource(modelDir).read("unet/model.onnx");
+      const plan = planFlops(bytes);
+      const probe = await ort.InferenceSession.create(plan.probe, { executionProviders: [unet.provider], graphOptimizationLevel: "disabled" });
+      const feeds = bareFeeds(500);
+      const out = await probe.run(feeds);
+      await probe.release();
+      flopsPerCall = plan.flops((name) => ((feeds as Record<string, OrtTensorLike>)[name] ?? out[name]!).dims);
+      report.unetGraph = { nodes: plan.nodes, counted: plan.counted, gflopPerCall: flopsPerCall / 1e9 };
+    }
+    if (bareMs.length === 0) {
+      for (let i = 0; i < 6; i++) {
+        await sleep(pauseMs);
+        bareMs.push(await bare());
+      }
+    }
+    const unetMs = median(bareMs);
+    const n0 = Math.max(64, Math.round(Math.cbrt(flopsPerCall / 2) / 64) * 64);
+    const roof: { n: number; ms: number; gflops: number }[] = [];
+    for (const n of [n0, 1024]) {
+      const mm = await dg.onnx.load(memorySource({ [`sgemm-${n}.onnx`]: matmulModel(n, n, n) }), `sgemm-${n}.onnx`);
+      const a = { dims: [n, n], data: new Float32Array(n * n).fill(0.5) };
+      for (let i = 0; i < 3; i++) await mm.run({ A: a });
+      await sleep(pauseMs);
+      const times: number[] = [];
+      const { session: s } = await internals(mm);
+      const feed = { A: new ort.Tensor("float32", a.data, a.dims) };
+      for (let i = 0; i < 15; i++) {
+        const t0 = performance.now();
+        await s.run(feed);
+        times.push(performance.now() - t0);
+      }
+      const ms = median(times);
+      roof.push({ n, ms, gflops: (2 * n ** 3) / ms / 1e6 });
+    }
+    const best = Math.max(...roof.map((r) => r.gflops));
+    const unetGflops = flopsPerCall / unetMs / 1e6;
+    console.log(`(d) UNet ${fmt(flopsPerCall / 1e9, 3)} GFLOP per call (batch 2; 2 × MACs of Conv/MatMul/Gemm from the graph) in ${fmt(unetMs)} ms (bare loop median)\n`);
+    console.log("model | ms | GFLOP/s | of roofline");
+    console.log("---|---|---|---");
+    for (const r of roof) console.log(`sgemm ${r.n}×${r.n}×${r.n} | ${fmt(r.ms)} | ${fmt(r.gflops, 1)} | ${pct(r.gflops / best, 0)}`);
+    console.log(`**UNet** | ${fmt(unetMs)} | **${fmt(unetGflops, 1)}** | **${pct(unetGflops / best, 0)}**\n`);
+    result.roofline = { sgemm: roof, unetMs, unetGflops, fraction: unetGflops / best };
+  }
   await dg.dispose();
+}
+report.providers = perProvider;
+
+// (c) The cold CLI.
+if (!skip.has("cold") && coldRuns > 0) {
+  const dir = mkdtempSync(join(tmpdir(), "diffgraph-bench-"));
+  const spawns: { wall: number; before: number; exit: number; t: CliTimings }[] = [];
+  try {
+    for (let i = 0; i < coldRuns; i++) {
+      await sleep(1000);
+      const args = ["api/cli/generate.ts", "--prompt", "red heart", "--steps", String(steps), "--seed", "7", "--pipeline", pipelinePath, "--out", join(dir, "cold.png"), "--timings"];
+      const start = performance.timeOrigin + performance.now();
+      const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const p = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+        let so = "";
+        let se = "";
+        p.stdout.on("data", (d) => (so += d));
+        p.stderr.on("data", (d) => (se += d));
+        p.on("close", (code) => resolve({ code, stdout: so, stderr: se }));
+      });
+      const end = performance.timeOrigin + performance.now();
+      const line = stdout.split("\n").find((l) => l.startsWith('{"timings"'));
+      if (code !== 0 || !line) throw new Error(`generate --timings failed (${code}): ${stderr.slice(-400)}`);
+      const t = (JSON.parse(line) as { timings: CliTimings }).timings;
+      spawns.push({ wall: end - start, before: t.timeOrigin - start, exit: end - (t.timeOrigin + t.marks.released!), t });
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const phase = (f: (s: (typeof spawns)[number]) => number) => median(spawns.map(f));
+  const nodeMs = (s: (typeof spawns)[number], ...names: string[]) => names.reduce((n, k) => n + (s.t.nodes[k] ? s.t.nodes[k]![1] - s.t.nodes[k]![0] : 0), 0);
+  const unetSession = (s: (typeof spawns)[number]) => s.t.sessions.find((x) => x.file.endsWith("unet/model.onnx"));
+  /** Session creation inside an interval (lazy loading moves it into the nodes that use the session). */
+  const createdWithin = (s: (typeof spawns)[number], [a, b]: readonly [number, number]) =>
+    s.t.sessions.reduce((n, x) => n + Math.max(0, Math.min(b, x.created[1]) - Math.max(a, x.created[0])), 0);
+  const denoise = (s: (typeof spawns)[number]) => {
+    const iv = s.t.nodes.denoise!;
+    return iv[1] - iv[0] - createdWithin(s, iv);
+  };
+  const m = (s: (typeof spawns)[number]) => s.t.marks as Record<string, number>;
+  const after = (s: (typeof spawns)[number]) => Object.keys(s.t.nodes).filter((k) => s.t.nodes[k]![0] >= s.t.nodes.denoise![1]);
+  const rows: [string, (s: (typeof spawns)[number]) => number][] = [
+    ["process start (spawn → bun's time origin)", (s) => s.before],
+    ["imports (→ main)", (s) => m(s).main!],
+    ["createDiffgraph", (s) => m(s).created! - m(s).main!],
+    ["open pipeline (parse, check; sessions created at open)", (s) => m(s).opened! - m(s).created!],
+    ["run: text encoding (run start → denoise start)", (s) => s.t.nodes.denoise![0] - m(s).runStart!],
+    ["run: model load inside the denoise node (lazy sessions)", (s) => createdWithin(s, s.t.nodes.denoise!)],
+    ["**run: denoising (denoise node, less any model load in it)**", denoise],
+    ["run: after denoising (decode, metrics)", (s) => m(s).ran! - s.t.nodes.denoise![1]],
+    ["PNG encode + write", (s) => m(s).png! - m(s).ran!],
+    ["release (dispose sessions)", (s) => m(s).released! - m(s).png!],
+    ["exit (→ process gone)", (s) => s.exit],
+  ];
+  console.log(`(c) cold CLI: \`bun api/cli/generate.ts --prompt "red heart" --steps ${steps} --seed 7 --timings\`, ${coldRuns} spawns, median ms\n`);
+  console.log("phase | ms | of wall");
+  console.log("---|---|---");
+  const wall = phase((s) => s.wall);
+  for (const [name, f] of rows) console.log(`${name} | ${fmt(phase(f), 1)} | ${pct(phase(f) / wall, 1)}`);
+  const frac = spawns.map((s) => denoise(s) / s.wall);
+  const fracCi = bootstrapInterval(frac);
+  console.log(`**wall** | **${fmt(wall, 1)}** | 100 %\n`);
+  console.log(`denoising's share of the wall time: **${pct(median(frac), 1)}** [${pct(fracCi[0], 1)}, ${pct(fracCi[1], 1)}] (UNet session.run alone: ${pct(median(spawns.map((s) => (unetSession(s)?.runMs ?? 0) / s.wall)), 1)})`);
+  console.log(`nodes after denoising: ${[...new Set(spawns.flatMap(after))].join(", ") || "none"}\n`);
+  console.log("session created | ms (median) | where");
+  console.log("---|---|---");
+  const files = [...new Set(spawns.flatMap((s) => s.t.sessions.map((x) => x.file)))];
+  for (const f of files) {
+    const xs = spawns.flatMap((s) => s.t.sessions.filter((x) => x.file === f).map((x) => ({ ms: x.created[1] - x.created[0], at: x.created[0], s })));
+    const where = (x: (typeof xs)[number]) => (x.at < m(x.s).opened! ? "open" : x.at < m(x.s).ran! ? "run" : "after");
+    console.log(`${f} | ${fmt(median(xs.map((x) => x.ms)), 1)} | ${[...new Set(xs.map(where))].join(", ")} (${xs.length}/${coldRuns} spawns)`);
+  }
+  console.log();
+  report.cold = { spawns: spawns.map((s) => ({ wall: s.wall, before: s.before, exit: s.exit, timings: s.t })), denoiseFraction: median(frac), denoiseFractionCi: fracCi, wallMs: wall };
+}
+
+report.loadAverage = await loadAverage();
+if (values.json) writeFileSync(values.json, `${JSON.stringify(report, null, 1)}\n`);
+
+async function loadAverage(): Promise<string[]> {
+  try {
+    return readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3);
+  } catch {
+    return ["?"];
+  }
 }
