@@ -14,6 +14,7 @@ import { builtinRegistry } from "../../plugins/index.ts";
 import { gridPng } from "../image.ts";
 import { readImage } from "./image-file.ts";
 import { runMain } from "./run-main.ts";
+import { phaseRecorder } from "./phase-timings.ts";
 
 export const DEFAULT_PIPELINE = existsSync("pipelines/emoji-64.json") && existsSync("models/emoji-64/unet/model.onnx")
   ? "pipelines/emoji-64.json"
@@ -34,7 +35,8 @@ ${PARAM_FLAGS.map(({ flag, spec }) => `  --${`${flag} ${spec.graphql === "String
   --threads N          ONNX intra-op threads of the UNet (default: every core)   --threads-aux N   of every other model (default 1)
   --spin               let the UNet's thread pool spin between work items (default: off)   --pin   pin its threads to cores
   --graph-cache DIR    optimized-graph cache folder, or "off" (default $DIFFGRAPH_CACHE_DIR, else ~/.cache/diffgraph/onnx)
-  --out FILE           PNG to write (default out.png)   --scale K   upscale the PNG K× (nearest)`;
+  --out FILE           PNG to write (default out.png)   --scale K   upscale the PNG K× (nearest)
+  --timings            print where the process spent its time as one JSON line (api/cli/phase-timings.ts)`;
 
 function num(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
@@ -53,13 +55,14 @@ function bar(done: number, total: number, started: number): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  const entered = performance.now();
   const { values } = parseArgs({
     args: argv,
     options: {
       ...Object.fromEntries(PARAM_FLAGS.map(({ flag }) => [flag, { type: "string" as const }])),
       size: { type: "string" }, image: { type: "string" }, pipeline: { type: "string" }, provider: { type: "string" },
       out: { type: "string" }, scale: { type: "string" }, help: { type: "boolean", short: "h" },
-      mask: { type: "string" },
+      mask: { type: "string" }, timings: { type: "boolean" },
       metrics: { type: "boolean" }, threads: { type: "string" }, "threads-aux": { type: "string" }, spin: { type: "boolean" }, pin: { type: "boolean" },
       "graph-cache": { type: "string" },
     },
@@ -72,6 +75,8 @@ export async function main(argv: string[]): Promise<number> {
   const prompt = (values as Record<string, string | undefined>).prompt;
   if (!prompt) throw new Error("--prompt is required (try --help)");
   const out = values.out ?? "out.png";
+  const phases = values.timings ? await phaseRecorder() : undefined;
+  if (phases) phases.timings.marks.main = entered;
   const threads = threadOptionsFromFlags({ threads: values.threads, threadsAux: values["threads-aux"], spin: values.spin, pin: values.pin });
   const graphCache = values["graph-cache"];
   const dg = await createDiffgraph({
@@ -79,9 +84,12 @@ export async function main(argv: string[]): Promise<number> {
     executionProvider: (values.provider ?? "auto") as ExecutionProvider,
     ...(threads ? { threads } : {}),
     ...(graphCache !== undefined ? { graphCache: /^off$/i.test(graphCache) ? false : graphCache } : {}),
+    ...(phases ? { adapter: phases.adapter } : {}),
   });
+  phases?.mark("created");
   try {
     const pipeline = await dg.openPipeline(values.pipeline ?? DEFAULT_PIPELINE);
+    phases?.mark("opened");
     const size = num("size", values.size);
     const given = Object.fromEntries(
       PARAM_FLAGS.flatMap(({ key, flag, spec }) => {
@@ -97,11 +105,13 @@ export async function main(argv: string[]): Promise<number> {
     const isTty = process.stderr.isTTY;
     let started = performance.now();
     let lastLen = 0;
+    phases?.mark("runStart");
     const result = await pipeline.run(
       { ...given, prompt, height, width, image, mask },
       {
         metrics: values.metrics ?? false,
         onEvent(e) {
+          phases?.onEvent(e);
           if (e.type === "node-start" && e.use === "denoise") started = performance.now();
           if (e.type !== "step") return;
           const line = bar(e.step, e.totalSteps, started);
@@ -111,11 +121,13 @@ export async function main(argv: string[]): Promise<number> {
         },
       },
     );
+    phases?.mark("ran");
     if (isTty) process.stderr.write("\n");
     // The output may be bigger than the generation size (a cascade's super-resolution stage).
     const [, , outHeight, outWidth] = result.images.dims as [number, number, number, number];
     const scale = num("scale", values.scale) ?? (outWidth < 256 ? 4 : 1);
     await writeFile(out, await gridPng(result.images, undefined, scale));
+    phases?.mark("png");
     const p = result.params;
     const defaultScheduler = (pipeline.doc.nodes.denoise?.config as { scheduler?: { use?: string } } | undefined)?.scheduler?.use ?? "?";
     console.log(
@@ -128,6 +140,10 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } finally {
     await dg.dispose();
+    if (phases) {
+      phases.mark("released");
+      console.log(JSON.stringify({ timings: phases.timings }));
+    }
   }
 }
 
