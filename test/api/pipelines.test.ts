@@ -76,6 +76,11 @@ test("a pipeline's metric nodes reach the job and its final event", async () => 
     expect(j.data.job.metrics[0].name).toBe("bright.mean");
     expect(j.data.job.metrics[0].value).toBeGreaterThan(0);
     expect(j.data.job.metrics[0].value).toBeLessThan(100);
+    // Without the option the metric node does not run: the job has no metrics.
+    const plain = await t.gql(GENERATE, { input: { prompt: "bright", steps: 2, scheduler: "ddim", pipeline: "tiny-metrics" } });
+    for await (const e of (await t.service.jobs.subscribe(plain.data.generate.id))!) if (e.type === "finished") expect(e.job.metrics).toEqual({});
+    const q = await t.gql(`query($id: ID!) { job(id: $id) { params { metrics } metrics { name } } }`, { id: plain.data.generate.id });
+    expect(q.data.job).toEqual({ params: { metrics: false }, metrics: [] });
   } finally {
     await t.close();
   }

@@ -1,0 +1,130 @@
+/**
+ * The optimized-graph cache (issue 13, item 3; core/adapters/graph-cache-node.ts): the first load
+ * writes the optimized graph, the next loads it and computes the same outputs; the key changes with
+ * the provider and the graph options; a corrupted, truncated or unloadable cache file is rebuilt
+ * and never fails a load. Real onnxruntime-node on the tiny-sd fixture, a temporary cache folder.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { defaultGraphCacheDir, graphCacheId, nodeGraphCache } from "../../core/adapters/graph-cache-node.ts";
+import { fileSource, onnxBackends } from "../../core/adapters/node.ts";
+import { OnnxRuntime, type LoadOptions } from "../../core/onnx.ts";
+
+const base = mkdtempSync(join(tmpdir(), "dg-graph-cache-"));
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+let n = 0;
+const freshDir = () => join(base, `c${n++}`);
+
+const tiny = fileSource("models/tiny-sd");
+const FEEDS = {
+  sample: { dims: [1, 4, 8, 8], data: Float32Array.from({ length: 256 }, (_, i) => Math.sin(i)) },
+  timestep: { dims: [1], data: Float32Array.of(500) },
+  encoder_hidden_states: { dims: [1, 77, 32], data: Float32Array.from({ length: 77 * 32 }, (_, i) => Math.cos(i / 7)) },
+};
+
+async function loadUnet(dir: string | false, logs: string[] = [], options: LoadOptions = {}) {
+  const rt = new OnnxRuntime({ backends: onnxBackends, executionProvider: "cpu", threads: 1, graphCache: dir, log: (m) => logs.push(m) });
+  const m = await (await rt.load(tiny, "unet/model.onnx", { role: "noise-predictor", ...options })).ready();
+  const out = await m.run(FEEDS);
+  const from = rt.created.at(-1)!.from;
+  await rt.dispose();
+  return { from, out: out.out_sample!.data, logs };
+}
+
+const graphs = (dir: string) => readdirSync(dir).filter((f) => f.endsWith(".onnx")).sort();
+
+describe("optimized-graph cache", () => {
+  test("the first load writes the graph and its record; the second loads it, with the same outputs as no cache", async () => {
+    const dir = freshDir();
+    const plain = await loadUnet(false);
+    const first = await loadUnet(dir);
+    expect(first.from).toBe("model");
+    const files = readdirSync(dir).sort();
+    expect(files.filter((f) => f.endsWith(".tmp.onnx"))).toEqual([]); // written under a temporary name, then renamed
+    expect(graphs(dir)).toHaveLength(1);
+    const id = graphs(dir)[0]!.replace(/\.onnx$/, "");
+    const record = JSON.parse(readFileSync(join(dir, `${id}.json`), "utf8"));
+    expect(record).toMatchObject({ format: "diffgraph-optimized-graph/1", provider: "cpu", runtime: "onnxruntime-node 1.30.0", options: { graphOptimizationLevel: "all", freeDimensionOverrides: null } });
+    expect(record.size).toBe(readFileSync(join(dir, `${id}.onnx`)).length);
+    const second = await loadUnet(dir);
+    expect(second.from).toBe("cache");
+    expect(second.logs).toEqual([]);
+    expect(second.out).toEqual(plain.out);
+    expect(first.out).toEqual(plain.out);
+  });
+
+  test("the key differs with the provider and the graph options; fixed dimensions are another file", async () => {
+    const key = { runtime: "onnxruntime-node 1.30.0", provider: "cpu", options: { graphOptimizationLevel: "all", freeDimensionOverrides: null } };
+    const a = graphCacheId("ab".repeat(32), key);
+    expect(graphCacheId("ab".repeat(32), { ...key })).toBe(a);
+    expect(graphCacheId("ab".repeat(32), { ...key, provider: "webgpu" })).not.toBe(a);
+    expect(graphCacheId("ab".repeat(32), { ...key, options: { ...key.options, freeDimensionOverrides: { batch: 2 } } })).not.toBe(a);
+    expect(graphCacheId("ab".repeat(32), { ...key, runtime: "onnxruntime-node 1.31.0" })).not.toBe(a);
+    expect(graphCacheId("cd".repeat(32), key)).not.toBe(a);
+    const dir = freshDir();
+    await loadUnet(dir);
+    await loadUnet(dir, [], { freeDimensions: { batch: 1 } });
+    expect(graphs(dir)).toHaveLength(2);
+    expect((await loadUnet(dir, [], { freeDimensions: { batch: 1 } })).from).toBe("cache");
+  });
+
+  for (const [what, corrupt] of [
+    ["with a flipped byte (size kept)", (f: string) => {
+      const b = readFileSync(f);
+      b[Math.floor(b.length / 2)]! ^= 0x10;
+      writeFileSync(f, b);
+    }],
+    ["truncated to half", (f: string) => truncateSync(f, Math.floor(readFileSync(f).length / 2))],
+    ["removed (its record left)", (f: string) => rmSync(f)],
+    ["whose record is not JSON", (f: string) => writeFileSync(f.replace(/\.onnx$/, ".json"), "{ not json")],
+  ] as const) {
+    test(`a cache file ${what} is rebuilt, never fatal`, async () => {
+      const dir = freshDir();
+      const plain = await loadUnet(dir);
+      const file = join(dir, graphs(dir)[0]!);
+      corrupt(file);
+      const again = await loadUnet(dir);
+      expect(again.from).toBe("model");
+      expect(again.out).toEqual(plain.out);
+      expect((await loadUnet(dir)).from).toBe("cache");
+    });
+  }
+
+  test("a cache file that matches its record but onnxruntime refuses is removed, rebuilt and logged", async () => {
+    const dir = freshDir();
+    const plain = await loadUnet(dir);
+    const id = graphs(dir)[0]!.replace(/\.onnx$/, "");
+    const junk = new Uint8Array(64).fill(7);
+    writeFileSync(join(dir, `${id}.onnx`), junk);
+    const record = JSON.parse(readFileSync(join(dir, `${id}.json`), "utf8"));
+    const { createHash } = await import("node:crypto");
+    writeFileSync(join(dir, `${id}.json`), JSON.stringify({ ...record, size: junk.length, sha256: createHash("sha256").update(junk).digest("hex") }));
+    const logs: string[] = [];
+    const again = await loadUnet(dir, logs);
+    expect(again.from).toBe("model");
+    expect(again.out).toEqual(plain.out);
+    expect(logs.join("\n")).toMatch(/^onnx: cached optimized graph .* of models\/tiny-sd\/unet\/model\.onnx did not load \(.*\); rebuilding it$/m);
+    expect((await loadUnet(dir)).from).toBe("cache");
+  });
+
+  test("a cache folder that cannot be made is logged and the model loads without it", async () => {
+    const file = join(base, "a-file");
+    writeFileSync(file, "x");
+    const logs: string[] = [];
+    const r = await loadUnet(join(file, "sub"), logs);
+    expect(r.from).toBe("model");
+    expect(logs.join("\n")).toMatch(/^onnx: optimized-graph cache .*a-file\/sub unusable for models\/tiny-sd\/unet\/model\.onnx \(/m);
+  });
+
+  test("folder: DIFFGRAPH_CACHE_DIR, else XDG_CACHE_HOME, else ~/.cache; off turns it off", () => {
+    expect(defaultGraphCacheDir({ DIFFGRAPH_CACHE_DIR: "/x/y" })).toBe("/x/y");
+    expect(defaultGraphCacheDir({ DIFFGRAPH_CACHE_DIR: "off" })).toBeUndefined();
+    expect(defaultGraphCacheDir({ XDG_CACHE_HOME: "/c" })).toBe("/c/diffgraph/onnx");
+    expect(defaultGraphCacheDir({})).toMatch(/\/\.cache\/diffgraph\/onnx$/);
+    expect(nodeGraphCache("off")).toBeUndefined();
+    expect(nodeGraphCache("/tmp/somewhere")!.dir).toBe("/tmp/somewhere");
+    expect(new OnnxRuntime({ backends: onnxBackends, graphCache: false }).graphCache).toBeUndefined();
+  });
+});

@@ -1,0 +1,160 @@
+/**
+ * What sessions a pipeline creates, and with which options (issue 13, items 1 and 2). onnxruntime is
+ * faked where the options are the point: its `InferenceSession.create` records what it was given and
+ * returns a session declaring what the file declares. The lazy-loading cases run the real emoji-64
+ * pipeline and read `OnnxRuntime.created`. Nothing here measures time.
+ */
+import { describe, expect, test } from "bun:test";
+import { fileSource, onnxBackends } from "../../core/adapters/node.ts";
+import { createDiffgraph } from "../../core/diffgraph.ts";
+import { OnnxRuntime, type OnnxBackends, type OrtModuleLike } from "../../core/onnx.ts";
+import { threadOptionsFromFlags, threadPolicy } from "../../core/threads.ts";
+import { builtinRegistry } from "../../plugins/index.ts";
+import { fakeSessionFor } from "../onnx-bytes.ts";
+
+interface Call {
+  readonly producer: string;
+  readonly options: Record<string, any>;
+}
+
+function recordingBackends(cores = 8): { backends: OnnxBackends; calls: Call[] } {
+  const calls: Call[] = [];
+  const fake: OrtModuleLike = {
+    InferenceSession: {
+      async create(model, options = {}) {
+        const s = fakeSessionFor(model as Uint8Array);
+        calls.push({ producer: s.graph.inputs.map((i) => i.name).join(","), options });
+        return s;
+      },
+    },
+    Tensor: class {} as never,
+  };
+  return { calls, backends: { host: "bun", cores, native: async () => fake, web: async () => fake } };
+}
+
+const emoji = fileSource("models/emoji-64");
+const UNET = "sample,timestep,encoder_hidden_states";
+
+describe("thread policy", () => {
+  test("default: the UNet gets every core, the other models one thread; no spinning, no pinning, no inter-op pool", async () => {
+    const { backends, calls } = recordingBackends(8);
+    const rt = new OnnxRuntime({ backends, executionProvider: "cpu" });
+    await (await rt.load(emoji, "unet/model.onnx", { role: "noise-predictor" })).ready();
+    for (const f of ["text_encoder/model.onnx", "vae_decoder/model.onnx", "clip_eval/image_model.onnx"]) await (await rt.load(emoji, f)).ready();
+    expect(calls).toHaveLength(4);
+    const [unet, ...small] = calls;
+    expect(unet!.producer).toBe(UNET);
+    expect(unet!.options).toMatchObject({
+      executionProviders: ["cpu"],
+      intraOpNumThreads: 8,
+      interOpNumThreads: 1,
+      executionMode: "sequential",
+      extra: { "session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0" },
+    });
+    expect(unet!.options.extra["session.intra_op_thread_affinities"]).toBeUndefined();
+    for (const c of small) {
+      expect(c.options).toMatchObject({ intraOpNumThreads: 1, interOpNumThreads: 1, extra: { "session.intra_op.allow_spinning": "0" } });
+    }
+    expect(rt.created.map((c) => c.role)).toEqual(["noise-predictor", "auxiliary", "auxiliary", "auxiliary"]);
+  });
+
+  test("configured: UNet threads, spinning and pinning; a plain number is the UNet's threads", async () => {
+    const { backends, calls } = recordingBackends(8);
+    const rt = new OnnxRuntime({ backends, executionProvider: "cpu", threads: { noisePredictor: 3, auxiliary: 2, spinning: { noisePredictor: true }, pin: true } });
+    await (await rt.load(emoji, "unet/model.onnx", { role: "noise-predictor" })).ready();
+    await (await rt.load(emoji, "text_encoder/model.onnx")).ready();
+    expect(calls[0]!.options).toMatchObject({ intraOpNumThreads: 3, extra: { "session.intra_op.allow_spinning": "1", "session.intra_op_thread_affinities": "2;3" } });
+    expect(calls[1]!.options).toMatchObject({ intraOpNumThreads: 2, extra: { "session.intra_op.allow_spinning": "0" } });
+    expect(calls[1]!.options.extra["session.intra_op_thread_affinities"]).toBeUndefined();
+
+    expect(threadPolicy(4, 16)).toEqual({ noisePredictor: { intraOpThreads: 4, spinning: false }, auxiliary: { intraOpThreads: 1, spinning: false } });
+    // A host that does not say how many cores it has leaves the UNet's count to onnxruntime.
+    expect(threadPolicy(undefined, undefined).noisePredictor.intraOpThreads).toBe(0);
+    expect(threadOptionsFromFlags({ threads: "2", threadsAux: "1", spin: true })).toEqual({ noisePredictor: 2, auxiliary: 1, spinning: { noisePredictor: true } });
+    expect(threadOptionsFromFlags({})).toBeUndefined();
+    expect(() => threadOptionsFromFlags({ threads: "0" })).toThrow(/--threads: must be a whole number ≥ 1, got "0"/);
+    expect(() => threadPolicy({ auxiliary: 1.5 }, 2)).toThrow(/threads\.auxiliary: must be a whole number from 1 to 1024, got 1\.5/);
+  });
+
+  test("onnxruntime-web sessions get no native thread options (its one pool is env.wasm.numThreads)", async () => {
+    const { backends, calls } = recordingBackends(8);
+    const rt = new OnnxRuntime({ backends, executionProvider: "wasm" });
+    await (await rt.load(emoji, "unet/model.onnx", { role: "noise-predictor" })).ready();
+    expect(calls[0]!.options).toEqual({ executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+  });
+});
+
+describe("sessions are created by the nodes that run", () => {
+  test("opening a pipeline reads and checks its models but creates no session", async () => {
+    const { backends, calls } = recordingBackends(2);
+    const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", log: () => {}, adapter: { host: "bun", fileSource, onnxBackends: backends } });
+    await dg.openPipeline("pipelines/emoji-64.json");
+    expect(calls).toHaveLength(0);
+    await dg.dispose();
+  });
+
+  test("emoji-64: text-to-image loads three models; img2img adds the VAE encoder; metrics: true adds the CLIP towers", async () => {
+    const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", log: () => {}, graphCache: false });
+    try {
+      const p = await dg.openPipeline("pipelines/emoji-64.json");
+      const loaded = () => dg.onnx.created.map((c) => c.file.replace(/^.*emoji-64\//, ""));
+      expect(loaded()).toEqual([]);
+      const r = await p.run({ prompt: "red heart", steps: 2, seed: 7 });
+      expect(loaded().sort()).toEqual(["text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx"]);
+      expect(r.metrics).toEqual({});
+      expect(dg.onnx.created.find((c) => c.file.endsWith("unet/model.onnx"))!.role).toBe("noise-predictor");
+
+      await p.run({ prompt: "red heart", steps: 2, seed: 7, image: r.images, strength: 0.5 });
+      expect(loaded()).toContain("vae_encoder/model.onnx");
+      expect(loaded()).toHaveLength(4);
+
+      const m = await p.run({ prompt: "red heart", steps: 2, seed: 7 }, { metrics: true });
+      expect(Object.keys(m.metrics).sort()).toEqual(["clip.max", "clip.min", "clip.score"]);
+      expect(loaded().slice(4).sort()).toEqual(["clip_eval/image_model.onnx", "clip_eval/text_model.onnx"]);
+      // Warm: the same sessions serve every later run (a server keeps what it loaded).
+      await p.run({ prompt: "red heart", steps: 2, seed: 8 }, { metrics: true });
+      expect(dg.onnx.created).toHaveLength(6);
+      // check() is a dry run of what a job runs: no new session.
+      await p.check();
+      expect(dg.onnx.created).toHaveLength(6);
+    } finally {
+      await dg.dispose();
+    }
+  });
+
+  test("a session onnxruntime refuses fails the first run with the file named, and the next run tries again", async () => {
+    let refuse = true;
+    const { backends } = recordingBackends(2);
+    const native = backends.native!;
+    const flaky: OnnxBackends = {
+      ...backends,
+      native: async () => {
+        const ort = await native();
+        return {
+          ...ort,
+          InferenceSession: {
+            create: async (m, o) => {
+              if (refuse) throw new Error("Load model from memory failed: Protobuf parsing failed.");
+              return ort.InferenceSession.create(m, o);
+            },
+          },
+        };
+      },
+    };
+    const rt = new OnnxRuntime({ backends: flaky, executionProvider: "cpu" });
+    const m = await rt.load(emoji, "vae_decoder/model.onnx");
+    await expect(m.ready()).rejects.toThrow(/^models\/emoji-64\/vae_decoder\/model\.onnx: is not a valid ONNX model or is truncated \(Load model from memory failed/);
+    expect(m.created).toBe(false);
+    expect(() => m.backend).toThrow(/no session yet/);
+    refuse = false;
+    await m.ready();
+    expect(m.backend).toBe("onnxruntime-node");
+  });
+});
+
+test("the real onnxruntime-node accepts the policy's options", async () => {
+  const rt = new OnnxRuntime({ backends: onnxBackends, executionProvider: "cpu", graphCache: false, threads: { noisePredictor: 2, pin: true, spinning: true } });
+  const m = await (await rt.load(fileSource("models/tiny-sd"), "unet/model.onnx", { role: "noise-predictor" })).ready();
+  expect(m.provider).toBe("cpu");
+  await rt.dispose();
+});
