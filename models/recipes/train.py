@@ -16,6 +16,7 @@ import argparse, json, math, os, random, subprocess, sys, time, unicodedata, shu
 
 import numpy as np
 
+import caption_pool as cpool  # models/recipes/caption_pool.py: the hard-retrieval pool and measure, shared with bun run eval
 import npm_packages  # models/recipes/npm_packages.py (the script's folder is on sys.path)
 import torch
 import torch.nn as nn
@@ -43,10 +44,17 @@ SAMPLE_PROMPTS = ["red heart", "grinning face", "thumbs up", "pizza", "cat face"
 
 # ----------------------------------------------------------------------------------------------
 # configuration (full vs --quick)
-FULL = dict(ae_steps=750, ae_batch=32, clip_steps=300, clip_batch=256, clipeval_steps=250, clipeval_batch=128,
-            unet_steps=4200, unet_batch=128, unet_minutes=36.0, eval_n=100, fd_n=1000, sample_steps=20)
+FULL = dict(ae_steps=1200, ae_batch=32, clip_steps=1000, clip_batch=256, clipeval_steps=250, clipeval_batch=128,
+            unet_steps=4200, unet_batch=128, unet_minutes=36.0, unet_snapshot_every=1000, eval_n=100, fd_n=1000, sample_steps=20)
 QUICK = dict(ae_steps=4, ae_batch=8, clip_steps=3, clip_batch=32, clipeval_steps=3, clipeval_batch=32,
-             unet_steps=4, unet_batch=8, unet_minutes=1.0, eval_n=8, fd_n=16, sample_steps=3)
+             unet_steps=4, unet_batch=8, unet_minutes=1.0, unet_snapshot_every=2, eval_n=8, fd_n=16, sample_steps=3)
+
+
+DEV = torch.device("cpu")  # --device: where the training stages run; export and eval always run on the CPU
+
+
+def tload(path, dev="cpu"):
+    return torch.load(path, map_location=dev)
 
 
 def log(msg):
@@ -316,11 +324,84 @@ def load_tok():
 
 # ----------------------------------------------------------------------------------------------
 # autoencoder
+# Lean ONNX export. Traced with a dynamic batch (and sequence) axis, every `x.reshape(B, ...)` and
+# GroupNorm becomes Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains (v3's UNet: 1,560 nodes,
+# 97 Shape, 71 Gather, 157 Unsqueeze) that ORT runs at every call. ONNX's Reshape copies an input
+# dimension where the target says 0, so the reshapes here emit one constant target while exporting
+# (torch's own reshape has no such form); in eager training they are plain reshapes, same math.
+EXPORTING = False
+
+
+class _Reshape0(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, shape):
+        return x.reshape([x.shape[i] if s == 0 else s for i, s in enumerate(shape)])
+
+    @staticmethod
+    def symbolic(g, x, shape):
+        return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.int64)))
+
+
+def _shape_of(g, like):
+    """`like`'s shape for a Reshape: a constant [-1, d1, d2, ...] when the tracer knows every dimension
+    but the batch (the UNet's 8x8 and 4x4 maps), else a Shape node."""
+    try:
+        sizes = like.type().varyingSizes()
+    except RuntimeError:
+        sizes = None
+    if sizes and all(isinstance(v, int) for v in sizes[1:]):
+        return g.op("Constant", value_t=torch.tensor([-1] + list(sizes[1:]), dtype=torch.int64))
+    return g.op("Shape", like)
+
+
+class _ReshapeAs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, like):
+        return x.reshape(like.shape)
+
+    @staticmethod
+    def symbolic(g, x, like):
+        return g.op("Reshape", x, _shape_of(g, like))
+
+
+def reshape0(x, shape):
+    """Reshape where 0 copies that dimension of x (ONNX semantics); one constant Reshape in the export."""
+    return _Reshape0.apply(x, tuple(shape)) if EXPORTING else x.reshape([x.shape[i] if s == 0 else s for i, s in enumerate(shape)])
+
+
+def reshape_as(x, like):
+    return _ReshapeAs.apply(x, like) if EXPORTING else x.reshape(like.shape)
+
+
+class _GroupNormExport(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, groups, eps):
+        return F.group_norm(x, groups, eps=eps)
+
+    @staticmethod
+    def symbolic(g, x, groups, eps):
+        r = g.op("Reshape", x, g.op("Constant", value_t=torch.tensor([0, groups, -1], dtype=torch.int64)))
+        n = g.op("InstanceNormalization", r, g.op("Constant", value_t=torch.ones(groups)),
+                 g.op("Constant", value_t=torch.zeros(groups)), epsilon_f=eps)
+        return g.op("Reshape", n, _shape_of(g, x))
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (same parameters and math) whose export is Reshape[0,G,-1] -> InstanceNormalization
+    -> Reshape(Shape(x)) -> Mul -> Add, instead of torch's shape-computing chain."""
+
+    def forward(self, x):
+        if not EXPORTING:
+            return super().forward(x)
+        shape = (-1,) + (1,) * (x.dim() - 2)
+        return _GroupNormExport.apply(x, self.num_groups, self.eps) * self.weight.reshape(shape) + self.bias.reshape(shape)
+
+
 def gn(c):
     g = min(32, c // 4) if c >= 8 else 1
     while c % g:
         g -= 1
-    return nn.GroupNorm(g, c)
+    return GroupNorm(g, c)
 
 
 class Res(nn.Module):
@@ -334,7 +415,7 @@ class Res(nn.Module):
     def forward(self, x, t=None):
         h = self.c1(F.silu(self.n1(x)))
         if self.t is not None:
-            h = h + self.t(t)[:, :, None, None]
+            h = h + reshape0(self.t(t), (0, -1, 1, 1))
         h = self.c2(F.silu(self.n2(h)))
         return self.skip(x) + h
 
@@ -386,12 +467,12 @@ def stage_ae(a):
     d = load_data()
     tr = np.where(~d["heldout"])[0]
     torch.manual_seed(0)
-    model = AE()
+    model = AE().to(DEV)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     ck = os.path.join(CACHE, "ae_ckpt.pt")
     step, spent = 0, 0.0
     if os.path.exists(ck):
-        s = torch.load(ck)
+        s = tload(ck, DEV)
         model.load_state_dict(s["model"]); opt.load_state_dict(s["opt"]); step, spent = s["step"], s["spent"]
         log(f"ae: resumed at step {step}")
     total = CFG["ae_steps"]
@@ -402,7 +483,7 @@ def stage_ae(a):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, 1e-3, 100)
         idx = rng.choice(tr, CFG["ae_batch"], replace=False)
-        x = to_t(d["images"][idx])
+        x = to_t(d["images"][idx]).to(DEV)
         if rng.random() < 0.5:
             x = x.flip(3)
         m, lv = model.encode(x)
@@ -422,7 +503,7 @@ def stage_ae(a):
         if step % 250 == 0 or step == total:
             save_ckpt(ck, model=model.state_dict(), opt=opt.state_dict(), step=step, spent=time.time() - t0)
     # scaling factor = 1/std of posterior means on training images
-    model.eval()
+    model = model.cpu().eval()
     with torch.no_grad():
         ms = []
         for i in range(0, min(len(tr), 2000), 200):
@@ -435,7 +516,7 @@ def stage_ae(a):
 
 
 def load_ae():
-    s = torch.load(os.path.join(CACHE, "ae.pt"))
+    s = tload(os.path.join(CACHE, "ae.pt"))
     m = AE(); m.load_state_dict(s["model"]); m.eval()
     return m, s["scaling_factor"]
 
@@ -447,7 +528,7 @@ class Block(nn.Module):
 
     def __init__(self, d, heads, ctx=0, mlp=4):
         super().__init__()
-        self.h = heads
+        self.h, self.d = heads, d
         self.n1, self.qkv, self.o = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d)
         if ctx:
             self.n2, self.q2, self.kv2, self.o2 = nn.LayerNorm(d), nn.Linear(d, d), nn.Linear(ctx, 2 * d), nn.Linear(d, d)
@@ -456,16 +537,15 @@ class Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d, mlp * d), nn.GELU(), nn.Linear(mlp * d, d))
 
     def attn(self, q, k, v, mask=None):
-        B, T, D = q.shape
-        S = k.shape[1]
+        D = self.d  # static, so a constant in the export
         hd = D // self.h
-        q = q.reshape(B, T, self.h, hd).transpose(1, 2)
-        k = k.reshape(B, S, self.h, hd).transpose(1, 2)
-        v = v.reshape(B, S, self.h, hd).transpose(1, 2)
+        q = reshape0(q, (0, -1, self.h, hd)).transpose(1, 2)
+        k = reshape0(k, (0, -1, self.h, hd)).transpose(1, 2)
+        v = reshape0(v, (0, -1, self.h, hd)).transpose(1, 2)
         w = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))
         if mask is not None:
             w = w + mask
-        return (w.softmax(-1) @ v).transpose(1, 2).reshape(B, T, D)
+        return reshape0((w.softmax(-1) @ v).transpose(1, 2), (0, -1, D))
 
     def forward(self, x, mask=None, ctx=None):
         q, k, v = self.qkv(self.n1(x)).chunk(3, dim=-1)
@@ -539,7 +619,7 @@ class CLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
 
-CLIP_CFG = {"clip": dict(d=128, layers=4, heads=4, c=64, emb=128, seed=1, latent=True),
+CLIP_CFG = {"clip": dict(d=128, layers=4, heads=4, c=64, emb=128, seed=1, latent=True, label_head=True),
             "clipeval": dict(d=80, layers=3, heads=4, c=24, emb=80, seed=2)}
 
 
@@ -556,19 +636,31 @@ def train_clip(name):
     tr = np.where(~d["heldout"])[0]
     cc = CLIP_CFG[name]
     torch.manual_seed(cc["seed"])
-    model = make_clip(name)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    model = make_clip(name).to(DEV)
+    # The conditioning encoder also learns to name each caption's emoji among all training labels
+    # (cross-entropy over ~3,800 CLDR labels, skin tones included, from the pooled embedding and from
+    # the last position, which is what the UNet pools): a contrastive batch of 256 sees 255
+    # negatives, this head sees them all, so captions of different emojis end up apart before the
+    # UNet starts (v3: 300 contrastive steps only). The head is a training aid, never exported.
+    names = sorted({d["caps"][i]["label"] for i in tr})
+    label_id = {n: k for k, n in enumerate(names)}
+    head = nn.Linear(cc["emb"], len(names)).to(DEV) if cc.get("label_head") else None
+    head_h = nn.Linear(cc["d"], len(names)).to(DEV) if head is not None else None
+    params = list(model.parameters()) + (list(head.parameters()) + list(head_h.parameters()) if head is not None else [])
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
     ck = os.path.join(CACHE, name + "_ckpt.pt")
     step, spent = 0, 0.0
     if os.path.exists(ck):
-        s = torch.load(ck)
+        s = tload(ck, DEV)
         model.load_state_dict(s["model"]); opt.load_state_dict(s["opt"]); step, spent = s["step"], s["spent"]
+        if head is not None:
+            head.load_state_dict(s["head"]); head_h.load_state_dict(s["head_h"])
     total = CFG[name + "_steps"] if name == "clipeval" else CFG["clip_steps"]
     rng = np.random.default_rng(cc["seed"] * 1000 + step)
     prng = random.Random(cc["seed"] * 1000 + step)
     if cc.get("latent"):
-        lat = torch.load(os.path.join(CACHE, "latents.pt"))
-        z_all = lat["mean"] * lat["scaling_factor"]
+        lat = tload(os.path.join(CACHE, "latents.pt"))
+        z_all = (lat["mean"] * lat["scaling_factor"]).to(DEV)
     balanced = BalancedSampler(d, tr)
     t0 = time.time() - spent
     run = None
@@ -579,25 +671,36 @@ def train_clip(name):
             idx = balanced(rng, CFG["clip_batch"])
         else:  # the metric network keeps uniform image sampling (unchanged since the first model)
             idx = rng.choice(tr, CFG["clipeval_batch"], replace=False)
-        x = z_all[idx] if cc.get("latent") else to_t(d["images"][idx])
+        x = z_all[idx] if cc.get("latent") else to_t(d["images"][idx]).to(DEV)
         labels = [d["caps"][i]["label"] for i in idx]
         caps = [sample_caption(d["caps"][i], prng) for i in idx]
         ie = F.normalize(model.image(x), dim=-1)
-        te = F.normalize(model.text(tok.batch(caps))[1], dim=-1)
+        hid, te_raw = model.text(tok.batch(caps).to(DEV))
+        te = F.normalize(te_raw, dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * ie @ te.t()
-        same = torch.tensor([[a == b for b in labels] for a in labels], dtype=torch.float32)
+        same = torch.tensor([[a == b for b in labels] for a in labels], dtype=torch.float32, device=DEV)
         tgt = same / same.sum(1, keepdim=True)
         loss = 0.5 * (-(tgt * logits.log_softmax(1)).sum(1).mean() - (tgt * logits.log_softmax(0)).sum(0).mean())
+        if head is not None:
+            y = torch.tensor([label_id[l] for l in labels], device=DEV)
+            loss = loss + 0.5 * (F.cross_entropy(head(te_raw), y) + F.cross_entropy(head_h(hid[:, -1]), y))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        acc = (logits.argmax(1) == torch.arange(len(idx))).float().mean().item()
+        acc = (logits.argmax(1) == torch.arange(len(idx), device=DEV)).float().mean().item()
         run = loss.item() if run is None else 0.95 * run + 0.05 * loss.item()
         step += 1
         if step % 25 == 0 or step == total:
             log(f"{name} step {step}/{total} loss {run:.3f} acc {acc:.2f} {time.time()-t0:.0f}s")
         if step % 200 == 0 or step == total:
-            save_ckpt(ck, model=model.state_dict(), opt=opt.state_dict(), step=step, spent=time.time() - t0)
+            extra = dict(head=head.state_dict(), head_h=head_h.state_dict()) if head is not None else {}
+            save_ckpt(ck, model=model.state_dict(), opt=opt.state_dict(), step=step, spent=time.time() - t0, **extra)
+    model = model.cpu().eval()
+    if head is not None:  # how well the frozen conditioning names the emoji of its CLDR label, all-way
+        with torch.no_grad():
+            hd = head.cpu()
+            pred = torch.cat([hd(model.text(tok.batch(names[i:i + 512]))[1]).argmax(-1) for i in range(0, len(names), 512)])
+        log(f"{name}: label top-1 among all {len(names)} training labels {float((pred == torch.arange(len(names))).float().mean()):.3f}")
     save_ckpt(final, model=model.state_dict(), seconds=time.time() - t0)
     log(f"{name}: done {time.time()-t0:.0f}s")
 
@@ -612,7 +715,7 @@ def stage_clipeval(a):
 
 def load_clip(name):
     m = make_clip(name)
-    m.load_state_dict(torch.load(os.path.join(CACHE, name + ".pt"))["model"])
+    m.load_state_dict(tload(os.path.join(CACHE, name + ".pt"))["model"])
     m.eval()
     return m
 
@@ -659,10 +762,9 @@ class SpatialT(nn.Module):
         self.pout = nn.Conv2d(c, c, 1)
 
     def forward(self, x, ctx):
-        B, C, H, W = x.shape
-        h = self.pin(self.norm(x)).flatten(2).transpose(1, 2)
+        h = reshape0(self.pin(self.norm(x)), (0, 0, -1)).transpose(1, 2)
         h = self.block(h, None, ctx)
-        return x + self.pout(h.transpose(1, 2).reshape(B, C, H, W))
+        return x + self.pout(reshape_as(h.transpose(1, 2), x))
 
 
 UNET_CFG = dict(ch=(96, 160), temb=256, ctx=128)
@@ -722,28 +824,28 @@ def stage_unet(a):
         return
     d, tok = load_data(), load_tok()
     tr = np.where(~d["heldout"])[0]
-    lat = torch.load(os.path.join(CACHE, "latents.pt"))
-    z_all = lat["mean"] * lat["scaling_factor"]
-    text = load_clip("clip").text
+    lat = tload(os.path.join(CACHE, "latents.pt"))
+    z_all = (lat["mean"] * lat["scaling_factor"]).to(DEV)
+    text = load_clip("clip").text.to(DEV)
     for p in text.parameters():
         p.requires_grad_(False)
     torch.manual_seed(3)
-    model = UNet()
-    ema = UNet(); ema.load_state_dict(model.state_dict()); ema.requires_grad_(False)
+    model = UNet().to(DEV)
+    ema = UNet().to(DEV); ema.load_state_dict(model.state_dict()); ema.requires_grad_(False)
     log(f"unet: {sum(p.numel() for p in model.parameters())/1e6:.2f} M params")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    ac = torch.tensor(cosine_alphas_cumprod(), dtype=torch.float32)
+    ac = torch.tensor(cosine_alphas_cumprod(), dtype=torch.float32, device=DEV)
     ck = os.path.join(CACHE, "unet_ckpt.pt")
     step, spent, total = 0, 0.0, CFG["unet_steps"]
     if os.path.exists(ck):
-        s = torch.load(ck)
+        s = tload(ck, DEV)
         model.load_state_dict(s["model"]); ema.load_state_dict(s["ema"]); opt.load_state_dict(s["opt"])
         step, spent, total = s["step"], s["spent"], s["total"]
         log(f"unet: resumed at {step}/{total}")
     rng = np.random.default_rng(100 + step)
     prng = random.Random(100 + step)
     with torch.no_grad():
-        empty = text(tok.batch([""]))[0]
+        empty = text(tok.batch([""]).to(DEV))[0]
     t0 = time.time() - spent
     run, ema_decay, budget = None, 0.997, CFG["unet_minutes"] * 60
     step0, ext = None, 0
@@ -778,8 +880,8 @@ def stage_unet(a):
         z = z_all[idx]
         caps = [sample_caption(d["caps"][i], prng) if prng.random() >= 0.1 else "" for i in idx]
         with torch.no_grad():
-            ctx = text(tok.batch(caps))[0]
-        t = torch.from_numpy(rng.integers(0, T_TRAIN, B))
+            ctx = text(tok.batch(caps).to(DEV))[0]
+        t = torch.from_numpy(rng.integers(0, T_TRAIN, B)).to(DEV)
         a_ = ac[t][:, None, None, None]
         eps = torch.randn_like(z)
         zt = a_.sqrt() * z + (1 - a_).sqrt() * eps
@@ -800,15 +902,79 @@ def stage_unet(a):
         if step % 250 == 0 or step == total:
             save_ckpt(ck, model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
                       step=step, spent=time.time() - t0, total=total)
+        if step % CFG["unet_snapshot_every"] == 0:  # EMA snapshots: the eval stage picks one by hard retrieval
+            save_ckpt(os.path.join(CACHE, f"unet_ema_{step:06d}.pt"), ema=ema.state_dict(), steps=step,
+                      seconds=time.time() - t0)
     save_ckpt(final, ema=ema.state_dict(), steps=step, seconds=time.time() - t0)
     log(f"unet: done {step} steps {time.time()-t0:.0f}s")
 
 
 def load_unet(path=None):
     m = UNet()
-    s = torch.load(path or os.path.join(CACHE, "unet.pt"))
+    sel = os.path.join(CACHE, "unet_selected.pt")
+    s = tload(path or (sel if os.path.exists(sel) else os.path.join(CACHE, "unet.pt")))
     m.load_state_dict(s["ema"]); m.eval()
     return m
+
+
+# ----------------------------------------------------------------------------------------------
+# hard retrieval: top-1 among all training captions (definitions in caption_pool.py)
+is_base_image = cpool.is_base_emoji
+
+
+def caption_pool(d):
+    """The candidates of hard retrieval (~1,720 labels), here and in `bun run eval` (clip_eval/captions.json)."""
+    return cpool.caption_pool(d["caps"], d["hexes"], d["heldout"])
+
+
+def pick_base(d, rng, n, heldout=False):
+    """n base-emoji images of distinct labels (one random style each) from one split."""
+    cand = [i for i in rng.permutation(len(d["caps"])) if bool(d["heldout"][i]) == heldout and is_base_image(d["hexes"][i])]
+    seen, pick = set(), []
+    for i in cand:
+        if d["caps"][i]["label"] not in seen:
+            seen.add(d["caps"][i]["label"]); pick.append(int(i))
+        if len(pick) == n:
+            break
+    return np.array(pick)
+
+
+class HardRetrieval:
+    """Top-1 among all pool captions with the evaluation CLIP: correct iff the nearest caption (cosine)
+    is the image's own."""
+
+    def __init__(self, ev, tok, pool):
+        self.ev, self.pool = ev, pool
+        self.index = {c: k for k, c in enumerate(pool)}
+        with torch.no_grad():
+            self.te = torch.cat([ev.text(tok.batch(pool[i:i + 512]))[1] for i in range(0, len(pool), 512)]).numpy()
+
+    @torch.no_grad()
+    def top1(self, images, captions):
+        ie = torch.cat([self.ev.image(images[i:i + 256]) for i in range(0, len(images), 256)]).numpy()
+        hits, measured, _ = cpool.hard_retrieval(ie, self.te, self.pool, captions)
+        return hits / max(measured, 1)
+
+
+def stage_select(a):
+    """Choose the UNet weights (final EMA or an EMA snapshot) by hard retrieval of generated images on
+    200 training base emojis (DDIM 20, guidance 4, a seed of its own); ties go to the later weights."""
+    d, tok = load_data(), load_tok()
+    ae, sf = load_ae()
+    text, ev = load_clip("clip").text, load_clip("clipeval")
+    hr = HardRetrieval(ev, tok, caption_pool(d))
+    pick = pick_base(d, np.random.default_rng(8), min(200, CFG["eval_n"] * 2))
+    caps = [d["caps"][i]["label"] for i in pick]
+    cands = sorted(f for f in os.listdir(CACHE) if f.startswith("unet_ema_")) + ["unet.pt"]
+    scores = {}
+    for f in cands:
+        gen = ddim_sample(load_unet(os.path.join(CACHE, f)), text, ae, sf, caps, seed=13)
+        scores[f] = hr.top1(gen, caps)
+        log(f"select: {f} hard top-1 {scores[f]:.3f} ({len(caps)} captions, pool {len(hr.pool)})")
+    best = max(reversed(cands), key=lambda f: scores[f])  # reversed + max keeps the latest of equals
+    shutil.copy(os.path.join(CACHE, best), os.path.join(CACHE, "unet_selected.pt"))
+    json.dump({"scores": scores, "selected": best, "n": len(caps)}, open(os.path.join(CACHE, "select.json"), "w"), indent=1)
+    log(f"select: {best}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -884,11 +1050,26 @@ class EvalText(nn.Module):
         return self.t(input_ids)[1]
 
 
+NODE_COUNTS = {}
+
+
 def onnx_export(model, args, path, inames, onames, axes):
+    global EXPORTING
+    import collections, onnx, tempfile
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    torch.onnx.export(model, args, path, input_names=inames, output_names=onames, dynamic_axes=axes,
-                      opset_version=14, do_constant_folding=True)
-    import onnx
+    counts = {}
+    for lean in (False, True):  # the plain trace only to report what the lean one saves
+        EXPORTING = lean
+        try:
+            dst = path if lean else os.path.join(tempfile.mkdtemp(), "plain.onnx")
+            torch.onnx.export(model, args, dst, input_names=inames, output_names=onames, dynamic_axes=axes,
+                              opset_version=14, do_constant_folding=True)
+        finally:
+            EXPORTING = False
+        ops = collections.Counter(n.op_type for n in onnx.load(dst).graph.node)
+        counts["lean" if lean else "plain"] = {"nodes": sum(ops.values()), **{k: ops[k] for k in ("Shape", "Gather", "Unsqueeze", "Concat", "Reshape", "Constant")}}
+    NODE_COUNTS[os.path.relpath(path, OUT)] = counts
+    log(f"export {os.path.relpath(path, OUT)}: {counts['plain']['nodes']} -> {counts['lean']['nodes']} nodes ({counts})")
     m = onnx.load(path)
     outs = model(*args)
     outs = outs if isinstance(outs, (tuple, list)) else (outs,)
@@ -941,12 +1122,14 @@ def stage_export(a):
                     ["pixel_values"], ["image_embeds"], {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}})
         ref["clip_eval_image"] = {"image_embeds": ev.image(img).flatten().tolist()}
     json.dump(ref, open(os.path.join(CACHE, "onnx_ref.json"), "w"))
+    json.dump(NODE_COUNTS, open(os.path.join(CACHE, "export_nodes.json"), "w"), indent=1)
     # tokenizer copies
     for dst in [os.path.join(OUT, "tokenizer"), os.path.join(OUT, "clip_eval", "tokenizer")]:
         os.makedirs(dst, exist_ok=True)
         for f in ["tokenizer.json", "tokenizer_config.json"]:
             shutil.copy(os.path.join(CACHE, "tokenizer", f), os.path.join(dst, f))
     shutil.copy(os.path.join(CACHE, "split.json"), os.path.join(OUT, "split.json"))
+    json.dump(caption_pool(load_data()), open(os.path.join(OUT, "clip_eval", "captions.json"), "w"), indent=0, ensure_ascii=False)
     V = len(tok.vocab)
     W = lambda p, o: json.dump(o, open(os.path.join(OUT, p), "w"), indent=2)
     W("model_index.json", {
@@ -1068,6 +1251,25 @@ def stage_eval(a):
                    vae_recon_l1=float((rec - xB).abs().mean()))
         log(f"eval FD: floor {res['fd_floor_real_vs_real']:.4f} recon {res['fd_vae_recon']:.4f} "
             f"gen {res['fd_generated']:.4f} ({time.time()-t0:.0f}s)")
+        # hard retrieval (top-1 among all training captions) on 400 training base emojis: real images
+        # (the ceiling) and generated over a guidance x steps grid; the 16 fixed prompts
+        hr = HardRetrieval(ev, tok, caption_pool(d))
+        hp = pick_base(d, np.random.default_rng(9), CFG["eval_n"] * 4)
+        hc = [d["caps"][i]["label"] for i in hp]
+        res.update(hard_pool=len(hr.pool), hard_n=len(hp), hard_top1_real_train=hr.top1(to_t(d["images"][hp]), hc))
+        cells = {}
+        for st in ((10, 20) if not a.quick else (2, 3)):
+            for gs in (2.0, 3.0, 4.0, 6.0):
+                cells[f"steps {st}, guidance {gs:g}"] = hr.top1(ddim_sample(unet, text, ae, sf, hc, steps=st, guidance=gs, seed=14), hc)
+                log(f"eval hard top-1: steps {st} guidance {gs:g}: {cells[f'steps {st}, guidance {gs:g}']:.3f} "
+                    f"(real {res['hard_top1_real_train']:.3f}; {time.time()-t0:.0f}s)")
+        res["hard_top1_gen_grid"] = cells
+        fixed = [p for p in SAMPLE_PROMPTS if p in hr.index]
+        res["hard_fixed_n"] = len(fixed)
+        res["hard_top1_gen_fixed"] = hr.top1(ddim_sample(unet, text, ae, sf, fixed, seed=0), fixed) if fixed else None
+        rf = [i for i in range(len(d["caps"])) if d["caps"][i]["label"] in fixed and not d["heldout"][i] and is_base_image(d["hexes"][i])]
+        res["hard_top1_real_fixed"] = hr.top1(to_t(d["images"][rf]), [d["caps"][i]["label"] for i in rf]) if rf else None
+        log(f"eval hard top-1, 16 fixed prompts: generated {res['hard_top1_gen_fixed']} real {res['hard_top1_real_fixed']}")
         # sample grid (fixed prompts, seed 0), 128 px tiles
         grid = to_u8(ddim_sample(unet, text, ae, sf, SAMPLE_PROMPTS, seed=0))
         G = Image.new("RGB", (4 * 128, 4 * 128), "white")
@@ -1075,7 +1277,7 @@ def stage_eval(a):
             G.paste(Image.fromarray(im).resize((128, 128), Image.NEAREST), ((k % 4) * 128, (k // 4) * 128))
         G.save(os.path.join(OUT, "samples.png"))
         # preview projection: scaled latent pixel -> mean RGB (0..1) of its 8x8 patch, least squares
-        lat = torch.load(os.path.join(CACHE, "latents.pt"))
+        lat = tload(os.path.join(CACHE, "latents.pt"))
         sel = np.where(~d["heldout"])[0][:3000]
         Z = (lat["mean"][sel] * sf).permute(0, 2, 3, 1).reshape(-1, 4).numpy().astype(np.float64)
         Y = torch.from_numpy(d["images"][sel]).float().div(255).permute(0, 3, 1, 2)
@@ -1125,7 +1327,7 @@ def stage_eval(a):
 
 
 # ----------------------------------------------------------------------------------------------
-STAGES = ["data", "tok", "ae", "latents", "clip", "unet", "clipeval", "export", "eval"]
+STAGES = ["data", "tok", "ae", "latents", "clip", "clipeval", "unet", "select", "export", "eval"]
 
 
 def main():
@@ -1138,8 +1340,14 @@ def main():
     ap.add_argument("--unet-deadline", default=None, help="UTC HH:MM at which the UNet stage must end")
     ap.add_argument("--unet-extend-until", default=None, help="UTC HH:MM: continue a finished UNet run until then")
     ap.add_argument("--unet-extend-lr", type=float, default=4e-4, help="peak learning rate of that extension")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the training stages run (export and eval run on the CPU)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    global DEV
+    if a.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch finds no CUDA device here (torch.cuda.is_available() is False)")
+    DEV = torch.device(a.device)
+    torch.set_num_threads(a.threads)
     CFG = dict(QUICK if a.quick else FULL)
     if a.unet_minutes:
         CFG["unet_minutes"] = a.unet_minutes

@@ -51,8 +51,36 @@ for f in files:
     rows.append(f"| `{f}` | {onnx_params(p)/1e6:.2f} M | {sz/1e6:.2f} MB | {io(p)} |")
 ck = lambda n: torch.load(os.path.join(CACHE, n), map_location="cpu")
 ae, cl, ce, un = ck("ae.pt"), ck("clip.pt"), ck("clipeval.pt"), ck("unet.pt")
+sel = json.load(open(os.path.join(CACHE, "select.json"))) if os.path.exists(os.path.join(CACHE, "select.json")) else None
+nodes = json.load(open(os.path.join(CACHE, "export_nodes.json"))) if os.path.exists(os.path.join(CACHE, "export_nodes.json")) else {}
+hard_ratio = M["hard_top1_gen_grid"].get(EXTRA.get("default_cell", "steps 20, guidance 4"), float("nan")) / max(M["hard_top1_real_train"], 1e-9) if "hard_top1_gen_grid" in M else None
 mins = lambda s: f"{s/60:.1f} min"
 ratio = M["rprec_gen_train"] / max(M["rprec_real_train"], 1e-9)
+
+def hard_section():
+    if "hard_top1_gen_grid" not in M:
+        return ""
+    cells = M["hard_top1_gen_grid"]
+    steps = sorted({int(k.split(",")[0].split()[1]) for k in cells})
+    gs = sorted({float(k.split("guidance ")[1]) for k in cells})
+    head = "| steps \\ guidance | " + " | ".join(f"{g:g}" for g in gs) + " |"
+    rows_ = "\n".join(f"| {st} | " + " | ".join(f"{cells[f'steps {st}, guidance {g:g}']:.3f}" for g in gs) + " |" for st in steps)
+    return f"""**Hard retrieval** — the measure that picks checkpoints and defaults: each image's own CLDR label must
+be the nearest (by `clip_eval` cosine) among **all {M['hard_pool']} training base-emoji captions**
+(definition: `models/recipes/caption_pool.py`; the same in `bun run eval`). {M['hard_n']} training base
+emojis, one random style each; real images score **{M['hard_top1_real_train']:.3f}** (the ceiling this judge
+allows). Generated (Python DDIM, seed 14), by steps × guidance:
+
+{head}
+|---|{'---|' * len(gs)}
+{rows_}
+
+At the defaults ({EXTRA.get('default_cell', 'steps 20, guidance 4')}): generated / real =
+**{hard_ratio:.2f}** (bar 0.8). The 16 fixed prompts: generated {M['hard_top1_gen_fixed']:.3f}
+({round(M['hard_top1_gen_fixed'] * M['hard_fixed_n'])} of {M['hard_fixed_n']}), their real images {M['hard_top1_real_fixed']:.3f}.
+{EXTRA.get('hard_v3', '')}
+"""
+
 
 card = f"""# emoji-64: diffgraph's embedded default text-to-image model
 
@@ -65,8 +93,9 @@ needs no model hub and runs on a laptop CPU. It draws emoji-like pictures for sh
 
 `samples.png`: the 16 fixed prompts "red heart", "grinning face", "thumbs up", "pizza" / "cat face",
 "rocket", "sun", "crying face" / "rainbow", "banana", "fire", "star" / "ghost", "smiling face with
-sunglasses", "hamburger", "four leaf clover" (row by row), Python DDIM sampler, 20 steps, guidance 4,
-seed 0, 64 px upscaled ×2 (nearest).
+sunglasses", "hamburger", "four leaf clover" (row by row), each drawn by diffgraph's own CLI
+(`bun run generate --prompt … --seed 0`, the pipeline's defaults: {EXTRA.get('defaults', 'DDIM, 20 steps, guidance 4')}),
+64 px upscaled ×2 (nearest); made by `node_modules/.bin/bun models/recipes/samples_cli.ts`.
 
 ## Layout (diffusers ONNX layout, `OnnxStableDiffusionPipeline`)
 
@@ -74,7 +103,11 @@ seed 0, 64 px upscaled ×2 (nearest).
 |---|---|---|---|
 {chr(10).join(rows)}
 
-All ONNX files: opset 14, float32, dynamic batch axis (and dynamic sequence axis for `input_ids`);
+All ONNX files: opset 14, float32, dynamic batch axis (and dynamic sequence axis for `input_ids`),
+exported **lean**: reshapes and GroupNorms emit constant ONNX Reshape targets (0 = copy the batch
+dimension) instead of torch's Shape → Gather → Unsqueeze → Concat chains. Nodes per file, plain
+trace → lean: {', '.join(f"{k} {v['plain']['nodes']} → {v['lean']['nodes']}" for k, v in nodes.items())}.
+{EXTRA.get('ort_nodes', '')}
 total {total/1e6:.1f} MB of weights (budget 40 MB). Checked against torch with onnxruntime-node
 (`models/recipes/check_onnx.ts`): max abs difference {EXTRA.get('onnx_max_diff', 'n/a')}.
 
@@ -162,19 +195,23 @@ training of every component (VAE, both CLIPs, UNet). The list is in `split.json`
 ```
 
 Debian's `python3-torch` (1.13), `python3-onnx`, `python3-scipy`, `python3-pil`; the data packages are
-installed by the recipe with npm into `models/.cache/npm/`. Stages `data tok ae latents clip unet
-clipeval export eval`, each resumable from checkpoints in `models/.cache/`. `--unet-deadline HH:MM` /
-`--unet-extend-until HH:MM` fit the UNet stage to a wall-clock budget.
+installed by the recipe with npm into `models/.cache/npm/`. Stages `data tok ae latents clip
+clipeval unet select export eval`, each resumable from checkpoints in `models/.cache/`. `--unet-deadline HH:MM` /
+`--unet-extend-until HH:MM` fit the UNet stage to a wall-clock budget. `--device cpu|cuda` chooses
+where the training stages run (export and eval always run on the CPU); `--threads N` torch's CPU
+threads. Stage `select` picks the UNet weights among the final EMA and EMA snapshots taken every
+1,000 steps by hard retrieval on 200 training captions{f" (this run: {sel['selected']} of {', '.join(f'{k} {v:.3f}' for k, v in sel['scores'].items())})" if sel else ""}.
 `models/recipes/check_onnx.ts` checks the ONNX files and the tokenizer from bun;
 `models/recipes/eval_sets.py` writes the real-image sets `bun run eval` measures against;
 `models/recipes/write_card.py` writes this card.{EXTRA.get('recipe_note', '')}
 
-Training on the 2-core CPU machine (shared with other work, so the times are inflated), 2 torch threads:
+**Hardware of the committed weights: {EXTRA.get('hardware', 'CPU')}.** Training on the 2-core CPU
+machine (shared with other work, so the times are inflated), 2 torch threads:
 
 | stage | what | steps × batch | time |
 |---|---|---|---|
-| VAE | KL autoencoder 3×64×64 ↔ 4×8×8 (f = 8), L1 + 1e-4·KL, posterior noise floor 0.1, AdamW 1e-3 cosine, h-flip | 750 × 32{EXTRA.get('vae_note', '')} | {mins(ae['seconds'])} |
-| text encoder | mini-CLIP: 4-layer causal transformer (width 128) vs. a conv encoder over the VAE latents, contrastive (soft targets for equal labels) | 300 × 256 | {mins(cl['seconds'])} |
+| VAE | KL autoencoder 3×64×64 ↔ 4×8×8 (f = 8), L1 + 1e-4·KL, posterior noise floor 0.1, AdamW 1e-3 cosine, h-flip | {EXTRA.get('vae_steps', 1200)} × 32{EXTRA.get('vae_note', '')} | {mins(ae['seconds'])} |
+| text encoder | mini-CLIP: 4-layer causal transformer (width 128) vs. a conv encoder over the VAE latents, contrastive (soft targets for equal labels) **plus a training-only head naming each caption's CLDR label among all {EXTRA.get('n_labels', '~3,800')} training labels** (cross-entropy on the pooled embedding and on the last position, which the UNet pools){EXTRA.get('clip_note', '')} | {EXTRA.get('clip_steps', 1000)} × 256 | {mins(cl['seconds'])} |
 | UNet | 2-level UNet (96/160 channels) with self- and cross-attention blocks at 8×8 and 4×4 and pooled text conditioning added to the timestep embedding, v-prediction, discrete cosine schedule, AdamW 1e-3 with 200-step warm-up and a cosine decay to 1e-4 in wall time to the `--unet-deadline`, EMA 0.997, 10 % caption dropout, on cached posterior means × scaling_factor | {un['steps']} × 128 | {mins(un['seconds'])} |
 | eval CLIP | 3-layer transformer (width 80) vs. conv image encoder on pixels (pooled to 32×32 inside), other seed | 250 × 128 | {mins(ce['seconds'])} |
 | export + eval | ONNX export, Python sampler and metrics, fixture | — | {mins(M['eval_seconds'])} eval |
@@ -185,6 +222,8 @@ Two measurements: the recipe's own **Python sampler and metrics** (stage `eval`:
 trailing spacing, η = 0, **20 steps, guidance 4**; metric network `clip_eval`), which is what picks a
 model during training, and below it diffgraph's **`bun run eval`** over three schedulers and three step
 counts.
+
+{hard_section()}
 
 **CLIP R-precision** (top-1 of 100 captions; each image's own CLDR label against the labels of the
 other 99 images; {M['rprec_n_train']} base emojis (no skin-tone variants), one random style each):
