@@ -297,12 +297,20 @@ export class OnnxModel implements OnnxModelInfo {
    * (a [1] timestep) are passed whole, and the outputs are joined again.
    */
   async run(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
-    const rows = Math.max(...Object.values(feeds).map((f) => f.dims[0] ?? 1));
+    // Plain loops: this runs once per denoising step (bench/overhead.ts counts what it costs).
+    let rows = -Infinity;
+    for (const name in feeds) rows = Math.max(rows, feeds[name]!.dims[0] ?? 1);
     // The batch is what the row-carrying feeds share; a fixed first axis on those (not on a [1] timestep) bounds it.
-    const batchAxes = Object.entries(feeds).filter(([, f]) => f.dims[0] === rows).map(([name]) => this.input(name).shape[0]);
-    const sizes = batchAxes.filter((d): d is number => typeof d === "number");
-    const fixed = sizes.length ? sizes[0]! : undefined;
-    if (fixed === undefined || rows <= fixed || rows % fixed !== 0 || sizes.some((d) => d !== fixed)) {
+    let fixed: number | undefined;
+    let mixed = false;
+    for (const name in feeds) {
+      if (feeds[name]!.dims[0] !== rows) continue;
+      const d = this.input(name).shape[0];
+      if (typeof d !== "number") continue;
+      if (fixed === undefined) fixed = d;
+      else if (d !== fixed) mixed = true;
+    }
+    if (fixed === undefined || rows <= fixed || rows % fixed !== 0 || mixed) {
       return this.runOnce(feeds, outputNames);
     }
     const parts: Record<string, Tensor>[] = [];
@@ -367,12 +375,13 @@ export class OnnxModel implements OnnxModelInfo {
   }
 
   private async runOnce(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
-    await this.ready();
-    const { serialize, session } = this.session;
+    if (!this.opened) await this.ready();
+    const { serialize, session, gpu } = this.session;
     const ortFeeds: Record<string, OrtTensorLike> = {};
     for (const [name, value] of Object.entries(feeds)) {
       const io = this.input(name);
-      ortFeeds[name] = (await this.residentFeed(io, value)) ?? this.toOrt(io, value);
+      // Only WebGPU residency may wait for the device; elsewhere a feed converts without an await.
+      ortFeeds[name] = (gpu ? await this.residentFeed(io, value) : undefined) ?? this.toOrt(io, value);
     }
     const wanted = outputNames ?? this.outputs.map((o) => o.name);
     const free = this.retired.splice(0);
