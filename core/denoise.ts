@@ -225,6 +225,7 @@ export const denoiseNode: NodeType = {
         const started = performance.now();
         const g = params.guidanceScale;
         const guidedDims = [2 * batch, c, h, w];
+        const watched = run.stepsWatched !== false;
 
         const lane = batcher?.join() ?? solo;
         // Per-part timing only when the run passes a profile: otherwise `lap` is undefined and each
@@ -273,16 +274,18 @@ export const denoiseNode: NodeType = {
             }
             lap?.("scheduler");
             if (predictor.blocking) await new Promise((r) => setTimeout(r, 0));
-            // The executor returns a promise only when it has work to wait for (a preview to decode).
-            const stepped = run.step({
-              step: i + 1,
-              totalSteps: timesteps.length,
-              timestep: t,
-              elapsedMs: performance.now() - started,
-              latents: { dims: latents.dims, data: latents.data.slice() },
-              predictedX0: { dims: out.predOriginalSample.dims, data: out.predOriginalSample.data.slice() },
-            });
-            if (stepped) await stepped;
+            if (watched) {
+              // The executor returns a promise only when it has work to wait for (a preview to decode).
+              const stepped = run.step({
+                step: i + 1,
+                totalSteps: timesteps.length,
+                timestep: t,
+                elapsedMs: performance.now() - started,
+                latents: { dims: latents.dims, data: latents.data.slice() },
+                predictedX0: { dims: out.predOriginalSample.dims, data: out.predOriginalSample.data.slice() },
+              });
+              if (stepped) await stepped;
+            }
             lap?.("events");
             if (prof) prof.steps++;
           }

@@ -54,7 +54,7 @@ export function execute(graph: ExecutableGraph, input: GenerationInput, options:
     options.onEvent?.(e);
     queue?.push(e);
   };
-  const result = run(graph, input, options, emit);
+  const result = run(graph, input, options, emit, !!options.onEvent || !!queue);
   result.then(() => queue?.close(), (err) => queue?.close(err));
   if (!queue) result.catch(() => {}); // the caller handles it through `result`
   return { events: queue ?? emptyIterable(), result };
@@ -78,7 +78,7 @@ export function paramsFor(graph: ExecutableGraph, input: GenerationInput): Resol
   return params;
 }
 
-async function run(graph: ExecutableGraph, input: GenerationInput, options: RunOptions, emit: (e: PipelineEvent) => void): Promise<RunResult> {
+async function run(graph: ExecutableGraph, input: GenerationInput, options: RunOptions, emit: (e: PipelineEvent) => void, listened: boolean): Promise<RunResult> {
   const params = paramsFor(graph, input);
   const signal = options.signal ?? new AbortController().signal;
   const runInputs: Record<string, Values[string]> = { prompt: [params.prompt], negativePrompt: [params.negativePrompt] };
@@ -144,6 +144,7 @@ async function run(graph: ExecutableGraph, input: GenerationInput, options: RunO
           node: name,
           rng: createRng((params.seed + hashName(name)) % Number.MAX_SAFE_INTEGER),
           ...(options.profile ? { profile: options.profile } : {}),
+          stepsWatched: listened || (!!graph.preview && previewEvery > 0),
           // Synchronous unless a preview is decoded: a step without one costs the loop no await.
           step: (e) => {
             if (graph.preview && previewEvery > 0 && (e.step % previewEvery === 0 || e.step === e.totalSteps)) {

@@ -62,6 +62,11 @@ export interface NodeRunContext {
   readonly node: string;
   /** Emit a step event; the executor adds the preview when asked to (then it returns a promise to await). */
   readonly step: (event: Omit<StepEvent, "type" | "node" | "preview">) => Promise<void> | void;
+  /**
+   * Whether anything receives step events (a listener, a stream, previews): when false a loop may skip
+   * building them (copies of the latents nobody reads). Absent counts as true.
+   */
+  readonly stepsWatched?: boolean;
   /** Per-part timing of a denoising loop, when the run asked for it. */
   readonly profile?: StepProfile;
 }
