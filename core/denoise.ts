@@ -234,7 +234,7 @@ export const denoiseNode: NodeType = {
         let mark = prof ? performance.now() : 0;
         if (prof) prof.setup += mark - entered;
         const lap = prof
-          ? (part: "scheduler" | "guidance" | "predict" | "events") => {
+          ? (part: "scheduler" | "guidance" | "predict" | "events" | "yielding") => {
               const now = performance.now();
               prof[part] += now - mark;
               mark = now;
@@ -273,7 +273,10 @@ export const denoiseNode: NodeType = {
               latents = blend(known, latents, m);
             }
             lap?.("scheduler");
-            if (predictor.blocking) await new Promise((r) => setTimeout(r, 0));
+            if (predictor.blocking) {
+              await new Promise((r) => setTimeout(r, 0));
+              lap?.("yielding");
+            }
             if (watched) {
               // The executor returns a promise only when it has work to wait for (a preview to decode).
               const stepped = run.step({

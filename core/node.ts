@@ -49,10 +49,12 @@ export interface StepProfile {
   predict: number;
   /** The step event: its latent and x₀ copies, previews, listeners. */
   events: number;
+  /** The macrotask turn a blocking noise predictor (onnxruntime-web WASM) gives the event loop after each step. */
+  yielding: number;
 }
 
 export function emptyStepProfile(): StepProfile {
-  return { steps: 0, setup: 0, scheduler: 0, guidance: 0, predict: 0, events: 0 };
+  return { steps: 0, setup: 0, scheduler: 0, guidance: 0, predict: 0, events: 0, yielding: 0 };
 }
 
 export interface NodeRunContext {
