@@ -2,13 +2,17 @@
  * `bun run eval` end to end on tiny-sd with the test evaluation CLIP: report files, and resuming a
  * grid that was cut off (only missing cells are recomputed).
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { resolve } from "node:path";
 import type { Results } from "../../api/cli/report.ts";
 import { tensorToPng } from "../../api/image.ts";
 import { createRng } from "../../core/random.ts";
+
+// These tests spawn `bun run eval` several times; bun takes no test timeout from bunfig.toml, and on the
+// loaded 2-core machine its 5 s default cuts them off.
+setDefaultTimeout(120_000);
 
 const ARGS = ["--pipeline", "pipelines/tiny-sd.json", "--eval-models", "test/metrics/fixtures/clip-eval", "--schedulers", "ddim,euler",
   "--steps", "2,3", "--limit", "2", "--per-prompt", "2", "--provider", "cpu", "--threads", "1"];

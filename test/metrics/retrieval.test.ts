@@ -5,7 +5,7 @@
  * `bun run eval` on tiny-sd with the test evaluation CLIP: the column in results.json/CSV/plots, the
  * real-image ceiling against a direct computation, --retrieval-pool errors, and an older results.json.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { fileSource } from "../../core/adapters/node.ts";
@@ -18,6 +18,10 @@ import { ClipImageTower, ClipTextTower } from "../../plugins/metrics/clip-eval.t
 import { retrievalPool, retrievedTop1, RetrievalTally } from "../../plugins/metrics/retrieval.ts";
 import { HAS_PYTHON_REFERENCE } from "../python-reference.ts";
 import { testRuntime } from "../helpers.ts";
+
+// These tests spawn `bun run eval` several times; bun takes no test timeout from bunfig.toml, and on the
+// loaded 2-core machine its 5 s default cuts them off.
+setDefaultTimeout(120_000);
 
 const t = (rows: number[][]): Tensor => ({ dims: [rows.length, rows[0]!.length], data: Float32Array.from(rows.flat()) });
 
