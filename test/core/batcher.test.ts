@@ -415,3 +415,42 @@ describe("cross-run batching in the denoising loop (tiny-sd)", () => {
     await expect(countingTiny({ maxRows: 8, wait: 3 })).rejects.toThrow(/batching/);
   });
 });
+
+describe("PredictBatcher, a lone run (sent straight to the model, without the queue)", () => {
+  test("counts its calls as any other; an aborted signal, a model error and a wrong row count still reject", async () => {
+    const m = fakeModel();
+    const b = new PredictBatcher(m.model, { maxRows: 64, adaptive: true });
+    const lane = b.join();
+    for (let t = 0; t < 3; t++) expect([...(await lane.predict(input(2, 1, t))).data]).toEqual(expected(2, 1, t));
+    expect(b.stats).toMatchObject({ calls: 3, modelCalls: 3, rows: 6, maxMerged: 1, merging: 1 });
+    const ac = new AbortController();
+    ac.abort(new Error("stop"));
+    await expect(lane.predict(input(2, 1, 9), ac.signal)).rejects.toThrow("stop");
+    m.failWith(new Error("model broke"));
+    await expect(lane.predict(input(2, 1, 9))).rejects.toThrow("model broke");
+    m.failWith(null);
+    const short: NoisePredictorInstance = { ...m.model, predict: async (x) => ({ dims: [1, ...x.sample.dims.slice(1)], data: x.sample.data.subarray(0, 2) }) };
+    await expect(new PredictBatcher(short, { maxRows: 64 }).join().predict(input(2, 1, 1))).rejects.toThrow("returned 1 rows for 2");
+    lane.leave();
+  });
+
+  test("a run that joins while the lone run's call is in flight merges with its next call", async () => {
+    const m = fakeModel();
+    const b = new PredictBatcher(m.model, { maxRows: 64, maxWaitMs: 60_000, adaptive: false });
+    const a = b.join();
+    m.hold();
+    const first = a.predict(input(2, 1, 5)); // alone: sent at once
+    await flushMicrotasks();
+    const c = b.join();
+    const waiting = c.predict(input(2, 2, 6)); // waits for a, whose shape matches
+    await flushMicrotasks();
+    expect(m.calls).toEqual([{ rows: 2, timestep: 5 }]);
+    m.release();
+    expect([...(await first).data]).toEqual(expected(2, 1, 5));
+    const next = a.predict(input(2, 3, 7));
+    const [o1, o2] = await Promise.all([waiting, next]);
+    expect(m.calls).toEqual([{ rows: 2, timestep: 5 }, { rows: 4, timestep: [6, 6, 7, 7] }]);
+    expect([...o1.data]).toEqual(expected(2, 2, 6));
+    expect([...o2.data]).toEqual(expected(2, 3, 7));
+  });
+});

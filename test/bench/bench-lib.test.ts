@@ -1,0 +1,52 @@
+/** The benchmark's statistics and FLOP counting (bench/lib): deterministic, exact where it can be. */
+import { describe, expect, test } from "bun:test";
+import * as ort from "onnxruntime-node";
+import { bootstrapInterval, median } from "../../bench/lib/stats.ts";
+import { matmulModel, planFlops } from "../../bench/lib/onnx-flops.ts";
+
+describe("bench/lib", () => {
+  test("median, and a seeded bootstrap interval that repeats and brackets the median", () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    const xs = [1.01, 1.03, 0.99, 1.02, 1.05, 1.0, 1.04, 0.98, 1.01, 1.02];
+    const a = bootstrapInterval(xs, median, { seed: 7 });
+    expect(bootstrapInterval(xs, median, { seed: 7 })).toEqual(a);
+    expect(a[0]).toBeLessThanOrEqual(median(xs));
+    expect(a[1]).toBeGreaterThanOrEqual(median(xs));
+    expect(a[0]).toBeGreaterThanOrEqual(Math.min(...xs));
+  });
+
+  test("the sgemm model runs in onnxruntime, and its FLOPs are counted as 2·m·k·n from a probed run", async () => {
+    const [m, k, n] = [3, 5, 4];
+    const bytes = matmulModel(m, k, n);
+    const s = await ort.InferenceSession.create(bytes);
+    const a = new ort.Tensor("float32", new Float32Array(m * k).fill(1), [m, k]);
+    const out = (await s.run({ A: a })).C!;
+    expect(out.dims).toEqual([m, n]);
+    const plan = planFlops(bytes);
+    expect(plan.counted).toEqual({ MatMul: 1 });
+    const probe = await ort.InferenceSession.create(plan.probe);
+    const probed = await probe.run({ A: a });
+    expect(plan.flops((name) => (name === "A" ? a.dims : probed[name]!.dims))).toBe(2 * m * k * n);
+  });
+
+  test("the tiny-sd UNet's Conv/MatMul/Gemm FLOPs grow with the batch (shapes from the run, not the file)", async () => {
+    const { readFileSync } = await import("node:fs");
+    const plan = planFlops(new Uint8Array(readFileSync("models/tiny-sd/unet/model.onnx")));
+    expect(plan.counted.Conv).toBeGreaterThan(0);
+    const probe = await ort.InferenceSession.create(plan.probe, { graphOptimizationLevel: "disabled" });
+    const ehsDim = (probe.inputMetadata.find((i) => i.name === "encoder_hidden_states") as { shape: (number | string)[] }).shape[2] as number;
+    const flops = async (b: number) => {
+      const feeds = {
+        sample: new ort.Tensor("float32", new Float32Array(b * 4 * 8 * 8), [b, 4, 8, 8]),
+        timestep: new ort.Tensor("float32", new Float32Array(b).fill(10), [b]),
+        encoder_hidden_states: new ort.Tensor("float32", new Float32Array(b * 77 * ehsDim), [b, 77, ehsDim]),
+      };
+      const out = await probe.run(feeds);
+      return plan.flops((name) => ((feeds as Record<string, ort.Tensor>)[name] ?? out[name]!).dims as number[]);
+    };
+    const one = await flops(1);
+    expect(one).toBeGreaterThan(0);
+    expect(await flops(2)).toBeCloseTo(2 * one, 0);
+  });
+});
