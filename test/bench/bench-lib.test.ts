@@ -35,7 +35,7 @@ describe("bench/lib", () => {
     const plan = planFlops(new Uint8Array(readFileSync("models/tiny-sd/unet/model.onnx")));
     expect(plan.counted.Conv).toBeGreaterThan(0);
     const probe = await ort.InferenceSession.create(plan.probe, { graphOptimizationLevel: "disabled" });
-    const ehsDim = (probe.inputMetadata.find((i) => i.name === "encoder_hidden_states") as { shape: (number | string)[] }).shape[2] as number;
+    const ehsDim = (probe.inputMetadata.find((i) => i.name === "encoder_hidden_states") as unknown as { shape: readonly (number | string)[] }).shape[2] as number;
     const flops = async (b: number) => {
       const feeds = {
         sample: new ort.Tensor("float32", new Float32Array(b * 4 * 8 * 8), [b, 4, 8, 8]),
