@@ -521,7 +521,7 @@ export interface LoadOptions {
    * a fixed latent size is the only image size the pipeline takes.
    */
   readonly freeDimensions?: Readonly<Record<string, number>>;
-  /** Which thread pool the session gets (`core/threads.ts`): the noise predictor's, or one thread (default). */
+  /** Which thread pool the session gets (`core/threads.ts`): the noise predictor's, or one thread (default). The file's first load decides. */
   readonly role?: SessionRole;
 }
 
@@ -609,7 +609,9 @@ export class OnnxRuntime {
       if (!Number.isInteger(size) || size < 1) return Promise.reject(new RangeError(`freeDimensions.${name}: must be a positive whole number, got ${size}`));
     }
     const role = options.role ?? "auxiliary";
-    const key = `${file}|${this.executionProvider}|${role}${fixed ? `|${JSON.stringify(Object.entries(fixed).sort())}` : ""}`;
+    // One model per file: a later load of the same file (a benchmark asking for the pipeline's UNet)
+    // gets the same model and session, whatever role it names; the first load's role stands.
+    const key = `${file}|${this.executionProvider}${fixed ? `|${JSON.stringify(Object.entries(fixed).sort())}` : ""}`;
     let p = this.sessions.get(key);
     if (!p) {
       p = this.read(source, path, file, role, fixed);

@@ -4,7 +4,7 @@
  * the provider and the graph options; a corrupted, truncated or unloadable cache file is rebuilt
  * and never fails a load. Real onnxruntime-node on the tiny-sd fixture, a temporary cache folder.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -34,6 +34,9 @@ async function loadUnet(dir: string | false, logs: string[] = [], options: LoadO
 }
 
 const graphs = (dir: string) => readdirSync(dir).filter((f) => f.endsWith(".onnx")).sort();
+
+// Real session creation on a shared 2-core machine: seconds, not milliseconds, under load.
+setDefaultTimeout(60_000);
 
 describe("optimized-graph cache", () => {
   test("the first load writes the graph and its record; the second loads it, with the same outputs as no cache", async () => {

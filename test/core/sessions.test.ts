@@ -76,6 +76,15 @@ describe("thread policy", () => {
     expect(() => threadPolicy({ auxiliary: 1.5 }, 2)).toThrow(/threads\.auxiliary: must be a whole number from 1 to 1024, got 1\.5/);
   });
 
+  test("a second load of the same file gets the same model (and session), whatever role it names", async () => {
+    const { backends, calls } = recordingBackends(4);
+    const rt = new OnnxRuntime({ backends, executionProvider: "cpu" });
+    const unet = await (await rt.load(emoji, "unet/model.onnx", { role: "noise-predictor" })).ready();
+    expect(await rt.load(emoji, "unet/model.onnx")).toBe(unet);
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.options.intraOpNumThreads).toBe(4);
+  });
+
   test("onnxruntime-web sessions get no native thread options (its one pool is env.wasm.numThreads)", async () => {
     const { backends, calls } = recordingBackends(8);
     const rt = new OnnxRuntime({ backends, executionProvider: "wasm" });
@@ -91,7 +100,7 @@ describe("sessions are created by the nodes that run", () => {
     await dg.openPipeline("pipelines/emoji-64.json");
     expect(calls).toHaveLength(0);
     await dg.dispose();
-  });
+  }, 60_000);
 
   test("emoji-64: text-to-image loads three models; img2img adds the VAE encoder; metrics: true adds the CLIP towers", async () => {
     const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", log: () => {}, graphCache: false });
@@ -120,7 +129,7 @@ describe("sessions are created by the nodes that run", () => {
     } finally {
       await dg.dispose();
     }
-  });
+  }, 60_000);
 
   test("a session onnxruntime refuses fails the first run with the file named, and the next run tries again", async () => {
     let refuse = true;
@@ -157,4 +166,4 @@ test("the real onnxruntime-node accepts the policy's options", async () => {
   const m = await (await rt.load(fileSource("models/tiny-sd"), "unet/model.onnx", { role: "noise-predictor" })).ready();
   expect(m.provider).toBe("cpu");
   await rt.dispose();
-});
+}, 60_000);
