@@ -91,8 +91,11 @@ async function generate() {
     const dg = await diffgraphFor(provider);
     const pipeline = await dg.openPipeline(`pipelines/${pipelineName}.json`);
     Object.assign(state.download, { fetched: source.stats.fetched, cached: source.stats.cached });
-    state.provider = dg.onnx.providersInUse.join(", ") || provider;
-    $("provider-used").textContent = `running on ${state.provider}`;
+    // Sessions are created when the nodes first run, so what "auto" chose is known from the first step.
+    const showProvider = () => {
+      state.provider = dg.onnx.providersInUse.join(", ") || provider;
+      $("provider-used").textContent = `running on ${state.provider}`;
+    };
     say("generating");
     const t0 = performance.now();
     let last = t0;
@@ -102,6 +105,7 @@ async function generate() {
         preview: true,
         onEvent: (e) => {
           if (e.type !== "step") return;
+          if (e.step === 1) showProvider();
           const now = performance.now();
           state.steps.push(e.step);
           state.stepMs.push(now - last);
@@ -112,6 +116,7 @@ async function generate() {
       },
     );
     const ms = performance.now() - t0;
+    showProvider();
     const png = tensorToPngJs(r.images, 0);
     const img = document.createElement("img");
     img.className = "final";
