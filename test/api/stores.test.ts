@@ -3,7 +3,8 @@ import { describe, expect, test } from "bun:test";
 import { MemoryEventBus, MemoryJobQueue, MemoryJobStore } from "../../api/adapters/memory.ts";
 import { openSqliteStore as openBunSqlite } from "../../api/adapters/sqlite-bun.ts";
 import { openSqliteStore as openNodeSqlite } from "../../api/adapters/sqlite-node.ts";
-import { QueueFullError, type JobEvent, type JobRecord } from "../../api/ports.ts";
+import { QueueFullError, type JobEvent } from "../../api/ports.ts";
+import { frame, rec, runBusTests } from "./bus.case.ts";
 import { job, runStoreTests } from "./store.case.ts";
 
 runStoreTests({ name: "memory", newStore: () => new MemoryJobStore(), durable: false });
@@ -62,9 +63,6 @@ describe("MemoryJobQueue", () => {
 });
 
 describe("MemoryEventBus", () => {
-  const rec = (patch: Partial<JobRecord> = {}): JobRecord => ({ ...job(), seq: 1, ...patch }) as JobRecord;
-  const frame = (jobId: string, step: number) => ({ jobId, node: "denoise", step, totalSteps: 50, timestep: 999 - step, elapsedMs: step, previews: [], stepEndedAt: step, dropped: 0 });
-
   test("a subscriber gets the snapshot, then steps, then the final event, and ends", async () => {
     const bus = new MemoryEventBus(8);
     const j = rec();
@@ -81,31 +79,5 @@ describe("MemoryEventBus", () => {
     expect(bus.latest(j.id)).toBeNull();
   });
 
-  test("a slow subscriber loses its oldest steps (counted), never the final event", async () => {
-    const bus = new MemoryEventBus(3);
-    const j = rec();
-    bus.state(j);
-    const it = bus.subscribe(j.id)![Symbol.asyncIterator]();
-    for (let s = 1; s <= 10; s++) bus.step(frame(j.id, s));
-    bus.finished({ ...j, status: "SUCCEEDED" });
-    const got: JobEvent[] = [];
-    for (let r = await it.next(); !r.done; r = await it.next()) got.push(r.value);
-    const steps = got.filter((e) => e.type === "step") as Extract<JobEvent, { type: "step" }>[];
-    expect(steps.map((s) => s.step)).toEqual([8, 9, 10]);
-    expect(steps[0]!.dropped).toBe(7);
-    expect(got.at(-1)!.type).toBe("finished");
-  });
-
-  test("return() ends a subscription at once, even while it waits", async () => {
-    const bus = new MemoryEventBus(3);
-    const j = rec();
-    bus.state(j);
-    const it = bus.subscribe(j.id)![Symbol.asyncIterator]();
-    expect((await it.next()).value!.type).toBe("snapshot");
-    const pending = it.next();
-    await it.return!();
-    expect((await pending).done).toBe(true);
-    bus.step(frame(j.id, 1)); // no subscriber left to receive it
-    expect(bus.latest(j.id)!.lastStep!.step).toBe(1);
-  });
+  runBusTests({ newBuses: (buffer) => { const bus = new MemoryEventBus(buffer); return { publisher: bus, subscriber: bus }; }, settle: async () => {} });
 });

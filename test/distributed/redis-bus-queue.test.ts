@@ -10,6 +10,7 @@ import { Redis } from "ioredis";
 import { RedisEventBus } from "../../api/adapters/redis-bus.ts";
 import { BullJobQueue, redisConnection } from "../../api/adapters/redis-queue-bullmq.ts";
 import { QueueFullError, type JobEvent, type JobRecord } from "../../api/ports.ts";
+import { runBusTests } from "../api/bus.case.ts";
 import { job } from "../api/store.case.ts";
 import { HAS_REDIS, startRedis, type TestRedis } from "../redis-server.ts";
 
@@ -91,34 +92,12 @@ describe.skipIf(!HAS_REDIS)("Redis event bus and BullMQ queue", () => {
     expect(await api.subscribe("f".repeat(24))).toBeNull();
   });
 
-  test("a slow subscriber loses its oldest steps (counted), never the final event", async () => {
-    const p = `b${++n}`;
-    const worker = bus(p);
-    const api = bus(p, 3);
-    const j = rec();
-    await worker.state(j);
-    const it = (await api.subscribe(j.id))![Symbol.asyncIterator]();
-    for (let s = 1; s <= 10; s++) worker.step(frame(j.id, s));
-    worker.finished({ ...j, status: "SUCCEEDED" });
-    await settle();
-    const got: JobEvent[] = [];
-    for (let r = await it.next(); !r.done; r = await it.next()) got.push(r.value);
-    const steps = got.filter((e) => e.type === "step") as Extract<JobEvent, { type: "step" }>[];
-    expect(steps.map((s) => s.step)).toEqual([8, 9, 10]);
-    expect(steps[0]!.dropped).toBe(7);
-    expect(got.at(-1)!.type).toBe("finished");
-  });
-
-  test("return() ends a subscription at once, even while it waits", async () => {
-    const p = `b${++n}`;
-    const api = bus(p);
-    const j = rec();
-    await api.state(j);
-    const it = (await api.subscribe(j.id))![Symbol.asyncIterator]();
-    expect((await it.next()).value!.type).toBe("snapshot");
-    const pending = it.next();
-    await it.return!();
-    expect((await pending).done).toBe(true);
+  runBusTests({
+    newBuses: (buffer) => {
+      const p = `b${++n}`;
+      return { publisher: bus(p), subscriber: bus(p, buffer) };
+    },
+    settle,
   });
 
   test("a restarted run (re-delivered job) is delivered from its step 1; the snapshot's own step is not repeated", async () => {
