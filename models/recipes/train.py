@@ -1257,11 +1257,12 @@ def stage_eval(a):
         hp = pick_base(d, np.random.default_rng(9), CFG["eval_n"] * 4)
         hc = [d["caps"][i]["label"] for i in hp]
         res.update(hard_pool=len(hr.pool), hard_n=len(hp), hard_top1_real_train=hr.top1(to_t(d["images"][hp]), hc))
-        cells = {}
+        cells = []
         for st in ((10, 20) if not a.quick else (2, 3)):
             for gs in (2.0, 3.0, 4.0, 6.0):
-                cells[f"steps {st}, guidance {gs:g}"] = hr.top1(ddim_sample(unet, text, ae, sf, hc, steps=st, guidance=gs, seed=14), hc)
-                log(f"eval hard top-1: steps {st} guidance {gs:g}: {cells[f'steps {st}, guidance {gs:g}']:.3f} "
+                cells.append({"steps": st, "guidance": gs,
+                              "top1": hr.top1(ddim_sample(unet, text, ae, sf, hc, steps=st, guidance=gs, seed=14), hc)})
+                log(f"eval hard top-1: steps {st} guidance {gs:g}: {cells[-1]['top1']:.3f} "
                     f"(real {res['hard_top1_real_train']:.3f}; {time.time()-t0:.0f}s)")
         res["hard_top1_gen_grid"] = cells
         fixed = [p for p in SAMPLE_PROMPTS if p in hr.index]

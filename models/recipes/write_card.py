@@ -53,18 +53,19 @@ ck = lambda n: torch.load(os.path.join(CACHE, n), map_location="cpu")
 ae, cl, ce, un = ck("ae.pt"), ck("clip.pt"), ck("clipeval.pt"), ck("unet.pt")
 sel = json.load(open(os.path.join(CACHE, "select.json"))) if os.path.exists(os.path.join(CACHE, "select.json")) else None
 nodes = json.load(open(os.path.join(CACHE, "export_nodes.json"))) if os.path.exists(os.path.join(CACHE, "export_nodes.json")) else {}
-hard_ratio = M["hard_top1_gen_grid"].get(EXTRA.get("default_cell", "steps 20, guidance 4"), float("nan")) / max(M["hard_top1_real_train"], 1e-9) if "hard_top1_gen_grid" in M else None
+cells = {(c["steps"], c["guidance"]): c["top1"] for c in M.get("hard_top1_gen_grid", [])}
+default_cell = (EXTRA.get("default_steps", 20), float(EXTRA.get("default_guidance", 4)))
+hard_ratio = cells.get(default_cell, float("nan")) / max(M.get("hard_top1_real_train", 0), 1e-9)
 mins = lambda s: f"{s/60:.1f} min"
 ratio = M["rprec_gen_train"] / max(M["rprec_real_train"], 1e-9)
 
 def hard_section():
-    if "hard_top1_gen_grid" not in M:
+    if not cells:
         return ""
-    cells = M["hard_top1_gen_grid"]
-    steps = sorted({int(k.split(",")[0].split()[1]) for k in cells})
-    gs = sorted({float(k.split("guidance ")[1]) for k in cells})
+    steps = sorted({st for st, _ in cells})
+    gs = sorted({g for _, g in cells})
     head = "| steps \\ guidance | " + " | ".join(f"{g:g}" for g in gs) + " |"
-    rows_ = "\n".join(f"| {st} | " + " | ".join(f"{cells[f'steps {st}, guidance {g:g}']:.3f}" for g in gs) + " |" for st in steps)
+    rows_ = "\n".join(f"| {st} | " + " | ".join(f"{cells[(st, g)]:.3f}" for g in gs) + " |" for st in steps)
     return f"""**Hard retrieval** — the measure that picks checkpoints and defaults: each image's own CLDR label must
 be the nearest (by `clip_eval` cosine) among **all {M['hard_pool']} training base-emoji captions**
 (definition: `models/recipes/caption_pool.py`; the same in `bun run eval`). {M['hard_n']} training base
@@ -75,7 +76,7 @@ allows). Generated (Python DDIM, seed 14), by steps × guidance:
 |---|{'---|' * len(gs)}
 {rows_}
 
-At the defaults ({EXTRA.get('default_cell', 'steps 20, guidance 4')}): generated / real =
+At the defaults ({default_cell[0]} steps, guidance {default_cell[1]:g}): generated / real =
 **{hard_ratio:.2f}** (bar 0.8). The 16 fixed prompts: generated {M['hard_top1_gen_fixed']:.3f}
 ({round(M['hard_top1_gen_fixed'] * M['hard_fixed_n'])} of {M['hard_fixed_n']}), their real images {M['hard_top1_real_fixed']:.3f}.
 {EXTRA.get('hard_v3', '')}
