@@ -89,8 +89,28 @@ export async function phaseRecorder(): Promise<{
     };
   };
   const b = base.onnxBackends;
+  // Everything else the adapter gives (its cores for the thread policy, the optimized-graph cache)
+  // passes through unchanged: a timed run must load as the untimed CLI does.
+  const graphCache = b.graphCache;
   const onnxBackends: OnnxBackends = {
-    host: b.host,
+    ...b,
+    // A session created from the cache gets its model file's name too (the cached bytes are not the file's).
+    ...(graphCache
+      ? {
+          graphCache: (dir?: string) => {
+            const cache = graphCache(dir);
+            return cache && {
+              ...cache,
+              async entry(bytes, key) {
+                const e = await cache.entry(bytes, key);
+                const name = names.get(bytes);
+                if (e.cached && name) names.set(e.cached, name);
+                return e;
+              },
+            };
+          },
+        }
+      : {}),
     ...(b.native ? { native: timedLoader("onnxruntime-node", b.native) } : {}),
     ...(b.web ? { web: timedLoader("onnxruntime-web", b.web) } : {}),
   };

@@ -1,0 +1,44 @@
+/**
+ * `generate --timings` (api/cli/phase-timings.ts) must load models as the untimed CLI does: the
+ * timed adapter wraps the backends, and what it does not time (the cores for the thread policy, the
+ * optimized-graph cache) has to pass through. Before this was checked the timed CLI ran without the
+ * graph cache, so `bun run bench` reported a UNet session creation the real CLI does not pay.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { phaseRecorder } from "../../api/cli/phase-timings.ts";
+import { createDiffgraph } from "../../core/diffgraph.ts";
+import { loadRuntimeAdapter } from "../../core/runtime.ts";
+import { builtinRegistry } from "../../plugins/index.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "diffgraph-timings-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+test("the timed adapter keeps the host's cores and optimized-graph cache", async () => {
+  const base = await loadRuntimeAdapter();
+  const { adapter } = await phaseRecorder();
+  expect(adapter.onnxBackends.cores).toBe(base.onnxBackends.cores);
+  expect(typeof adapter.onnxBackends.graphCache).toBe("function");
+  expect(adapter.onnxBackends.graphCache!(dir)?.dir).toBe(dir);
+});
+
+test("a timed second start loads the VAE decoder from the graph cache, and times it under its file's name", async () => {
+  const froms: string[] = [];
+  for (let start = 0; start < 2; start++) {
+    const phases = await phaseRecorder();
+    const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", graphCache: dir, adapter: phases.adapter });
+    try {
+      const model = await dg.onnx.load(phases.adapter.fileSource("models/emoji-64"), "vae_decoder/model.onnx");
+      await model.run({ latent_sample: { dims: [1, 4, 8, 8], data: new Float32Array(256) } });
+      froms.push(...dg.onnx.created.map((c) => c.from));
+      const [timed] = phases.timings.sessions;
+      expect(timed?.file).toEndWith("emoji-64/vae_decoder/model.onnx");
+      expect(timed?.runs).toBe(1);
+    } finally {
+      await dg.dispose();
+    }
+  }
+  expect(froms).toEqual(["model", "cache"]);
+});
