@@ -25,7 +25,9 @@ export function fileSource(dir: string): ModelSource {
     async read(path) {
       const { full, shownPath } = at(path);
       try {
-        return new Uint8Array(await readFile(full));
+        // A view on readFile's own buffer, not a copy of it (a UNet is tens of MB, read on every open).
+        const b = await readFile(full);
+        return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         throw new ModelFileError(shownPath, code === "ENOENT" ? "file not found" : `cannot be read (${code ?? (err as Error).message})`, { cause: err });
