@@ -14,8 +14,21 @@ let sharpLoaded: Promise<Sharp | null> | undefined;
  * API): PNG encoding then falls back to fast-png, and decoding uploaded images is refused.
  */
 function loadSharp(): Promise<Sharp | null> {
-  return (sharpLoaded ??= import("sharp").then((m) => m.default, () => null));
+  return (sharpLoaded ??= import("sharp").then(
+    (m) => ((sharpReady = true), m.default),
+    () => null,
+  ));
 }
+let sharpReady = false;
+
+/**
+ * The largest PNG (pixels) encoded by fast-png in a process that has not loaded sharp. Loading
+ * sharp (libvips) for one PNG is most of a cold `generate`'s PNG phase: its import cost 66 ms of CPU
+ * against fast-png's 19 ms for the CLI's 256×256 (measured side by side, both under the same load);
+ * fast-png's cost grows with the pixels, so larger grids, and a process that already uses sharp (the
+ * server, image inputs), encode with sharp.
+ */
+export const JS_PNG_MAX_PIXELS = 384 * 384;
 
 async function requireSharp(what: string): Promise<Sharp> {
   const sharp = await loadSharp();
@@ -117,6 +130,7 @@ export async function gridPng(images: Tensor, columns?: number, scale = 1): Prom
       }
     }
   }
+  if (!sharpReady && W * H <= JS_PNG_MAX_PIXELS) return encodeRgbPng(out, W, H);
   const sharp = await loadSharp();
   if (!sharp) return encodeRgbPng(out, W, H);
   const buf = await sharp(out, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer();
