@@ -91,11 +91,12 @@ export default definePlugin({
       if (typeof ids.shape[1] === "number" && ids.shape[1] !== 6) throw new ModelFileError(model.file, `input "time_ids" has ${ids.shape[1]} values per row; SDXL's are 6 (original size, crop top-left, target size)`);
     }
     const condDim = model.hasInput("timestep_cond") ? model.expectInput("timestep_cond", { rank: 2, types: floats, what: "LCM's guidance embedding [batch, dim]" }).shape[1] : undefined;
-    // The session is created on the first step; an export that leaves the output's channels symbolic
-    // gets it now, so onnxruntime's shape inference tells them (inpainting is told apart by them).
-    if (typeof model.expectOutput(outName, { rank: 4 }).shape[1] !== "number") await model.ready();
-    const outChannels = model.expectOutput(outName, { rank: 4 }).shape[1];
     const unetConfig = await readComponentConfig(ctx.models, "unet/config.json");
+    // The session is created on the first step. An export that leaves the output's channels symbolic
+    // takes them from unet/config.json's out_channels (as diffusers does); only without that is the
+    // session created now, so that onnxruntime's shape inference tells them (inpainting is told apart by them).
+    if (typeof model.expectOutput(outName, { rank: 4 }).shape[1] !== "number" && typeof unetConfig.out_channels !== "number") await model.ready();
+    const outChannels = model.expectOutput(outName, { rank: 4 }).shape[1];
     const vaeConfig = await readComponentConfig(ctx.models, "vae_decoder/config.json");
     const factor = config.vaeScaleFactor ?? vaeScaleFactor(vaeConfig, unetConfig);
     const sampleShape = model.input("sample").shape;

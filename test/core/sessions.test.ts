@@ -102,6 +102,23 @@ describe("sessions are created by the nodes that run", () => {
     await dg.dispose();
   }, 60_000);
 
+  test("a UNet whose file leaves the output channels symbolic is opened without a session when unet/config.json gives out_channels", async () => {
+    // tiny-lcm's and tiny-sd-inpaint's exports declare out_sample with symbolic dims; their configs say out_channels 4.
+    for (const model of ["models/tiny-lcm", "models/tiny-sd-inpaint"]) {
+      const { backends, calls } = recordingBackends(2);
+      const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", log: () => {}, adapter: { host: "bun", fileSource, onnxBackends: backends } });
+      await dg.openPipeline(model);
+      expect(calls).toHaveLength(0);
+      await dg.dispose();
+    }
+    // tiny-sd has no unet/config.json: its session is created at open, for onnxruntime's inferred output shape.
+    const { backends, calls } = recordingBackends(2);
+    const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", log: () => {}, adapter: { host: "bun", fileSource, onnxBackends: backends } });
+    await dg.openPipeline("models/tiny-sd");
+    expect(calls.map((c) => c.producer)).toEqual([UNET]);
+    await dg.dispose();
+  }, 60_000);
+
   test("emoji-64: text-to-image loads three models; img2img adds the VAE encoder; metrics: true adds the CLIP towers", async () => {
     const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", log: () => {}, graphCache: false });
     try {
