@@ -23,6 +23,7 @@ import { clipScores } from "../../plugins/metrics/clip-score.ts";
 import { frechetDistance, type Gaussian } from "../../plugins/metrics/linalg.ts";
 import { candidateCaptions, promptRank } from "../../plugins/metrics/r-precision.ts";
 import { retrievalPool, RetrievalTally, type RetrievalPool } from "../../plugins/metrics/retrieval.ts";
+import { suggestDefaults } from "./suggest-defaults.ts";
 import { FeatureStats, gaussianFromJSON, type GaussianStatsJson } from "../../plugins/metrics/stats.ts";
 import { gridPng } from "../image.ts";
 import { readImage } from "./image-file.ts";
@@ -454,6 +455,7 @@ export async function main(argv: string[]): Promise<number> {
           candidates,
           hardRetrieval: tally?.rate ?? null,
           hardRetrievalImages: tally?.measured ?? 0,
+          ...(tally ? { hardOutcomes: tally.outcomes } : {}),
           fd: reference ? frechetDistance(rawStats!.gaussian(), reference.raw) : null,
           fdL2: reference?.l2 ? frechetDistance(l2Stats!.gaussian(), reference.l2) : null,
           secondsPerImage: seconds / n,
@@ -487,6 +489,8 @@ export async function main(argv: string[]): Promise<number> {
       const ratio = ratios.length ? `; generated / real ${ratios.join(" / ")}${mine.length > 1 ? " (cells in table order)" : ""}` : "";
       console.log(`hard: top-1 among all ${hardPool.captions.length} captions of ${hardPoolName}; ${measured} of ${mine[0]?.images ?? 0} images per cell measured${left > 0 ? ` (${left} left out: caption not in the pool)` : ""}${realNote}${ratio}`);
     }
+    const choice = suggestDefaults(mine);
+    if (choice) console.log(choice.line);
     console.log(`report: ${out}/index.html (${plots.length} plots, results.json, results.csv)`);
     return 0;
   } finally {

@@ -32,6 +32,12 @@ export interface CellResult {
    */
   readonly hardRetrieval: number | null;
   readonly hardRetrievalImages: number;
+  /**
+   * Each image's hard-retrieval outcome in generation order ("1" hit, "0" miss, "-" left out): every
+   * cell of a grid runs the same prompts and seeds, so two cells compare image by image (paired) in
+   * api/cli/suggest-defaults.ts. Absent in results.json files written before it was kept.
+   */
+  readonly hardOutcomes?: string;
   /** Fréchet distance of the cell's image features to the reference features (raw and L2-normalised); null without a reference. */
   readonly fd: number | null;
   readonly fdL2: number | null;

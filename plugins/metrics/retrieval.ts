@@ -42,6 +42,8 @@ export class RetrievalTally {
   hits = 0;
   measured = 0;
   excluded = 0;
+  /** One character per image, in the order added: "1" retrieved, "0" not, "-" left out (caption not in the pool). */
+  outcomes = "";
   constructor(readonly pool: RetrievalPool) {}
 
   /** Add a batch: image features [B, E] and one caption per image. */
@@ -51,10 +53,13 @@ export class RetrievalTally {
       const target = this.pool.index.get(c);
       if (target === undefined) {
         this.excluded++;
+        this.outcomes += "-";
         continue;
       }
       this.measured++;
-      if (retrievedTop1(imageFeatures, i, this.pool, target)) this.hits++;
+      const hit = retrievedTop1(imageFeatures, i, this.pool, target);
+      if (hit) this.hits++;
+      this.outcomes += hit ? "1" : "0";
     }
   }
 

@@ -53,6 +53,8 @@ describe("hard retrieval, by hand", () => {
     expect({ hits: tally.hits, measured: tally.measured, excluded: tally.excluded, rate: tally.rate }).toEqual({ hits: 2, measured: 4, excluded: 1, rate: 0.5 });
     tally.add(t([[0, 1]]), ["b"]);
     expect([tally.hits, tally.measured, tally.rate]).toEqual([3, 5, 0.6]);
+    // Per image, in the order added (what bun run eval keeps to compare cells image by image).
+    expect(tally.outcomes).toBe("1001-1");
   });
 
   test("exact string equality; a lone caption is always retrieved; no measured image gives null", async () => {
@@ -143,6 +145,9 @@ describe("bun run eval: hard retrieval", () => {
     expect(cell.images).toBe(8);
     expect(cell.hardRetrievalImages).toBe(6);
     expect(cell.hardRetrieval! * 6).toBeCloseTo(Math.round(cell.hardRetrieval! * 6), 10);
+    // One outcome per image: prompts in order, 2 images each; the 4th prompt is not in the pool.
+    expect(cell.hardOutcomes).toMatch(/^[01]{6}--$/);
+    expect([...cell.hardOutcomes!].filter((c) => c === "1").length / 6).toBeCloseTo(cell.hardRetrieval!, 12);
 
     // The real ceiling, computed here from the towers and an argmax written out.
     const models = fileSource(FIXTURE);
