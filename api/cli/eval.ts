@@ -369,13 +369,15 @@ export async function main(argv: string[]): Promise<number> {
     // A results.json from before hard retrieval has no retrievalPool setting: its cells are kept, and
     // those of this grid are recomputed when there is a pool now (they lack the measure).
     const predates = previous !== null && previous.settings.retrievalPool === undefined;
-    const stale = (c: { hardRetrieval?: number | null }) => hardPool !== null && c.hardRetrieval === undefined;
+    const staleReal = (c: { hardRetrieval?: number | null }) => hardPool !== null && c.hardRetrieval === undefined;
+    // Cells without per-image outcomes (older files) are recomputed too: the defaults line pairs cells image by image.
+    const stale = (c: { hardRetrieval?: number | null; hardOutcomes?: string }) => staleReal(c) || (hardPool !== null && c.hardRetrieval !== null && c.hardOutcomes === undefined);
     if (previous) {
       const differs = sameSettings(predates ? { ...previous.settings, retrievalPool: settings.retrievalPool } : previous.settings, settings);
       if (differs) throw new Error(`${out}/results.json was made with a different "${differs}"; use another --out, or --fresh to start over`);
     }
     const cells: CellResult[] = [...(previous?.cells ?? [])];
-    const realRes = previous?.real && !stale(previous.real) ? previous.real : await realResult();
+    const realRes = previous?.real && !staleReal(previous.real) ? previous.real : await realResult();
     const results = (): Results => ({
       version: 1,
       settings,
@@ -389,7 +391,7 @@ export async function main(argv: string[]): Promise<number> {
     const todo = grid.filter((c) => !done.has(cellKey(c)));
     const perCell = prompts.length * perPrompt;
     const redo = grid.filter((g) => cells.some((c) => cellKey(c) === cellKey(g) && stale(c))).length;
-    if (redo > 0) process.stderr.write(`${out}/results.json predates hard retrieval: recomputing its ${redo} cell(s) of this grid\n`);
+    if (redo > 0) process.stderr.write(`${out}/results.json predates hard retrieval or its per-image outcomes: recomputing its ${redo} cell(s) of this grid\n`);
     if (grid.length > todo.length) process.stderr.write(`resuming ${out}: ${grid.length - todo.length} of ${grid.length} cells already done\n`);
     const progress = new Progress(grid.length * perCell, (grid.length - todo.length) * perCell);
 

@@ -185,12 +185,22 @@ describe("bun run eval: hard retrieval", () => {
     writeFileSync(`${out}/results.json`, JSON.stringify(old));
     const again = evalCli(["--real-set", `${dir}/set.json`, "--per-prompt", "2", "--out", out]);
     expect(again.code).toBe(0);
-    expect(again.stderr).toContain("results.json predates hard retrieval: recomputing its 1 cell(s) of this grid");
+    expect(again.stderr).toContain("results.json predates hard retrieval or its per-image outcomes: recomputing its 1 cell(s) of this grid");
     const redone = JSON.parse(readFileSync(`${out}/results.json`, "utf8")) as Results;
     expect(redone.cells).toHaveLength(1);
     expect(redone.cells[0]!.hardRetrieval).toBe(cell.hardRetrieval);
+    expect(redone.cells[0]!.hardOutcomes).toBe(cell.hardOutcomes);
     expect(redone.cells[0]!.clipScore).toBeCloseTo(cell.clipScore, 10);
     expect(redone.real!.hardRetrieval).toBe(results.real!.hardRetrieval);
+
+    // A cell with the measure but without its per-image outcomes is recomputed; the real set is kept.
+    const noOutcomes = structuredClone(redone) as unknown as { cells: Record<string, unknown>[] };
+    delete noOutcomes.cells[0]!.hardOutcomes;
+    writeFileSync(`${out}/results.json`, JSON.stringify(noOutcomes));
+    const third = evalCli(["--real-set", `${dir}/set.json`, "--per-prompt", "2", "--out", out]);
+    expect(third.code).toBe(0);
+    expect(third.stderr).toContain("recomputing its 1 cell(s) of this grid");
+    expect((JSON.parse(readFileSync(`${out}/results.json`, "utf8")) as Results).cells[0]!.hardOutcomes).toBe(cell.hardOutcomes);
 
     // A different pool into the same folder is refused, not mixed.
     writeFileSync(`${dir}/pool.json`, JSON.stringify(["red heart", "pizza"]));
