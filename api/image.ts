@@ -22,11 +22,11 @@ function loadSharp(): Promise<Sharp | null> {
 let sharpReady = false;
 
 /**
- * The largest PNG (pixels) encoded by fast-png in a process that has not loaded sharp. Loading
- * sharp (libvips) for one PNG is most of a cold `generate`'s PNG phase: its import cost 66 ms of CPU
- * against fast-png's 19 ms for the CLI's 256×256 (measured side by side, both under the same load);
- * fast-png's cost grows with the pixels, so larger grids, and a process that already uses sharp (the
- * server, image inputs), encode with sharp.
+ * The largest grid (pixels) `gridPng` encodes with fast-png while this module has not loaded sharp.
+ * Loading sharp (libvips) for one PNG is most of a cold `generate`'s PNG phase: its import cost 66 ms
+ * of CPU against fast-png's 19 ms for the CLI's 256×256 (measured side by side, both under the same
+ * load); fast-png's cost grows with the pixels, so larger grids use sharp, and so does every grid once
+ * this module has loaded it (an image input, an earlier large grid).
  */
 export const JS_PNG_MAX_PIXELS = 384 * 384;
 

@@ -6,6 +6,7 @@
 import { expect, test } from "bun:test";
 import sharp from "sharp";
 import { gridPng, JS_PNG_MAX_PIXELS, pngSize } from "../../api/image.ts";
+import { encodeRgbPng } from "../../core/png.ts";
 import type { Tensor } from "../../core/tensor.ts";
 
 function batch(b: number, h: number, w: number): Tensor {
@@ -41,6 +42,8 @@ test("a small grid (the CLI's 64×64 at 4×, fast-png) and a large one (sharp) h
   expect(pngSize(a)).toEqual({ width: 256, height: 256 });
   expect(256 * 256).toBeLessThanOrEqual(JS_PNG_MAX_PIXELS);
   const want = expected(small, 1, 4);
+  // fast-png's bytes exactly (sharp's would differ): no libvips was loaded for it.
+  expect(a).toEqual(encodeRgbPng(want, 256, 256));
   const got = await pixels(a);
   let diff = 0;
   for (let i = 0; i < want.length; i++) diff = Math.max(diff, Math.abs(want[i]! - got[i]!));
@@ -55,6 +58,9 @@ test("a small grid (the CLI's 64×64 at 4×, fast-png) and a large one (sharp) h
   diff = 0;
   for (let i = 0; i < want2.length; i++) diff = Math.max(diff, Math.abs(want2[i]! - got2[i]!));
   expect(diff).toBeLessThanOrEqual(1);
-  // sharp is loaded now: the small grid goes through it too, with the same pixels.
-  expect(await pixels(await gridPng(small, undefined, 4))).toEqual(got);
+  expect(b).not.toEqual(encodeRgbPng(want2, 512, 512));
+  // sharp is loaded now: the small grid goes through it too (other bytes), with the same pixels.
+  const c = await gridPng(small, undefined, 4);
+  expect(c).not.toEqual(a);
+  expect(await pixels(c)).toEqual(got);
 });
