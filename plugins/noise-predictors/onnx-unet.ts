@@ -97,6 +97,8 @@ export default definePlugin({
     // session created now, so that onnxruntime's shape inference tells them (inpainting is told apart by them).
     if (typeof model.expectOutput(outName, { rank: 4 }).shape[1] !== "number" && typeof unetConfig.out_channels !== "number") await model.ready();
     const outChannels = model.expectOutput(outName, { rank: 4 }).shape[1];
+    // Channels taken on the config's word are checked against the first output.
+    let unchecked = typeof outChannels !== "number" ? unetConfig.out_channels : undefined;
     const vaeConfig = await readComponentConfig(ctx.models, "vae_decoder/config.json");
     const factor = config.vaeScaleFactor ?? vaeScaleFactor(vaeConfig, unetConfig);
     const sampleShape = model.input("sample").shape;
@@ -176,8 +178,12 @@ export default definePlugin({
           const w = guidance ?? new Float32Array(b).fill(1);
           feeds.timestep_cond = guidanceEmbedding(w, dim, b);
         }
-        const out = await model.run(feeds, [outName]);
-        return out[outName]!;
+        const out = (await model.run(feeds, [outName]))[outName]!;
+        if (unchecked !== undefined) {
+          if (out.dims[1] !== unchecked) throw new ModelFileError(`${ctx.models.root}/unet/config.json`, `out_channels: ${unchecked}, but ${model.file} returns ${out.dims[1]} channels`);
+          unchecked = undefined;
+        }
+        return out;
       },
     };
   },

@@ -5,6 +5,9 @@
  * pipeline and read `OnnxRuntime.created`. Nothing here measures time.
  */
 import { describe, expect, test } from "bun:test";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileSource, onnxBackends } from "../../core/adapters/node.ts";
 import { createDiffgraph } from "../../core/diffgraph.ts";
 import { OnnxRuntime, type OnnxBackends, type OrtModuleLike } from "../../core/onnx.ts";
@@ -117,6 +120,25 @@ describe("sessions are created by the nodes that run", () => {
     await dg.openPipeline("models/tiny-sd");
     expect(calls.map((c) => c.producer)).toEqual([UNET]);
     await dg.dispose();
+  }, 60_000);
+
+  test("out_channels taken from unet/config.json is checked against the UNet's first output", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "diffgraph-outch-"));
+    try {
+      cpSync("models/tiny-lcm", dir, { recursive: true });
+      rmSync(join(dir, "manifest.sha256.json"), { force: true });
+      const cfgFile = join(dir, "unet", "config.json");
+      writeFileSync(cfgFile, JSON.stringify({ ...JSON.parse(readFileSync(cfgFile, "utf8")), out_channels: 3 }));
+      const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", log: () => {}, graphCache: false });
+      try {
+        const p = await dg.openPipeline(dir);
+        await expect(p.run({ prompt: "a", steps: 1 })).rejects.toThrow(/unet\/config\.json: out_channels: 3, but .*unet\/model\.onnx returns 4 channels/);
+      } finally {
+        await dg.dispose();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 60_000);
 
   test("emoji-64: text-to-image loads three models; img2img adds the VAE encoder; metrics: true adds the CLIP towers", async () => {
