@@ -144,7 +144,27 @@ const TokenizerConfig = SpecialTokens.extend({
 
 const tokenText = (t: z.output<typeof SpecialToken>): string | undefined => (t == null ? undefined : typeof t === "string" ? t : t.content);
 
-export async function loadTokenizer(models: ModelSource, dir: string, maxLength?: number): Promise<LoadedTokenizer> {
+/**
+ * Tokenizers already loaded from a model source (the object a pipeline's nodes share): a pipeline's
+ * prompt and negative-prompt encoders use the same tokenizer, which is read, checked and built once.
+ * A later open gets a new source, so a changed file is read again.
+ */
+const loaded = new WeakMap<ModelSource, Map<string, Promise<LoadedTokenizer>>>();
+
+export function loadTokenizer(models: ModelSource, dir: string, maxLength?: number): Promise<LoadedTokenizer> {
+  let bySource = loaded.get(models);
+  if (!bySource) loaded.set(models, (bySource = new Map()));
+  const key = `${dir}\n${maxLength ?? ""}`;
+  let p = bySource.get(key);
+  if (!p) {
+    p = readTokenizer(models, dir, maxLength);
+    bySource.set(key, p);
+    p.catch(() => bySource!.delete(key)); // a failed load is not kept: the next open reports it again
+  }
+  return p;
+}
+
+async function readTokenizer(models: ModelSource, dir: string, maxLength?: number): Promise<LoadedTokenizer> {
   const jsonFile = `${dir}/tokenizer.json`;
   const configFile = `${dir}/tokenizer_config.json`;
   const mapFile = `${dir}/special_tokens_map.json`;

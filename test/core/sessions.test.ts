@@ -105,6 +105,26 @@ describe("sessions are created by the nodes that run", () => {
     await dg.dispose();
   }, 60_000);
 
+  test("opening emoji-64 reads each model file and each tokenizer once (the prompt and negative encoders share theirs)", async () => {
+    const reads = new Map<string, number>();
+    const counting = (dir: string) => {
+      const wrap = (s: ReturnType<typeof fileSource>): ReturnType<typeof fileSource> => ({
+        ...s,
+        read: async (p) => (reads.set(`${s.root}/${p}`, (reads.get(`${s.root}/${p}`) ?? 0) + 1), s.read(p)),
+        sub: (p) => wrap(s.sub(p)),
+      });
+      return wrap(fileSource(dir));
+    };
+    const { backends } = recordingBackends(2);
+    const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", log: () => {}, adapter: { host: "bun", fileSource: counting, onnxBackends: backends } });
+    await dg.openPipeline("pipelines/emoji-64.json");
+    const tokenizerReads = [...reads].filter(([f]) => f.endsWith("tokenizer.json"));
+    expect(tokenizerReads.map(([f]) => f).sort()).toEqual(["models/emoji-64/clip_eval/tokenizer/tokenizer.json", "models/emoji-64/tokenizer/tokenizer.json"]);
+    expect(tokenizerReads.every(([, n]) => n === 1)).toBe(true);
+    expect([...reads].filter(([f]) => f.endsWith(".onnx")).every(([, n]) => n === 1)).toBe(true);
+    await dg.dispose();
+  }, 60_000);
+
   test("a UNet whose file leaves the output channels symbolic is opened without a session when unet/config.json gives out_channels", async () => {
     // tiny-lcm's and tiny-sd-inpaint's exports declare out_sample with symbolic dims; their configs say out_channels 4.
     for (const model of ["models/tiny-lcm", "models/tiny-sd-inpaint"]) {
