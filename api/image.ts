@@ -30,6 +30,11 @@ let sharpReady = false;
  */
 export const JS_PNG_MAX_PIXELS = 384 * 384;
 
+/** Which encoder `gridPng` uses for a grid of `pixels` ("auto": the rule above). */
+export function gridEncoder(pixels: number, sharpLoaded: boolean): "fast-png" | "sharp" {
+  return !sharpLoaded && pixels <= JS_PNG_MAX_PIXELS ? "fast-png" : "sharp";
+}
+
 async function requireSharp(what: string): Promise<Sharp> {
   const sharp = await loadSharp();
   if (!sharp) throw new Error(`${what} needs sharp, whose native module is not available on this host`);
@@ -107,7 +112,7 @@ export function fromBase64(text: string): Uint8Array | null {
  * The whole batch as one PNG: a grid of `columns` (default ⌈√B⌉) images, each enlarged `scale`×
  * with nearest-neighbour sampling so small images stay crisp.
  */
-export async function gridPng(images: Tensor, columns?: number, scale = 1): Promise<Uint8Array> {
+export async function gridPng(images: Tensor, columns?: number, scale = 1, encoder: "auto" | "fast-png" | "sharp" = "auto"): Promise<Uint8Array> {
   const [b, , h, w] = images.dims as [number, number, number, number];
   const cols = Math.max(1, Math.min(b, columns ?? Math.ceil(Math.sqrt(b))));
   const rows = Math.ceil(b / cols);
@@ -130,7 +135,7 @@ export async function gridPng(images: Tensor, columns?: number, scale = 1): Prom
       }
     }
   }
-  if (!sharpReady && W * H <= JS_PNG_MAX_PIXELS) return encodeRgbPng(out, W, H);
+  if ((encoder === "auto" ? gridEncoder(W * H, sharpReady) : encoder) === "fast-png") return encodeRgbPng(out, W, H);
   const sharp = await loadSharp();
   if (!sharp) return encodeRgbPng(out, W, H);
   const buf = await sharp(out, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer();

@@ -1,11 +1,11 @@
 /**
  * api/image.ts: a batch as one PNG grid. Small grids in a process without sharp loaded are encoded
- * by fast-png, larger ones (and any once sharp is loaded) by sharp; both must give the same pixels,
- * each image enlarged with nearest-neighbour sampling at its place in the grid.
+ * by fast-png, larger ones (and any once sharp is loaded) by sharp (`gridEncoder`); both encoders
+ * must give the same pixels, each image enlarged with nearest-neighbour sampling at its place.
  */
 import { expect, test } from "bun:test";
 import sharp from "sharp";
-import { gridPng, JS_PNG_MAX_PIXELS, pngSize } from "../../api/image.ts";
+import { gridEncoder, gridPng, JS_PNG_MAX_PIXELS, pngSize } from "../../api/image.ts";
 import { encodeRgbPng } from "../../core/png.ts";
 import type { Tensor } from "../../core/tensor.ts";
 
@@ -36,31 +36,30 @@ function expected(t: Tensor, cols: number, s: number): Uint8Array {
   return out;
 }
 
-test("a small grid (the CLI's 64×64 at 4×, fast-png) and a large one (sharp) hold the same pixels as the images", async () => {
-  const small = batch(1, 64, 64);
-  const a = await gridPng(small, undefined, 4);
-  expect(pngSize(a)).toEqual({ width: 256, height: 256 });
-  expect(256 * 256).toBeLessThanOrEqual(JS_PNG_MAX_PIXELS);
-  const want = expected(small, 1, 4);
-  // fast-png's bytes exactly (sharp's would differ): no libvips was loaded for it.
-  expect(a).toEqual(encodeRgbPng(want, 256, 256));
-  const got = await pixels(a);
-  let diff = 0;
-  for (let i = 0; i < want.length; i++) diff = Math.max(diff, Math.abs(want[i]! - got[i]!));
-  expect(diff).toBeLessThanOrEqual(1);
+const maxDiff = (a: Uint8Array, b: Uint8Array) => {
+  expect(a.length).toBe(b.length);
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
+  return d;
+};
 
-  const large = batch(4, 64, 64);
-  const b = await gridPng(large, 2, 4);
-  expect(pngSize(b)).toEqual({ width: 512, height: 512 });
-  expect(512 * 512).toBeGreaterThan(JS_PNG_MAX_PIXELS);
-  const want2 = expected(large, 2, 4);
-  const got2 = await pixels(b);
-  diff = 0;
-  for (let i = 0; i < want2.length; i++) diff = Math.max(diff, Math.abs(want2[i]! - got2[i]!));
-  expect(diff).toBeLessThanOrEqual(1);
-  expect(b).not.toEqual(encodeRgbPng(want2, 512, 512));
-  // sharp is loaded now: the small grid goes through it too (other bytes), with the same pixels.
-  const c = await gridPng(small, undefined, 4);
-  expect(c).not.toEqual(a);
-  expect(await pixels(c)).toEqual(got);
+test("the encoder rule: fast-png for the CLI's 256×256 until sharp is loaded, sharp above 384×384", () => {
+  expect(gridEncoder(256 * 256, false)).toBe("fast-png");
+  expect(gridEncoder(JS_PNG_MAX_PIXELS, false)).toBe("fast-png");
+  expect(gridEncoder(JS_PNG_MAX_PIXELS + 1, false)).toBe("sharp");
+  expect(gridEncoder(256 * 256, true)).toBe("sharp");
+});
+
+test("both encoders hold the images' pixels, enlarged in place (a 1-image 4× grid and a 2×2 one)", async () => {
+  for (const [t, cols, s, W, H] of [[batch(1, 64, 64), 1, 4, 256, 256], [batch(4, 64, 64), 2, 4, 512, 512]] as const) {
+    const want = expected(t, cols, s);
+    const js = await gridPng(t, cols, s, "fast-png");
+    const vips = await gridPng(t, cols, s, "sharp");
+    expect(js).toEqual(encodeRgbPng(want, W, H)); // fast-png's own bytes
+    expect(vips).not.toEqual(js);
+    for (const png of [js, vips]) {
+      expect(pngSize(png)).toEqual({ width: W, height: H });
+      expect(maxDiff(await pixels(png), want)).toBeLessThanOrEqual(1);
+    }
+  }
 });
