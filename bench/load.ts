@@ -19,13 +19,13 @@ import { parseArgs } from "node:util";
 import { fileSource, onnxBackends } from "../core/adapters/node.ts";
 import { OnnxRuntime } from "../core/onnx.ts";
 import type { ThreadPolicyOptions } from "../core/threads.ts";
+import { median } from "./lib/stats.ts";
 
 const { values } = parseArgs({ options: { repeats: { type: "string" }, pipeline: { type: "string" }, skip: { type: "string" }, model: { type: "string" } } });
 const repeats = Number(values.repeats ?? 9);
 const pipeline = values.pipeline ?? "pipelines/emoji-64.json";
 const modelDir = values.model ?? "models/emoji-64";
 const skip = new Set((values.skip ?? "").split(",").filter(Boolean));
-const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const fmt = (xs: readonly number[]) => `${median(xs).toFixed(1)} (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`;
 
