@@ -86,11 +86,18 @@ export function verifiedSource(source: ModelSource, manifest: Manifest, prefix =
   return {
     root: source.root,
     async read(path) {
-      const bytes = await source.read(path);
       const key = normalizePath(joinPath(prefix, path));
-      if (key === MANIFEST_FILE) return bytes;
+      const entry = key === MANIFEST_FILE ? undefined : manifest.files[key];
+      const memo = entry && source.stamp && source.digests ? { stamp: source.stamp.bind(source), digests: source.digests } : undefined;
+      // The stamp before and after the read: equal, the bytes are the file as stamped (no write in between).
+      const before = memo && (await memo.stamp(path));
+      const bytes = await source.read(path);
+      if (!entry) return bytes;
+      const stable = before !== undefined && memo !== undefined && (await memo.stamp(path)) === before;
+      if (stable && bytes.length === entry.size && (await memo.digests.get(before)) === entry.sha256) return bytes; // hashed before, unchanged since
       const why = await manifestMismatch(manifest, key, bytes);
       if (why) throw new ModelFileError(`${source.root}/${normalizePath(path)}`, why);
+      if (stable) await memo.digests.set(before, entry.sha256);
       return bytes;
     },
     exists: (path) => source.exists(path),

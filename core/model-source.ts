@@ -21,6 +21,24 @@ export interface ModelSource {
   localPath?(path: string): string;
   /** The SHA-256 (hex) a manifest gives for `path`, checked when the file is read; the optimized-graph cache keys on it without hashing again. */
   sha256Of?(path: string): string | undefined;
+  /**
+   * An identity of the file's current state: device, inode, size, modification and change times
+   * (the change time moves on every write, rename or `utimes`, and nobody can set it back). Equal
+   * stamps mean the file has not been written since. Absent where the host cannot tell (browsers).
+   */
+  stamp?(path: string): Promise<string | undefined>;
+  /** Digests this host has computed before, by stamp (`DigestMemo`); with `stamp`, a manifest check hashes a file once, not on every open. */
+  readonly digests?: DigestMemo;
+}
+
+/**
+ * SHA-256 digests remembered across processes, keyed by a file's stamp: what git's index does with
+ * stat data, so that an unchanged 40 MB model folder is not hashed again on every start (≈ 30 ms of
+ * a cold CLI). Never throws: a memo that cannot be read or written is a miss.
+ */
+export interface DigestMemo {
+  get(stamp: string): Promise<string | undefined>;
+  set(stamp: string, sha256: string): Promise<void>;
 }
 
 export class ModelFileError extends Error {

@@ -5,12 +5,36 @@
  */
 import { readFile, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
-import { resolve, relative, isAbsolute } from "node:path";
-import { ModelFileError, normalizePath, type ModelSource } from "../model-source.ts";
+import { isAbsolute, join, relative, resolve } from "node:path";
+import { ModelFileError, normalizePath, type DigestMemo, type ModelSource } from "../model-source.ts";
 import type { OnnxBackends, OrtModuleLike } from "../onnx.ts";
-import { nodeGraphCache } from "./graph-cache-node.ts";
+import { fileStamp, nodeDigestMemo } from "./digest-memo-node.ts";
+import { defaultGraphCacheDir, nodeGraphCache } from "./graph-cache-node.ts";
 
-export function fileSource(dir: string): ModelSource {
+/**
+ * The folder of the per-machine digest memo: `digests/` in the optimized-graph cache's default folder
+ * (`DIFFGRAPH_CACHE_DIR`, else `$XDG_CACHE_HOME/diffgraph/onnx`, else `~/.cache/diffgraph/onnx`);
+ * undefined with `DIFFGRAPH_CACHE_DIR=off`, and every manifest check then hashes its file.
+ */
+export function defaultDigestDir(env: Readonly<Record<string, string | undefined>> = process.env): string | undefined {
+  const root = defaultGraphCacheDir(env);
+  return root ? join(root, "digests") : undefined;
+}
+
+let memo: DigestMemo | undefined | null = null;
+const defaultDigestMemo = (): DigestMemo | undefined => {
+  if (memo === null) {
+    const dir = defaultDigestDir();
+    memo = dir ? nodeDigestMemo(dir) : undefined;
+  }
+  return memo;
+};
+
+/**
+ * `digests`: the memo a manifest check consults (default: the per-machine one; undefined: always
+ * hash); `settleMs`: how long a file must be unchanged before its stamp counts (`fileStamp`).
+ */
+export function fileSource(dir: string, digests: DigestMemo | undefined = defaultDigestMemo(), settleMs?: number): ModelSource {
   const root = resolve(dir);
   const shown = relative(process.cwd(), root) || ".";
   const at = (path: string) => {
@@ -41,9 +65,11 @@ export function fileSource(dir: string): ModelSource {
       }
     },
     sub(path) {
-      return fileSource(at(path).full);
+      return fileSource(at(path).full, digests, settleMs);
     },
     localPath: (path) => at(path).full,
+    stamp: (path) => fileStamp(at(path).full, settleMs),
+    ...(digests ? { digests } : {}),
   };
 }
 

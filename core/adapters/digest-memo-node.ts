@@ -1,0 +1,62 @@
+/**
+ * The digest memo on Bun and Node (`DigestMemo` in core/model-source.ts): one small file per stamp,
+ * `<folder>/<dev>-<inode>-<size>-<mtime ns>-<ctime ns>` holding the file's SHA-256, written to a temporary name and
+ * renamed, so a crash leaves no half-written entry. Entries are a few bytes each and never wrong (a
+ * stamp names one state of one file), so nothing prunes them.
+ *
+ * The adapter (`node.ts`) keeps it in `digests/` inside the optimized-graph cache's default folder.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { DigestMemo } from "../model-source.ts";
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/**
+ * How long after its last change a file's stamp is trusted. File times tick coarsely (a few ms on
+ * Linux), so a file changed twice within one tick, size kept, would keep its stamp: a stamp is given
+ * only for a file unchanged for this long (git's "racily clean" rule), and a fresh file is hashed.
+ */
+export const STAMP_SETTLE_MS = 1000;
+
+/**
+ * A file's stamp: device, inode, size, modification and change times in nanoseconds; undefined when
+ * it cannot be read, or changed less than `settleMs` ago.
+ */
+export async function fileStamp(path: string, settleMs = STAMP_SETTLE_MS): Promise<string | undefined> {
+  try {
+    const s = await stat(path, { bigint: true });
+    if (!s.isFile() || Date.now() - Number(s.ctimeNs / 1_000_000n) < settleMs) return undefined;
+    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
+  } catch {
+    return undefined;
+  }
+}
+
+export function nodeDigestMemo(dir: string): DigestMemo {
+  // The stamp is digits and colons: its own file name, no hashing needed.
+  const at = (stamp: string) => join(dir, stamp.replaceAll(":", "-"));
+  return {
+    async get(stamp) {
+      try {
+        const v = (await readFile(at(stamp), "utf8")).trim();
+        return HEX64.test(v) ? v : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    async set(stamp, sha256) {
+      if (!HEX64.test(sha256)) return;
+      const path = at(stamp);
+      const temp = `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+      try {
+        await mkdir(dir, { recursive: true });
+        await writeFile(temp, sha256);
+        await rename(temp, path);
+      } catch {
+        await rm(temp, { force: true }).catch(() => {});
+      }
+    },
+  };
+}
