@@ -100,6 +100,8 @@ export interface OptimizedGraphEntry {
   readonly path: string;
   /** The cached optimized graph, verified against its record (size, SHA-256); undefined on a miss. */
   readonly cached?: Uint8Array;
+  /** Or, instead of `cached`, the cached graph's file when it is unchanged since it was verified (the native runtime reads it). */
+  readonly cachedFile?: string;
   /** Where onnxruntime writes the optimized graph on a miss. */
   readonly tempPath: string;
   /** After a session was created with `optimizedModelFilePath: tempPath`: verify and move into place. Returns why not, or null. Never throws. */
@@ -698,10 +700,11 @@ export class OnnxRuntime {
         const cache = this.cacheFor(backend, provider, locations.length > 0);
         const entry = cache ? await this.cacheEntry(cache, ort, provider, options, m) : undefined;
         let cached: OrtSessionLike | undefined;
-        if (entry?.cached) {
+        const hit = entry?.cachedFile ?? entry?.cached;
+        if (entry && hit) {
           try {
             // Optimized once already: loading it optimizes nothing again.
-            cached = await serialize(() => ort.InferenceSession.create(entry.cached!, { ...options, graphOptimizationLevel: "disabled" }));
+            cached = await serialize(() => ort.InferenceSession.create(hit, { ...options, graphOptimizationLevel: "disabled" }));
             from = "cache";
           } catch (err) {
             this.log(`onnx: cached optimized graph ${entry.path} of ${file} did not load (${firstLine((err as Error).message ?? String(err))}); rebuilding it`);
