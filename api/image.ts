@@ -11,7 +11,7 @@ type Sharp = (typeof import("sharp"))["default"];
 let sharpLoaded: Promise<Sharp | null> | undefined;
 /**
  * sharp, loaded on first use; null where its native module cannot load (an edge worker bundling the
- * API): PNG encoding then falls back to fast-png, and decoding uploaded images is refused.
+ * API): PNG encoding then falls back to core/png.ts, and decoding uploaded images is refused.
  */
 function loadSharp(): Promise<Sharp | null> {
   return (sharpLoaded ??= import("sharp").then(
@@ -22,17 +22,16 @@ function loadSharp(): Promise<Sharp | null> {
 let sharpReady = false;
 
 /**
- * The largest grid (pixels) `gridPng` encodes with fast-png while this module has not loaded sharp.
- * Loading sharp (libvips) for one PNG is most of a cold `generate`'s PNG phase: its import cost 66 ms
- * of CPU against fast-png's 19 ms for the CLI's 256×256 (measured side by side, both under the same
- * load); fast-png's cost grows with the pixels, so larger grids use sharp, and so does every grid once
- * this module has loaded it (an image input, an earlier large grid).
+ * The largest grid (pixels) `gridPng` encodes with core/png.ts (the platform's deflate) while this
+ * module has not loaded sharp. Loading sharp (libvips) for one PNG would be most of a cold
+ * `generate`'s PNG phase (its import cost 66 ms of CPU, measured); larger grids use sharp, and so
+ * does every grid once this module has loaded it (an image input, an earlier large grid).
  */
 export const JS_PNG_MAX_PIXELS = 384 * 384;
 
 /** Which encoder `gridPng` uses for a grid of `pixels` ("auto": the rule above). */
-export function gridEncoder(pixels: number, sharpLoaded: boolean): "fast-png" | "sharp" {
-  return !sharpLoaded && pixels <= JS_PNG_MAX_PIXELS ? "fast-png" : "sharp";
+export function gridEncoder(pixels: number, sharpLoaded: boolean): "js" | "sharp" {
+  return !sharpLoaded && pixels <= JS_PNG_MAX_PIXELS ? "js" : "sharp";
 }
 
 async function requireSharp(what: string): Promise<Sharp> {
@@ -112,7 +111,7 @@ export function fromBase64(text: string): Uint8Array | null {
  * The whole batch as one PNG: a grid of `columns` (default ⌈√B⌉) images, each enlarged `scale`×
  * with nearest-neighbour sampling so small images stay crisp.
  */
-export async function gridPng(images: Tensor, columns?: number, scale = 1, encoder: "auto" | "fast-png" | "sharp" = "auto"): Promise<Uint8Array> {
+export async function gridPng(images: Tensor, columns?: number, scale = 1, encoder: "auto" | "js" | "sharp" = "auto"): Promise<Uint8Array> {
   const [b, , h, w] = images.dims as [number, number, number, number];
   const cols = Math.max(1, Math.min(b, columns ?? Math.ceil(Math.sqrt(b))));
   const rows = Math.ceil(b / cols);
@@ -135,7 +134,7 @@ export async function gridPng(images: Tensor, columns?: number, scale = 1, encod
       }
     }
   }
-  if ((encoder === "auto" ? gridEncoder(W * H, sharpReady) : encoder) === "fast-png") return encodeRgbPng(out, W, H);
+  if ((encoder === "auto" ? gridEncoder(W * H, sharpReady) : encoder) === "js") return encodeRgbPng(out, W, H);
   const sharp = await loadSharp();
   if (!sharp) return encodeRgbPng(out, W, H);
   const buf = await sharp(out, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer();

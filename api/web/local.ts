@@ -117,7 +117,7 @@ async function generate() {
     );
     const ms = performance.now() - t0;
     showProvider();
-    const png = tensorToPngJs(r.images, 0);
+    const png = await tensorToPngJs(r.images, 0);
     const img = document.createElement("img");
     img.className = "final";
     img.alt = prompt;

@@ -120,7 +120,7 @@ export default {
       const headers = { "x-diffgraph-ms": ms.toFixed(1), "x-diffgraph-dims": r.images.dims.join(",") };
       // format=f32: the image tensor's float32 bytes, for comparing runtimes below 8-bit rounding.
       if (q.get("format") === "f32") return new Response(new Uint8Array(r.images.data.buffer, r.images.data.byteOffset, r.images.data.byteLength).slice(), { headers: { ...headers, "content-type": "application/octet-stream" } });
-      return new Response(tensorToPngJs(r.images, 0) as Uint8Array<ArrayBuffer>, { headers: { ...headers, "content-type": "image/png" } });
+      return new Response((await tensorToPngJs(r.images, 0)) as Uint8Array<ArrayBuffer>, { headers: { ...headers, "content-type": "image/png" } });
     } catch (err) {
       const e = err as Error;
       const status = e instanceof ParamsError ? 400 : 500;

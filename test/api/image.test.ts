@@ -1,6 +1,6 @@
 /**
  * api/image.ts: a batch as one PNG grid. Small grids in a process without sharp loaded are encoded
- * by fast-png, larger ones (and any once sharp is loaded) by sharp (`gridEncoder`); both encoders
+ * by core/png.ts, larger ones (and any once sharp is loaded) by sharp (`gridEncoder`); both encoders
  * must give the same pixels, each image enlarged with nearest-neighbour sampling at its place.
  */
 import { expect, test } from "bun:test";
@@ -43,9 +43,9 @@ const maxDiff = (a: Uint8Array, b: Uint8Array) => {
   return d;
 };
 
-test("the encoder rule: fast-png for the CLI's 256×256 until sharp is loaded, sharp above 384×384", () => {
-  expect(gridEncoder(256 * 256, false)).toBe("fast-png");
-  expect(gridEncoder(JS_PNG_MAX_PIXELS, false)).toBe("fast-png");
+test("the encoder rule: core/png.ts for the CLI's 256×256 until sharp is loaded, sharp above 384×384", () => {
+  expect(gridEncoder(256 * 256, false)).toBe("js");
+  expect(gridEncoder(JS_PNG_MAX_PIXELS, false)).toBe("js");
   expect(gridEncoder(JS_PNG_MAX_PIXELS + 1, false)).toBe("sharp");
   expect(gridEncoder(256 * 256, true)).toBe("sharp");
 });
@@ -53,9 +53,9 @@ test("the encoder rule: fast-png for the CLI's 256×256 until sharp is loaded, s
 test("both encoders hold the images' pixels, enlarged in place (a 1-image 4× grid and a 2×2 one)", async () => {
   for (const [t, cols, s, W, H] of [[batch(1, 64, 64), 1, 4, 256, 256], [batch(4, 64, 64), 2, 4, 512, 512]] as const) {
     const want = expected(t, cols, s);
-    const js = await gridPng(t, cols, s, "fast-png");
+    const js = await gridPng(t, cols, s, "js");
     const vips = await gridPng(t, cols, s, "sharp");
-    expect(js).toEqual(encodeRgbPng(want, W, H)); // fast-png's own bytes
+    expect(js).toEqual(await encodeRgbPng(want, W, H)); // core/png.ts's own bytes
     expect(vips).not.toEqual(js);
     for (const png of [js, vips]) {
       expect(pngSize(png)).toEqual({ width: W, height: H });
