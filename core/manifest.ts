@@ -102,6 +102,19 @@ export function verifiedSource(source: ModelSource, manifest: Manifest, prefix =
     },
     exists: (path) => source.exists(path),
     sha256Of: (path) => manifest.files[normalizePath(joinPath(prefix, path))]?.sha256,
+    // Behind a manifest a stamp vouches for more: it is given only while the memo holds the
+    // manifest's digest for it, i.e. the file in this state was read and found to match.
+    ...(source.stamp && source.digests
+      ? {
+          async stamp(path: string) {
+            const entry = manifest.files[normalizePath(joinPath(prefix, path))];
+            const stamp = await source.stamp!(path);
+            if (!entry || stamp === undefined) return stamp;
+            return (await source.digests!.get(stamp)) === entry.sha256 ? stamp : undefined;
+          },
+          digests: source.digests,
+        }
+      : {}),
     sub: (path) => verifiedSource(source.sub(path), manifest, normalizePath(joinPath(prefix, path))),
   };
 }

@@ -25,6 +25,7 @@ export interface ModelSource {
    * An identity of the file's current state: device, inode, size, modification and change times
    * (the change time moves on every write, rename or `utimes`, and nobody can set it back). Equal
    * stamps mean the file has not been written since. Absent where the host cannot tell (browsers).
+   * Behind a manifest, a stamp is given only for a file whose state was read and found to match it.
    */
   stamp?(path: string): Promise<string | undefined>;
   /** Digests this host has computed before, by stamp (`DigestMemo`); with `stamp`, a manifest check hashes a file once, not on every open. */
@@ -32,14 +33,18 @@ export interface ModelSource {
 }
 
 /**
- * SHA-256 digests remembered across processes, keyed by a file's stamp: what git's index does with
- * stat data, so that an unchanged 40 MB model folder is not hashed again on every start (≈ 30 ms of
- * a cold CLI). Never throws: a memo that cannot be read or written is a miss.
+ * Facts about a file remembered across processes, keyed by its stamp: what git's index does with
+ * stat data. Kind "sha256" (the default) is the file's SHA-256, so that an unchanged 40 MB model
+ * folder is not hashed again on every start (≈ 30 ms of a cold CLI); kind "onnx-io" is what
+ * core/onnx.ts reads from an ONNX file's graph (its inputs, outputs, external data), so an unchanged
+ * model need not be read at open at all. Never throws: a memo that cannot be read or written is a miss.
  */
 export interface DigestMemo {
-  get(stamp: string): Promise<string | undefined>;
-  set(stamp: string, sha256: string): Promise<void>;
+  get(stamp: string, kind?: MemoKind): Promise<string | undefined>;
+  set(stamp: string, value: string, kind?: MemoKind): Promise<void>;
 }
+
+export type MemoKind = "sha256" | "onnx-io";
 
 export class ModelFileError extends Error {
   constructor(

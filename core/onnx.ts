@@ -12,6 +12,7 @@
  * optimized graph is kept in a per-machine cache (`OptimizedGraphCache`, the adapter's).
  */
 import { f16ToF32, f32ToF16 } from "./float16.ts";
+import { sha256Hex } from "./manifest.ts";
 import { ModelFileError, type ModelSource } from "./model-source.ts";
 import { OnnxFormatError, readOnnxGraph, type GraphIO } from "./onnx-graph.ts";
 import type { Tensor } from "./tensor.ts";
@@ -82,10 +83,13 @@ export interface OnnxBackends {
  */
 export interface OptimizedGraphCache {
   readonly dir: string;
-  entry(bytes: Uint8Array, key: GraphCacheKey): Promise<OptimizedGraphEntry>;
+  /** `bytes`: the model's; may be undefined when `key.sha256` is given (the model was not read). */
+  entry(bytes: Uint8Array | undefined, key: GraphCacheKey): Promise<OptimizedGraphEntry>;
 }
 
 export interface GraphCacheKey {
+  /** The model file's name, for messages and timings (not part of the key). */
+  readonly file?: string;
   /** The model's SHA-256 when already known (a manifest vouched for it); else the cache hashes the bytes. */
   readonly sha256?: string;
   /** "onnxruntime-node 1.30.0". */
@@ -488,6 +492,45 @@ export function externalDataFiles(bytes: Uint8Array): string[] {
   return [...found];
 }
 
+async function readModelBytes(source: ModelSource, path: string, file: string): Promise<Uint8Array> {
+  try {
+    return await source.read(path);
+  } catch (err) {
+    if (err instanceof ModelFileError) throw err;
+    throw new ModelFileError(file, `cannot be read (${(err as Error).message})`, { cause: err });
+  }
+}
+
+/** Bump when what `readOnnxGraph` reports changes: remembered entries of another format are misses. */
+const ONNX_IO_FORMAT = 1;
+
+/** What an open remembers of an ONNX file (`DigestMemo` kind "onnx-io"), by the file's stamp. */
+interface RememberedIO {
+  readonly format: number;
+  readonly inputs: readonly GraphIO[];
+  readonly outputs: readonly GraphIO[];
+  readonly externalData: readonly string[];
+  readonly sha256: string;
+}
+
+/** A remembered entry, checked field by field; undefined for none, or one that is malformed or of another format. */
+export function rememberedIO(text: string | undefined): RememberedIO | undefined {
+  if (!text) return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const r = v as Partial<RememberedIO> | null;
+  const isIO = (list: unknown): list is GraphIO[] =>
+    Array.isArray(list) &&
+    list.every((g) => g && typeof g.name === "string" && typeof g.type === "string" && typeof g.isTensor === "boolean" && Array.isArray(g.shape) && g.shape.every((d: unknown) => typeof d === "number" || typeof d === "string"));
+  if (!r || r.format !== ONNX_IO_FORMAT || !isIO(r.inputs) || !isIO(r.outputs) || typeof r.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(r.sha256)) return undefined;
+  if (!Array.isArray(r.externalData) || !r.externalData.every((x) => typeof x === "string")) return undefined;
+  return r as RememberedIO;
+}
+
 /** UNet inputs that hold the text encoder's outputs: the same array every step of a run (never mutated in place). */
 const RESIDENT_INPUTS = new Set(["encoder_hidden_states", "text_embeds"]);
 
@@ -624,28 +667,46 @@ export class OnnxRuntime {
   }
 
   private async read(source: ModelSource, path: string, file: string, role: SessionRole, fixed?: Readonly<Record<string, number>>): Promise<OnnxModel> {
-    let bytes: Uint8Array;
-    try {
-      bytes = await source.read(path);
-    } catch (err) {
-      if (err instanceof ModelFileError) throw err;
-      throw new ModelFileError(file, `cannot be read (${(err as Error).message})`, { cause: err });
-    }
-    if (bytes.length < 16) throw new ModelFileError(file, `is ${bytes.length} bytes: too short to be an ONNX model (truncated?)`);
-    // An ONNX file is a protobuf ModelProto; its first field is ir_version (tag 0x08).
-    if (bytes[0] !== 0x08) throw new ModelFileError(file, "is not an ONNX model (does not start with a ModelProto ir_version field)");
-    let graph: ReturnType<typeof readOnnxGraph>;
-    try {
-      graph = readOnnxGraph(bytes);
-    } catch (err) {
-      if (!(err instanceof OnnxFormatError)) throw err;
-      throw new ModelFileError(file, `is not a valid ONNX model or is truncated (${err.message})`, { cause: err });
+    // A file unchanged since an earlier open (same stamp; behind a manifest, also verified) need not
+    // be read now: its inputs, outputs and external data were remembered (`DigestMemo` "onnx-io"), and
+    // its bytes are read only if a session needs them (not when the optimized-graph cache has it).
+    const memo = source.stamp ? source.digests : undefined;
+    const stamp = memo ? await source.stamp!(path) : undefined;
+    const known = stamp !== undefined ? rememberedIO(await memo!.get(stamp, "onnx-io")) : undefined;
+    let graph: { readonly inputs: readonly GraphIO[]; readonly outputs: readonly GraphIO[] };
+    let locations: string[];
+    let sha256 = source.sha256Of?.(path);
+    let bytes: () => Promise<Uint8Array>;
+    if (known) {
+      graph = known;
+      locations = [...known.externalData];
+      sha256 ??= known.sha256;
+      let later: Promise<Uint8Array> | undefined;
+      bytes = () => (later ??= readModelBytes(source, path, file));
+    } else {
+      const b = await readModelBytes(source, path, file);
+      if (b.length < 16) throw new ModelFileError(file, `is ${b.length} bytes: too short to be an ONNX model (truncated?)`);
+      // An ONNX file is a protobuf ModelProto; its first field is ir_version (tag 0x08).
+      if (b[0] !== 0x08) throw new ModelFileError(file, "is not an ONNX model (does not start with a ModelProto ir_version field)");
+      try {
+        graph = readOnnxGraph(b);
+      } catch (err) {
+        if (!(err instanceof OnnxFormatError)) throw err;
+        throw new ModelFileError(file, `is not a valid ONNX model or is truncated (${err.message})`, { cause: err });
+      }
+      locations = externalDataFiles(b);
+      bytes = () => Promise.resolve(b);
+      // Remember what was read, if the file kept its stamp through the read (no write in between).
+      if (stamp !== undefined && (await source.stamp!(path)) === stamp) {
+        sha256 ??= await sha256Hex(b);
+        const io: RememberedIO = { format: ONNX_IO_FORMAT, inputs: graph.inputs, outputs: graph.outputs, externalData: locations, sha256 };
+        await memo!.set(stamp, JSON.stringify(io), "onnx-io");
+      }
     }
     // Weights stored beside the graph (`model.onnx_data`, required above 2 GB): onnxruntime-node opens
     // them itself from a server's disk (the model is then created from its path); otherwise they are
     // read through the same source (fetched in a browser) and handed over as `externalData`.
     const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/") + 1) : "";
-    const locations = externalDataFiles(bytes);
     for (const location of locations) {
       if (location.includes("..") || location.startsWith("/")) throw new ModelFileError(file, `refers to external data "${location}" outside its folder`);
       if (!(await source.exists(dir + location))) throw new ModelFileError(`${source.root}/${dir}${location}`, `file not found (${file} keeps its weights there as external data)`);
@@ -653,7 +714,6 @@ export class OnnxRuntime {
     // An axis fixed by freeDimensions is reported at its size, so plugins treat it as static.
     const io = (list: readonly GraphIO[]): IOInfo[] =>
       list.map((g) => ({ name: g.name, type: g.isTensor ? g.type : "non-tensor", shape: g.shape.map((d) => (typeof d === "string" && fixed?.[d] !== undefined ? fixed[d]! : d)) }));
-    const sha256 = source.sha256Of?.(path);
     return new OnnxModel(file, io(graph.inputs), io(graph.outputs), () =>
       this.createSession({ source, path, file, role, bytes, locations, dir, ...(fixed ? { fixed } : {}), ...(sha256 ? { sha256 } : {}) }),
     );
@@ -664,7 +724,7 @@ export class OnnxRuntime {
     path: string;
     file: string;
     role: SessionRole;
-    bytes: Uint8Array;
+    bytes: () => Promise<Uint8Array>;
     locations: readonly string[];
     dir: string;
     fixed?: Readonly<Record<string, number>>;
@@ -694,7 +754,7 @@ export class OnnxRuntime {
       try {
         const options = this.sessionOptions(backend, provider, m.role);
         if (fixed) options.freeDimensionOverrides = { ...fixed };
-        let model: Uint8Array | string = bytes;
+        let model: Uint8Array | string | undefined;
         if (locations.length && backend === "onnxruntime-node" && source.localPath) model = source.localPath(path);
         else if (locations.length) options.externalData = await readExternal();
         const cache = this.cacheFor(backend, provider, locations.length > 0);
@@ -715,7 +775,8 @@ export class OnnxRuntime {
         else {
           // onnxruntime warns on stderr that an "all"-optimized graph is for this machine only: the cache is keyed on it.
           const writing = entry ? { ...options, optimizedModelFilePath: entry.tempPath, logSeverityLevel: 3 } : options;
-          session = await serialize(() => ort.InferenceSession.create(model, writing));
+          const from = model ?? (await bytes());
+          session = await serialize(() => ort.InferenceSession.create(from, writing));
           const why = await entry?.commit();
           if (why) this.log(`onnx: optimized graph of ${file} not cached (${why})`);
         }
@@ -750,11 +811,11 @@ export class OnnxRuntime {
     return backend === "onnxruntime-node" && provider === "cpu" && !externalData ? this.graphCache : undefined;
   }
 
-  private async cacheEntry(cache: OptimizedGraphCache, ort: OrtModuleLike, provider: string, options: Record<string, unknown>, m: { bytes: Uint8Array; sha256?: string; file: string }): Promise<OptimizedGraphEntry | undefined> {
+  private async cacheEntry(cache: OptimizedGraphCache, ort: OrtModuleLike, provider: string, options: Record<string, unknown>, m: { bytes: () => Promise<Uint8Array>; sha256?: string; file: string }): Promise<OptimizedGraphEntry | undefined> {
     try {
       const graphOptions = { graphOptimizationLevel: options.graphOptimizationLevel, freeDimensionOverrides: options.freeDimensionOverrides ?? null };
       const version = ort.env?.versions?.node ?? ort.env?.versions?.common ?? "unknown";
-      return await cache.entry(m.bytes, { ...(m.sha256 ? { sha256: m.sha256 } : {}), runtime: `onnxruntime-node ${version}`, provider, options: graphOptions });
+      return await cache.entry(m.sha256 ? undefined : await m.bytes(), { file: m.file, ...(m.sha256 ? { sha256: m.sha256 } : {}), runtime: `onnxruntime-node ${version}`, provider, options: graphOptions });
     } catch (err) {
       this.log(`onnx: optimized-graph cache ${cache.dir} unusable for ${m.file} (${firstLine((err as Error).message)}); loading without it`);
       return undefined;

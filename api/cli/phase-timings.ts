@@ -113,7 +113,7 @@ export async function phaseRecorder(): Promise<{
               async entry(bytes, key) {
                 const start = performance.now();
                 const e = await cache.entry(bytes, key);
-                const name = names.get(bytes);
+                const name = (bytes && names.get(bytes)) ?? key.file;
                 if (name) lookups.set(name, [start, performance.now()]);
                 if (e.cached && name) names.set(e.cached, name);
                 if (e.cachedFile && name) files.set(e.cachedFile, name);

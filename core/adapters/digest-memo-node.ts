@@ -1,6 +1,7 @@
 /**
  * The digest memo on Bun and Node (`DigestMemo` in core/model-source.ts): one small file per stamp,
- * `<folder>/<dev>-<inode>-<size>-<mtime ns>-<ctime ns>` holding the file's SHA-256, written to a temporary name and
+ * `<folder>/<dev>-<inode>-<size>-<mtime ns>-<ctime ns>[.<kind>]` holding the value (a SHA-256, or an
+ * ONNX file's inputs and outputs as JSON), written to a temporary name and
  * renamed, so a crash leaves no half-written entry. Entries are a few bytes each and never wrong (a
  * stamp names one state of one file), so nothing prunes them.
  *
@@ -9,7 +10,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { DigestMemo } from "../model-source.ts";
+import type { DigestMemo, MemoKind } from "../model-source.ts";
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -34,25 +35,29 @@ export async function fileStamp(path: string, settleMs = STAMP_SETTLE_MS): Promi
   }
 }
 
+/** The largest value kept (an ONNX file's inputs and outputs are a few hundred bytes). */
+const MAX_VALUE = 64 * 1024;
+
 export function nodeDigestMemo(dir: string): DigestMemo {
-  // The stamp is digits and colons: its own file name, no hashing needed.
-  const at = (stamp: string) => join(dir, stamp.replaceAll(":", "-"));
+  // The stamp is digits and colons: its own file name, no hashing needed; other kinds add a suffix.
+  const at = (stamp: string, kind: MemoKind) => join(dir, `${stamp.replaceAll(":", "-")}${kind === "sha256" ? "" : `.${kind}`}`);
+  const valid = (value: string, kind: MemoKind) => (kind === "sha256" ? HEX64.test(value) : value.length > 0 && value.length <= MAX_VALUE);
   return {
-    async get(stamp) {
+    async get(stamp, kind = "sha256") {
       try {
-        const v = (await readFile(at(stamp), "utf8")).trim();
-        return HEX64.test(v) ? v : undefined;
+        const v = (await readFile(at(stamp, kind), "utf8")).trim();
+        return valid(v, kind) ? v : undefined;
       } catch {
         return undefined;
       }
     },
-    async set(stamp, sha256) {
-      if (!HEX64.test(sha256)) return;
-      const path = at(stamp);
+    async set(stamp, value, kind = "sha256") {
+      if (!valid(value, kind)) return;
+      const path = at(stamp, kind);
       const temp = `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
       try {
         await mkdir(dir, { recursive: true });
-        await writeFile(temp, sha256);
+        await writeFile(temp, value);
         await rename(temp, path);
       } catch {
         await rm(temp, { force: true }).catch(() => {});

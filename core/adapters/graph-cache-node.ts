@@ -90,7 +90,8 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
   return {
     dir: root,
     async entry(bytes, key): Promise<OptimizedGraphEntry> {
-      const model = key.sha256 ?? sha256(bytes);
+      if (!key.sha256 && !bytes) throw new Error("the model's bytes or its SHA-256 are needed");
+      const model = key.sha256 ?? sha256(bytes!);
       const machine = machineId();
       const id = graphCacheId(model, key, machine);
       const path = join(root, `${id}.onnx`);

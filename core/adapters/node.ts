@@ -31,10 +31,10 @@ const defaultDigestMemo = (): DigestMemo | undefined => {
 };
 
 /**
- * `digests`: the memo a manifest check consults (default: the per-machine one; undefined: always
- * hash); `settleMs`: how long a file must be unchanged before its stamp counts (`fileStamp`).
+ * `digests`: the memo a manifest check consults (default: the per-machine one; null: none, always
+ * hash and read); `settleMs`: how long a file must be unchanged before its stamp counts (`fileStamp`).
  */
-export function fileSource(dir: string, digests: DigestMemo | undefined = defaultDigestMemo(), settleMs?: number): ModelSource {
+export function fileSource(dir: string, digests: DigestMemo | null | undefined = defaultDigestMemo(), settleMs?: number): ModelSource {
   const root = resolve(dir);
   const shown = relative(process.cwd(), root) || ".";
   const at = (path: string) => {

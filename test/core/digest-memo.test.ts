@@ -4,6 +4,8 @@
  * (device, inode, size, modification and change time); any write changes the stamp (the change time
  * moves even when the modification time is put back), so a corrupted file is still caught; a file
  * changed less than the settle time ago is always hashed; a memo that cannot be read is a miss.
+ * The same memo keeps an ONNX file's inputs and outputs (core/onnx.ts), so an unchanged model is not
+ * read at open.
  */
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync, readdirSync } from "node:fs";
@@ -12,6 +14,10 @@ import { join } from "node:path";
 import { defaultDigestDir, fileSource } from "../../core/adapters/node.ts";
 import { fileStamp, nodeDigestMemo, STAMP_SETTLE_MS } from "../../core/adapters/digest-memo-node.ts";
 import { openModelFolder } from "../../core/model-folder.ts";
+import type { ModelSource } from "../../core/model-source.ts";
+import { onnxBackends } from "../../core/adapters/node.ts";
+import { nodeGraphCache } from "../../core/adapters/graph-cache-node.ts";
+import { OnnxRuntime, rememberedIO } from "../../core/onnx.ts";
 
 const base = mkdtempSync(join(tmpdir(), "dg-digests-"));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
@@ -109,5 +115,84 @@ describe("digest memo", () => {
     expect(defaultDigestDir({ DIFFGRAPH_CACHE_DIR: "/x/y" })).toBe("/x/y/digests");
     expect(defaultDigestDir({ DIFFGRAPH_CACHE_DIR: "off" })).toBeUndefined();
     expect(defaultDigestDir({ XDG_CACHE_HOME: "/c" })).toBe("/c/diffgraph/onnx/digests");
+  });
+});
+
+/** `source` with its reads of `path` counted (stamp and memo passed through). */
+function counting(source: ModelSource, path: string): { reads: number; source: ModelSource } {
+  const c: { reads: number; source: ModelSource } = { reads: 0, source };
+  c.source = { ...source, read: (p: string) => ((p === path && c.reads++), source.read(p)) };
+  return c;
+}
+
+const FEEDS = {
+  sample: { dims: [1, 4, 8, 8], data: Float32Array.from({ length: 256 }, (_, i) => Math.sin(i)) },
+  timestep: { dims: [1], data: Float32Array.of(500) },
+  encoder_hidden_states: { dims: [1, 77, 32], data: Float32Array.from({ length: 77 * 32 }, (_, i) => Math.cos(i / 7)) },
+};
+
+describe("remembered ONNX inputs and outputs", () => {
+  const runtime = (graphCache: string | false) =>
+    new OnnxRuntime({ backends: { ...onnxBackends, graphCache: (d?: string) => nodeGraphCache(d, 0) }, executionProvider: "cpu", threads: 1, graphCache });
+
+  test("an unchanged model is not read at open once verified and remembered; it reads it when a session needs it, same outputs", async () => {
+    const { dir, memo } = fixture();
+    const opens: { reads: number; inputs: unknown; outputs: unknown }[] = [];
+    let reference: Float32Array | undefined;
+    for (let i = 0; i < 3; i++) {
+      const c = counting(await openModelFolder(fileSource(dir, memo, 0)), UNET);
+      const rt = runtime(false);
+      const m = await rt.load(c.source, UNET, { role: "noise-predictor" });
+      opens.push({ reads: c.reads, inputs: m.inputs, outputs: m.outputs });
+      const out = (await m.run(FEEDS)).out_sample!.data as Float32Array;
+      if (i === 0) reference = out;
+      else expect(out).toEqual(reference!);
+      if (i === 2) expect(c.reads).toBe(1); // read for the session, not at open
+      await rt.dispose();
+    }
+    // 1st: read (and verified); 2nd: read again, now remembered; 3rd: not read at open.
+    expect(opens.map((o) => o.reads)).toEqual([1, 1, 0]);
+    expect(opens[2]!.inputs).toEqual(opens[0]!.inputs);
+    expect(opens[2]!.outputs).toEqual(opens[0]!.outputs);
+  });
+
+  test("with its optimized graph cached as well, the model file is never read", async () => {
+    const { dir, memo } = fixture();
+    const cacheDir = join(base, `g${n++}`);
+    for (let i = 0; i < 2; i++) {
+      const rt = runtime(cacheDir);
+      await (await rt.load(await openModelFolder(fileSource(dir, memo, 0)), UNET, { role: "noise-predictor" })).run(FEEDS);
+      await rt.dispose();
+    }
+    const c = counting(await openModelFolder(fileSource(dir, memo, 0)), UNET);
+    const rt = runtime(cacheDir);
+    await (await rt.load(c.source, UNET, { role: "noise-predictor" })).run(FEEDS);
+    expect(rt.created.map((x) => x.from)).toEqual(["cache"]);
+    expect(c.reads).toBe(0);
+    await rt.dispose();
+  });
+
+  test("a remembered model changed in place (size and modification time put back) is read and refused at open", async () => {
+    const { dir, memo } = fixture();
+    for (let i = 0; i < 2; i++) await runtime(false).load(await openModelFolder(fileSource(dir, memo, 0)), UNET);
+    const file = join(dir, UNET);
+    const before = statSync(file);
+    const b = readFileSync(file);
+    b[Math.floor(b.length / 2)]! ^= 0x01;
+    writeFileSync(file, b);
+    utimesSync(file, before.atime, before.mtime);
+    await expect(runtime(false).load(await openModelFolder(fileSource(dir, memo, 0)), UNET)).rejects.toThrow(/unet\/model\.onnx: SHA-256 .* does not match/);
+  });
+
+  test("a remembered entry that is not JSON, of another format or with a malformed field is a miss", () => {
+    const good = { format: 1, inputs: [{ name: "sample", type: "float32", isTensor: true, shape: ["batch", 4, 8, 8] }], outputs: [], externalData: [], sha256: "ab".repeat(32) };
+    expect(rememberedIO(JSON.stringify(good))).toEqual(good);
+    expect(rememberedIO(undefined)).toBeUndefined();
+    expect(rememberedIO("{ not json")).toBeUndefined();
+    expect(rememberedIO(JSON.stringify({ ...good, format: 2 }))).toBeUndefined();
+    expect(rememberedIO(JSON.stringify({ ...good, sha256: "xyz" }))).toBeUndefined();
+    expect(rememberedIO(JSON.stringify({ ...good, inputs: [{ name: 1 }] }))).toBeUndefined();
+    expect(rememberedIO(JSON.stringify({ ...good, inputs: [{ ...good.inputs[0], shape: [null] }] }))).toBeUndefined();
+    expect(rememberedIO(JSON.stringify({ ...good, externalData: [3] }))).toBeUndefined();
   });
 });
