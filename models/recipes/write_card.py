@@ -51,6 +51,7 @@ for f in files:
     rows.append(f"| `{f}` | {onnx_params(p)/1e6:.2f} M | {sz/1e6:.2f} MB | {io(p)} |")
 ck = lambda n: torch.load(os.path.join(CACHE, n), map_location="cpu")
 ae, cl, ce, un = ck("ae.pt"), ck("clip.pt"), ck("clipeval.pt"), ck("unet.pt")
+dec = ck("ae_dec.pt") if os.path.exists(os.path.join(CACHE, "ae_dec.pt")) else None
 sel = json.load(open(os.path.join(CACHE, "select.json"))) if os.path.exists(os.path.join(CACHE, "select.json")) else None
 nodes = json.load(open(os.path.join(CACHE, "export_nodes.json"))) if os.path.exists(os.path.join(CACHE, "export_nodes.json")) else {}
 cells = {(c["steps"], c["guidance"]): c["top1"] for c in M.get("hard_top1_gen_grid", [])}
@@ -212,7 +213,7 @@ machine (shared with other work, so the times are inflated), 2 torch threads:
 | stage | what | steps × batch | time |
 |---|---|---|---|
 | VAE | KL autoencoder 3×64×64 ↔ 4×8×8 (f = 8), L1 + 1e-4·KL, posterior noise floor 0.1, AdamW 1e-3 cosine, h-flip | {EXTRA.get('vae_steps', 1200)} × 32{EXTRA.get('vae_note', '')} | {mins(ae['seconds'])} |
-| text encoder | mini-CLIP: 4-layer causal transformer (width 128) vs. a conv encoder over the VAE latents, contrastive (soft targets for equal labels) **plus a training-only head naming each caption's CLDR label among all {EXTRA.get('n_labels', '~3,800')} training labels** (cross-entropy on the pooled embedding and on the last position, which the UNet pools){EXTRA.get('clip_note', '')} | {EXTRA.get('clip_steps', 1000)} × 256 | {mins(cl['seconds'])} |
+{f"| VAE decoder fine-tune (stage `dec`) | the decoder alone, encoder frozen (latents and everything trained on them unchanged): L1 + {EXTRA.get('dec_edge', 0.5)} × L1 of the images' finite differences (edges){' + a PatchGAN hinge loss, adaptively weighted (× ' + str(EXTRA['dec_gan_weight']) + ' of the gradient ratio at the last layer, from step ' + str(EXTRA.get('dec_gan_start', 300)) + ')' if EXTRA.get('dec_gan_weight') else ''}, Adam 2e-4; reconstruction L1 {dec['l1_before']:.4f} → {dec['l1']:.4f}, sharpness (mean finite difference, reconstructions / real) {dec['sharpness_before']:.3f} → {dec['sharpness']:.3f} on 400 training images | {dec['steps']} × 32 | {mins(dec['seconds'])} |" + chr(10) if dec else ""}| text encoder | mini-CLIP: 4-layer causal transformer (width 128) vs. a conv encoder over the VAE latents, contrastive (soft targets for equal labels) **plus a training-only head naming each caption's CLDR label among all {EXTRA.get('n_labels', '~3,800')} training labels** (cross-entropy on the pooled embedding and on the last position, which the UNet pools){EXTRA.get('clip_note', '')} | {EXTRA.get('clip_steps', 1000)} × 256 | {mins(cl['seconds'])} |
 | UNet | 2-level UNet (96/160 channels) with self- and cross-attention blocks at 8×8 and 4×4 and pooled text conditioning added to the timestep embedding, v-prediction, discrete cosine schedule, AdamW 1e-3 with 200-step warm-up and a cosine decay to 1e-4 in wall time to the `--unet-deadline`, EMA 0.997, 10 % caption dropout, on cached posterior means × scaling_factor | {un['steps']} × 128 | {mins(un['seconds'])} |
 | eval CLIP | 3-layer transformer (width 80) vs. conv image encoder on pixels (pooled to 32×32 inside), other seed | 250 × 128 | {mins(ce['seconds'])} |
 | export + eval | ONNX export, Python sampler and metrics, fixture | — | {mins(M['eval_seconds'])} eval |
