@@ -5,7 +5,7 @@
  * and never fails a load. Real onnxruntime-node on the tiny-sd fixture, a temporary cache folder.
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defaultGraphCacheDir, graphCacheId, nodeGraphCache } from "../../core/adapters/graph-cache-node.ts";
@@ -24,8 +24,10 @@ const FEEDS = {
   encoder_hidden_states: { dims: [1, 77, 32], data: Float32Array.from({ length: 77 * 32 }, (_, i) => Math.cos(i / 7)) },
 };
 
-async function loadUnet(dir: string | false, logs: string[] = [], options: LoadOptions = {}) {
-  const rt = new OnnxRuntime({ backends: onnxBackends, executionProvider: "cpu", threads: 1, graphCache: dir, log: (m) => logs.push(m) });
+/** `settleMs` 0: stamps count at once (default: a file must be unchanged for a second first). */
+async function loadUnet(dir: string | false, logs: string[] = [], options: LoadOptions = {}, settleMs?: number) {
+  const backends = settleMs === undefined ? onnxBackends : { ...onnxBackends, graphCache: (d?: string) => nodeGraphCache(d, settleMs) };
+  const rt = new OnnxRuntime({ backends, executionProvider: "cpu", threads: 1, graphCache: dir, log: (m) => logs.push(m) });
   const m = await (await rt.load(tiny, "unet/model.onnx", { role: "noise-predictor", ...options })).ready();
   const out = await m.run(FEEDS);
   const from = rt.created.at(-1)!.from;
@@ -110,6 +112,60 @@ describe("optimized-graph cache", () => {
     expect(again.out).toEqual(plain.out);
     expect(logs.join("\n")).toMatch(/^onnx: cached optimized graph .* of models\/tiny-sd\/unet\/model\.onnx did not load \(.*\); rebuilding it$/m);
     expect((await loadUnet(dir)).from).toBe("cache");
+  });
+
+  const KEY = { runtime: "onnxruntime-node 1.30.0", provider: "cpu", options: { graphOptimizationLevel: "all", freeDimensionOverrides: null } };
+  const unetBytes = () => tiny.read("unet/model.onnx");
+
+  test("a settled cache file keeps its stamp in the record: later loads hand onnxruntime its path, unhashed, same outputs", async () => {
+    const dir = freshDir();
+    const plain = await loadUnet(false);
+    await loadUnet(dir, [], {}, 0);
+    const id = graphs(dir)[0]!.replace(/\.onnx$/, "");
+    const record = JSON.parse(readFileSync(join(dir, `${id}.json`), "utf8"));
+    const st = statSync(join(dir, `${id}.onnx`), { bigint: true });
+    expect(record.stamp).toBe([st.dev, st.ino, st.size, st.mtimeNs, st.ctimeNs].join(":"));
+    const entry = await nodeGraphCache(dir, 0)!.entry(await unetBytes(), KEY);
+    expect(entry.cachedFile).toBe(join(dir, `${id}.onnx`));
+    expect(entry.cached).toBeUndefined();
+    const again = await loadUnet(dir, [], {}, 0);
+    expect(again.from).toBe("cache");
+    expect(again.out).toEqual(plain.out);
+  });
+
+  test("a fresh cache file (default settle time) is hashed and read, not trusted by its stamp", async () => {
+    const dir = freshDir();
+    await loadUnet(dir);
+    const entry = await nodeGraphCache(dir)!.entry(await unetBytes(), KEY);
+    expect(entry.cachedFile).toBeUndefined();
+    expect(entry.cached?.length).toBe(readFileSync(join(dir, graphs(dir)[0]!)).length);
+  });
+
+  test("a record from before stamps is hashed once, then stamped", async () => {
+    const dir = freshDir();
+    await loadUnet(dir, [], {}, 0);
+    const recordPath = join(dir, graphs(dir)[0]!.replace(/\.onnx$/, ".json"));
+    const { stamp: _, ...old } = JSON.parse(readFileSync(recordPath, "utf8"));
+    writeFileSync(recordPath, JSON.stringify(old));
+    const first = await nodeGraphCache(dir, 0)!.entry(await unetBytes(), KEY);
+    expect(first.cached).toBeDefined();
+    expect(JSON.parse(readFileSync(recordPath, "utf8")).stamp).toMatch(/^\d+:\d+:\d+:\d+:\d+$/);
+    expect((await nodeGraphCache(dir, 0)!.entry(await unetBytes(), KEY)).cachedFile).toBeDefined();
+  });
+
+  test("a stamped cache file changed in place (size and modification time put back) is hashed, found wrong and rebuilt", async () => {
+    const dir = freshDir();
+    const plain = await loadUnet(dir, [], {}, 0);
+    const file = join(dir, graphs(dir)[0]!);
+    const before = statSync(file);
+    const b = readFileSync(file);
+    b[Math.floor(b.length / 2)]! ^= 0x10;
+    writeFileSync(file, b);
+    utimesSync(file, before.atime, before.mtime);
+    const again = await loadUnet(dir, [], {}, 0);
+    expect(again.from).toBe("model");
+    expect(again.out).toEqual(plain.out);
+    expect((await loadUnet(dir, [], {}, 0)).from).toBe("cache");
   });
 
   test("a cache folder that cannot be made is logged and the model loads without it", async () => {
