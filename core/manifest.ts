@@ -110,6 +110,8 @@ export function verifiedSource(source: ModelSource, manifest: Manifest, prefix =
             const entry = manifest.files[normalizePath(joinPath(prefix, path))];
             const stamp = await source.stamp!(path);
             if (!entry || stamp === undefined) return stamp;
+            // The stamp's third field is the size (fileStamp): a manifest naming another size vouches for nothing.
+            if (stamp.split(":")[2] !== String(entry.size)) return undefined;
             return (await source.digests!.get(stamp)) === entry.sha256 ? stamp : undefined;
           },
           digests: source.digests,

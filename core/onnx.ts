@@ -681,8 +681,18 @@ export class OnnxRuntime {
       graph = known;
       locations = [...known.externalData];
       sha256 ??= known.sha256;
+      // Read later, the file must still be the one opened: what was remembered (inputs, outputs, the
+      // digest the graph cache keys on) describes that state only.
+      const current = async () => {
+        const b = await readModelBytes(source, path, file);
+        if ((await source.stamp!(path)) !== stamp) {
+          throw new ModelFileError(file, "changed since the pipeline was opened (its size, times or inode are not those it was checked with): open the pipeline again");
+        }
+        return b;
+      };
       let later: Promise<Uint8Array> | undefined;
-      bytes = () => (later ??= readModelBytes(source, path, file));
+      // A failed read is not kept: the next run reads again (the file may have been put back).
+      bytes = () => (later ??= current().catch((err) => ((later = undefined), Promise.reject(err))));
     } else {
       const b = await readModelBytes(source, path, file);
       if (b.length < 16) throw new ModelFileError(file, `is ${b.length} bytes: too short to be an ONNX model (truncated?)`);
@@ -781,6 +791,8 @@ export class OnnxRuntime {
           if (why) this.log(`onnx: optimized graph of ${file} not cached (${why})`);
         }
       } catch (err) {
+        // Reading or checking the file itself failed (lazily, on a remembered model): that says nothing of the backend.
+        if (err instanceof ModelFileError) throw err;
         const msg = (err as Error).message ?? String(err);
         // A backend that has already created a session works: its failure is this file's fault, and
         // must not mark the backend unavailable for every file after it (one bad model among several).
@@ -817,6 +829,7 @@ export class OnnxRuntime {
       const version = ort.env?.versions?.node ?? ort.env?.versions?.common ?? "unknown";
       return await cache.entry(m.sha256 ? undefined : await m.bytes(), { file: m.file, ...(m.sha256 ? { sha256: m.sha256 } : {}), runtime: `onnxruntime-node ${version}`, provider, options: graphOptions });
     } catch (err) {
+      if (err instanceof ModelFileError) throw err; // the model's own read failed, not the cache
       this.log(`onnx: optimized-graph cache ${cache.dir} unusable for ${m.file} (${firstLine((err as Error).message)}); loading without it`);
       return undefined;
     }

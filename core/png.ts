@@ -60,6 +60,7 @@ const SIGNATURE = new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]);
 
 /** Interleaved 8-bit RGB → PNG bytes (colour type 2, no interlace, filter "none" on every row). */
 export async function encodeRgbPng(data: Uint8Array, width: number, height: number): Promise<Uint8Array> {
+  if (!(Number.isInteger(width) && Number.isInteger(height) && width > 0 && height > 0)) throw new RangeError(`a PNG is at least 1×1 pixels, got ${width}×${height}`);
   if (data.length !== width * height * 3) throw new RangeError(`expected ${width}×${height}×3 = ${width * height * 3} bytes, got ${data.length}`);
   if (typeof CompressionStream !== "function") {
     const { encode } = await import("fast-png");

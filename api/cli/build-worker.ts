@@ -1,6 +1,6 @@
 /**
  * `bun run build:worker`: dist/worker/ — worker.js (api/web/worker.ts, one ES module), config.capnp
- * (socket "http"; sharp is left out: api/image.ts falls back to fast-png without it), onnxruntime-web's WASM (declared as a wasm module, so workerd compiles it at
+ * (socket "http"; sharp is left out: api/image.ts falls back to core/png.ts without it), onnxruntime-web's WASM (declared as a wasm module, so workerd compiles it at
  * load) and the bundled pipelines and model folders under files/ (data bindings).
  *
  *   workerd serve dist/worker/config.capnp --socket-addr http=127.0.0.1:8787

@@ -71,9 +71,9 @@ async function removeQuietly(...paths: string[]): Promise<void> {
 }
 
 /** Rewrite a verified record with the graph file's current stamp (temp + rename); a failure only means the next load hashes again. */
-async function restamp(path: string, recordPath: string, record: CacheRecord, settleMs?: number): Promise<void> {
+async function restamp(path: string, recordPath: string, record: CacheRecord, before: string, settleMs?: number): Promise<void> {
   const stamp = await fileStamp(path, settleMs);
-  if (!stamp) return;
+  if (!stamp || stamp !== before) return; // written during the read: what was hashed may not be what is there
   const temp = `${recordPath}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
   try {
     await writeFile(temp, JSON.stringify({ ...record, stamp }, null, 1));
@@ -111,8 +111,8 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
           if (record.format === GRAPH_CACHE_FORMAT && data.length === record.size && sha256(data) === record.sha256) {
             cached = new Uint8Array(data.buffer, data.byteOffset, data.length);
             // Hashed just now (a record from before stamps, or a file copied or touched since): stamp it,
-            // so the next load need not hash it again.
-            await restamp(path, recordPath, record, settleMs);
+            // so the next load need not hash it again, if it kept the stamp it had before the read.
+            if (stamp !== undefined) await restamp(path, recordPath, record, stamp, settleMs);
           } else await removeQuietly(path, recordPath); // partial, corrupted or of another format: rebuilt below
         }
       } catch (err) {

@@ -184,6 +184,41 @@ describe("remembered ONNX inputs and outputs", () => {
     await expect(runtime(false).load(await openModelFolder(fileSource(dir, memo, 0)), UNET)).rejects.toThrow(/unet\/model\.onnx: SHA-256 .* does not match/);
   });
 
+  for (const manifest of [true, false]) {
+    test(`a remembered model changed between open and first run is refused naming it; the backend stays usable (${manifest ? "with" : "without"} a manifest)`, async () => {
+      const { dir, memo } = fixture();
+      if (!manifest) rmSync(join(dir, "manifest.sha256.json"));
+      const open = async () => openModelFolder(fileSource(dir, memo, 0));
+      for (let i = 0; i < 2; i++) await runtime(false).load(await open(), UNET); // remembered now
+      const rt = runtime(false);
+      const unet = await rt.load(await open(), UNET, { role: "noise-predictor" });
+      const file = join(dir, UNET);
+      const b = readFileSync(file);
+      b[Math.floor(b.length / 2)]! ^= 0x01;
+      writeFileSync(file, b);
+      await expect(unet.run(FEEDS)).rejects.toThrow(manifest ? /unet\/model\.onnx: SHA-256 .* does not match/ : /unet\/model\.onnx: changed since the pipeline was opened/);
+      // The file's fault, not the backend's: another model of the same runtime still loads and runs.
+      const vae = await rt.load(await open(), "vae_decoder/model.onnx");
+      const out = await vae.run({ latent_sample: { dims: [1, 4, 8, 8], data: new Float32Array(256) } });
+      expect(out.sample!.dims).toEqual([1, 3, 64, 64]);
+      // A failed read is not kept: asked again, the model reads the file again (still changed, so refused again).
+      await expect(unet.run(FEEDS)).rejects.toThrow(/unet\/model\.onnx/);
+      await rt.dispose();
+    });
+  }
+
+  test("behind a manifest, a stamp whose size is not the manifest's vouches for nothing", async () => {
+    const { dir, memo } = fixture();
+    const manifestPath = join(dir, "manifest.sha256.json");
+    await (await openModelFolder(fileSource(dir, memo, 0))).read(UNET);
+    const verified = await openModelFolder(fileSource(dir, memo, 0));
+    expect(await verified.stamp!(UNET)).toMatch(/^\d+:/);
+    const m = JSON.parse(readFileSync(manifestPath, "utf8"));
+    m.files[UNET].size += 1;
+    writeFileSync(manifestPath, JSON.stringify(m));
+    expect(await (await openModelFolder(fileSource(dir, memo, 0))).stamp!(UNET)).toBeUndefined();
+  });
+
   test("a remembered entry that is not JSON, of another format or with a malformed field is a miss", () => {
     const good = { format: 1, inputs: [{ name: "sample", type: "float32", isTensor: true, shape: ["batch", 4, 8, 8] }], outputs: [], externalData: [], sha256: "ab".repeat(32) };
     expect(rememberedIO(JSON.stringify(good))).toEqual(good);

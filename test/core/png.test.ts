@@ -52,6 +52,7 @@ test("without CompressionStream it falls back to fast-png, with the same pixels"
   }
 });
 
-test("a buffer of the wrong size is refused, naming the sizes", async () => {
+test("a buffer of the wrong size, or an empty image, is refused, naming the sizes", async () => {
   await expect(encodeRgbPng(new Uint8Array(10), 2, 2)).rejects.toThrow("expected 2×2×3 = 12 bytes, got 10");
+  await expect(encodeRgbPng(new Uint8Array(0), 0, 5)).rejects.toThrow("a PNG is at least 1×1 pixels, got 0×5");
 });
