@@ -9,12 +9,15 @@
  * pipeline never reads are never hashed.
  */
 import { z } from "zod";
-import { issuesLine, joinPath, ModelFileError, normalizePath, oneLine, type ModelSource } from "./model-source.ts";
+import { issuesLine, joinPath, ModelFileError, normalizePath, oneLine, stampSize, type ModelSource } from "./model-source.ts";
 
 export const MANIFEST_FILE = "manifest.sha256.json";
 export const MANIFEST_FORMAT = "diffgraph-manifest/1";
 
-const Entry = z.object({ size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits") }).strict();
+/** A SHA-256 as this project writes it: 64 lowercase hex digits. */
+export const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+const Entry = z.object({ size: z.number().int().nonnegative(), sha256: z.string().regex(SHA256_HEX, "must be 64 lowercase hex digits") }).strict();
 
 export const ManifestSchema = z
   .object({
@@ -110,8 +113,8 @@ export function verifiedSource(source: ModelSource, manifest: Manifest, prefix =
             const entry = manifest.files[normalizePath(joinPath(prefix, path))];
             const stamp = await source.stamp!(path);
             if (!entry || stamp === undefined) return stamp;
-            // The stamp's third field is the size (fileStamp): a manifest naming another size vouches for nothing.
-            if (stamp.split(":")[2] !== String(entry.size)) return undefined;
+            // A manifest naming another size vouches for nothing.
+            if (stampSize(stamp) !== entry.size) return undefined;
             return (await source.digests!.get(stamp)) === entry.sha256 ? stamp : undefined;
           },
           digests: source.digests,

@@ -22,9 +22,9 @@ export interface ModelSource {
   /** The SHA-256 (hex) a manifest gives for `path`, checked when the file is read; the optimized-graph cache keys on it without hashing again. */
   sha256Of?(path: string): string | undefined;
   /**
-   * An identity of the file's current state: device, inode, size, modification and change times
-   * (the change time moves on every write, rename or `utimes`, and nobody can set it back). Equal
-   * stamps mean the file has not been written since. Absent where the host cannot tell (browsers).
+   * An identity of the file's current state, `device:inode:size:mtime:ctime` (`stampSize` reads the
+   * size; the change time moves on every write, rename or `utimes`, and nobody can set it back).
+   * Equal stamps mean the file has not been written since. Absent where the host cannot tell (browsers).
    * Behind a manifest, a stamp is given only for a file whose state was read and found to match it.
    */
   stamp?(path: string): Promise<string | undefined>;
@@ -45,6 +45,11 @@ export interface DigestMemo {
 }
 
 export type MemoKind = "sha256" | "onnx-io";
+
+/** The size field of a stamp (`ModelSource.stamp`: `device:inode:size:mtime:ctime`). */
+export function stampSize(stamp: string): number {
+  return Number(stamp.split(":")[2]);
+}
 
 export class ModelFileError extends Error {
   constructor(

@@ -12,7 +12,8 @@
  * optimized graph is kept in a per-machine cache (`OptimizedGraphCache`, the adapter's).
  */
 import { f16ToF32, f32ToF16 } from "./float16.ts";
-import { sha256Hex } from "./manifest.ts";
+import { z } from "zod";
+import { SHA256_HEX, sha256Hex } from "./manifest.ts";
 import { ModelFileError, type ModelSource } from "./model-source.ts";
 import { OnnxFormatError, readOnnxGraph, type GraphIO } from "./onnx-graph.ts";
 import type { Tensor } from "./tensor.ts";
@@ -504,14 +505,17 @@ async function readModelBytes(source: ModelSource, path: string, file: string): 
 /** Bump when what `readOnnxGraph` reports changes: remembered entries of another format are misses. */
 const ONNX_IO_FORMAT = 1;
 
+const GraphIOSchema = z.object({ name: z.string(), type: z.string(), isTensor: z.boolean(), shape: z.array(z.union([z.number(), z.string()])).readonly() });
+
 /** What an open remembers of an ONNX file (`DigestMemo` kind "onnx-io"), by the file's stamp. */
-interface RememberedIO {
-  readonly format: number;
-  readonly inputs: readonly GraphIO[];
-  readonly outputs: readonly GraphIO[];
-  readonly externalData: readonly string[];
-  readonly sha256: string;
-}
+const RememberedIOSchema = z.object({
+  format: z.literal(ONNX_IO_FORMAT),
+  inputs: z.array(GraphIOSchema).readonly(),
+  outputs: z.array(GraphIOSchema).readonly(),
+  externalData: z.array(z.string()).readonly(),
+  sha256: z.string().regex(SHA256_HEX),
+});
+type RememberedIO = z.output<typeof RememberedIOSchema>;
 
 /** A remembered entry, checked field by field; undefined for none, or one that is malformed or of another format. */
 export function rememberedIO(text: string | undefined): RememberedIO | undefined {
@@ -522,13 +526,8 @@ export function rememberedIO(text: string | undefined): RememberedIO | undefined
   } catch {
     return undefined;
   }
-  const r = v as Partial<RememberedIO> | null;
-  const isIO = (list: unknown): list is GraphIO[] =>
-    Array.isArray(list) &&
-    list.every((g) => g && typeof g.name === "string" && typeof g.type === "string" && typeof g.isTensor === "boolean" && Array.isArray(g.shape) && g.shape.every((d: unknown) => typeof d === "number" || typeof d === "string"));
-  if (!r || r.format !== ONNX_IO_FORMAT || !isIO(r.inputs) || !isIO(r.outputs) || typeof r.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(r.sha256)) return undefined;
-  if (!Array.isArray(r.externalData) || !r.externalData.every((x) => typeof x === "string")) return undefined;
-  return r as RememberedIO;
+  const r = RememberedIOSchema.safeParse(v);
+  return r.success ? r.data : undefined;
 }
 
 /** UNet inputs that hold the text encoder's outputs: the same array every step of a run (never mutated in place). */

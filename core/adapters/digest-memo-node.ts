@@ -10,9 +10,9 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { SHA256_HEX } from "../manifest.ts";
 import type { DigestMemo, MemoKind } from "../model-source.ts";
 
-const HEX64 = /^[0-9a-f]{64}$/;
 
 /**
  * How long after its last change a file's stamp is trusted. File times tick coarsely (a few ms on
@@ -35,13 +35,28 @@ export async function fileStamp(path: string, settleMs = STAMP_SETTLE_MS): Promi
   }
 }
 
+/**
+ * Write `data` to `path` through a temporary name in the same folder and a rename, so a reader sees
+ * the old file or the whole new one, never part of it; the temporary file is removed on failure.
+ */
+export async function replaceFile(path: string, data: string | Uint8Array): Promise<void> {
+  const temp = `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+  try {
+    await writeFile(temp, data);
+    await rename(temp, path);
+  } catch (err) {
+    await rm(temp, { force: true }).catch(() => {});
+    throw err;
+  }
+}
+
 /** The largest value kept (an ONNX file's inputs and outputs are a few hundred bytes). */
 const MAX_VALUE = 64 * 1024;
 
 export function nodeDigestMemo(dir: string): DigestMemo {
   // The stamp is digits and colons: its own file name, no hashing needed; other kinds add a suffix.
   const at = (stamp: string, kind: MemoKind) => join(dir, `${stamp.replaceAll(":", "-")}${kind === "sha256" ? "" : `.${kind}`}`);
-  const valid = (value: string, kind: MemoKind) => (kind === "sha256" ? HEX64.test(value) : value.length > 0 && value.length <= MAX_VALUE);
+  const valid = (value: string, kind: MemoKind) => (kind === "sha256" ? SHA256_HEX.test(value) : value.length > 0 && value.length <= MAX_VALUE);
   return {
     async get(stamp, kind = "sha256") {
       try {
@@ -53,14 +68,11 @@ export function nodeDigestMemo(dir: string): DigestMemo {
     },
     async set(stamp, value, kind = "sha256") {
       if (!valid(value, kind)) return;
-      const path = at(stamp, kind);
-      const temp = `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
       try {
         await mkdir(dir, { recursive: true });
-        await writeFile(temp, value);
-        await rename(temp, path);
+        await replaceFile(at(stamp, kind), value);
       } catch {
-        await rm(temp, { force: true }).catch(() => {});
+        // a memo that cannot be written is a miss next time
       }
     },
   };

@@ -16,11 +16,12 @@
  * `$XDG_CACHE_HOME/diffgraph/onnx`, else `~/.cache/diffgraph/onnx`. `off` (option or variable) turns it off.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { arch, cpus, homedir, platform } from "node:os";
 import { join } from "node:path";
 import { OnnxFormatError, readOnnxGraph } from "../onnx-graph.ts";
-import { fileStamp } from "./digest-memo-node.ts";
+import { stampSize } from "../model-source.ts";
+import { fileStamp, replaceFile } from "./digest-memo-node.ts";
 import type { GraphCacheKey, OptimizedGraphCache, OptimizedGraphEntry } from "../onnx.ts";
 
 export const GRAPH_CACHE_FORMAT = "diffgraph-optimized-graph/1";
@@ -74,13 +75,7 @@ async function removeQuietly(...paths: string[]): Promise<void> {
 async function restamp(path: string, recordPath: string, record: CacheRecord, before: string, settleMs?: number): Promise<void> {
   const stamp = await fileStamp(path, settleMs);
   if (!stamp || stamp !== before) return; // written during the read: what was hashed may not be what is there
-  const temp = `${recordPath}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-  try {
-    await writeFile(temp, JSON.stringify({ ...record, stamp }, null, 1));
-    await rename(temp, recordPath);
-  } catch {
-    await removeQuietly(temp);
-  }
+  await replaceFile(recordPath, JSON.stringify({ ...record, stamp }, null, 1)).catch(() => {});
 }
 
 /** `settleMs`: how long a graph file must be unchanged before its stamp counts (`fileStamp`; tests shorten it). */
@@ -102,7 +97,7 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
       try {
         const record = JSON.parse(await readFile(recordPath, "utf8")) as CacheRecord;
         const stamp = await fileStamp(path, settleMs);
-        if (record.format === GRAPH_CACHE_FORMAT && typeof record.stamp === "string" && stamp === record.stamp && stamp.split(":")[2] === String(record.size)) {
+        if (record.format === GRAPH_CACHE_FORMAT && typeof record.stamp === "string" && stamp === record.stamp && stampSize(stamp) === record.size) {
           // Unwritten since it was hashed and renamed into place (same stamp): its hash is the record's,
           // and onnxruntime reads the file itself (no copy of tens of MB through JS memory).
           cachedFile = path;
@@ -141,14 +136,12 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
             await rename(tempPath, path);
             const stamp = await fileStamp(path, settleMs); // undefined for a file this fresh (the default): the first load hashes and stamps it
             const record: CacheRecord = { format: GRAPH_CACHE_FORMAT, size: data.length, sha256: digest, ...(stamp ? { stamp } : {}), model, runtime: key.runtime, provider: key.provider, options: key.options, machine };
-            const recordTemp = `${tempPath}.json`;
-            await writeFile(recordTemp, JSON.stringify(record, null, 1));
-            await rename(recordTemp, recordPath);
+            await replaceFile(recordPath, JSON.stringify(record, null, 1));
             return null;
           } catch (err) {
             return (err as Error).message;
           } finally {
-            await removeQuietly(tempPath, `${tempPath}.json`);
+            await removeQuietly(tempPath);
           }
         },
         async discard() {

@@ -30,11 +30,16 @@ const defaultDigestMemo = (): DigestMemo | undefined => {
   return memo;
 };
 
-/**
- * `digests`: the memo a manifest check consults (default: the per-machine one; null: none, always
- * hash and read); `settleMs`: how long a file must be unchanged before its stamp counts (`fileStamp`).
- */
-export function fileSource(dir: string, digests: DigestMemo | null | undefined = defaultDigestMemo(), settleMs?: number): ModelSource {
+export interface FileSourceOptions {
+  /** The memo manifest checks and ONNX opens consult: default the per-machine one; false: none (always hash and read). */
+  readonly digests?: DigestMemo | false;
+  /** How long a file must be unchanged before its stamp counts (`fileStamp`; tests shorten it). */
+  readonly settleMs?: number;
+}
+
+export function fileSource(dir: string, options: FileSourceOptions = {}): ModelSource {
+  const digests = options.digests === false ? undefined : (options.digests ?? defaultDigestMemo());
+  const { settleMs } = options;
   const root = resolve(dir);
   const shown = relative(process.cwd(), root) || ".";
   const at = (path: string) => {
@@ -65,7 +70,7 @@ export function fileSource(dir: string, digests: DigestMemo | null | undefined =
       }
     },
     sub(path) {
-      return fileSource(at(path).full, digests, settleMs);
+      return fileSource(at(path).full, options);
     },
     localPath: (path) => at(path).full,
     stamp: (path) => fileStamp(at(path).full, settleMs),

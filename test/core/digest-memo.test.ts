@@ -52,7 +52,7 @@ const UNET = "unet/model.onnx";
 describe("digest memo", () => {
   test("the first read of a settled file hashes it and remembers; the next reads trust the stamp", async () => {
     const { dir, memoDir, memo } = fixture();
-    const open = () => openModelFolder(fileSource(dir, memo, 0));
+    const open = () => openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 }));
     const want = readFileSync(join(dir, UNET));
     expect(await (await open()).read(UNET)).toEqual(new Uint8Array(want));
     expect(hashes).toBe(1);
@@ -65,7 +65,7 @@ describe("digest memo", () => {
   test("a byte flipped in place, size and modification time put back, is still caught (the change time moved)", async () => {
     const { dir, memo } = fixture();
     const file = join(dir, UNET);
-    await (await openModelFolder(fileSource(dir, memo, 0))).read(UNET);
+    await (await openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 }))).read(UNET);
     const before = statSync(file);
     const b = readFileSync(file);
     b[Math.floor(b.length / 2)]! ^= 0x01;
@@ -73,7 +73,7 @@ describe("digest memo", () => {
     utimesSync(file, before.atime, before.mtime);
     expect(Math.trunc(statSync(file).mtimeMs)).toBe(Math.trunc(before.mtimeMs));
     hashes = 0;
-    await expect((await openModelFolder(fileSource(dir, memo, 0))).read(UNET)).rejects.toThrow(/unet\/model\.onnx: SHA-256 .* does not match/);
+    await expect((await openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 }))).read(UNET)).rejects.toThrow(/unet\/model\.onnx: SHA-256 .* does not match/);
     expect(hashes).toBe(1);
   });
 
@@ -82,21 +82,21 @@ describe("digest memo", () => {
     expect(STAMP_SETTLE_MS).toBeGreaterThan(0);
     expect(await fileStamp(join(dir, UNET))).toBeUndefined();
     expect(await fileStamp(join(dir, UNET), 0)).toMatch(/^\d+:\d+:\d+:\d+:\d+$/);
-    for (let i = 0; i < 2; i++) await (await openModelFolder(fileSource(dir, memo))).read(UNET);
+    for (let i = 0; i < 2; i++) await (await openModelFolder(fileSource(dir, { digests: memo }))).read(UNET);
     expect(hashes).toBe(2);
     expect(readdirSync(base).includes(memoDir.split("/").at(-1)!) ? readdirSync(memoDir) : []).toEqual([]);
   });
 
   test("a memo entry that is not a digest, or a digest the manifest does not give, is a miss: the file is hashed", async () => {
     const { dir, memoDir, memo } = fixture();
-    await (await openModelFolder(fileSource(dir, memo, 0))).read(UNET);
+    await (await openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 }))).read(UNET);
     const st = statSync(join(dir, UNET), { bigint: true });
     const entry = join(memoDir, [st.dev, st.ino, st.size, st.mtimeNs, st.ctimeNs].join("-"));
     expect(readdirSync(memoDir)).toContain(entry.split("/").at(-1)!);
     for (const junk of ["not a digest", "ab".repeat(32)]) {
       writeFileSync(entry, junk);
       hashes = 0;
-      await (await openModelFolder(fileSource(dir, memo, 0))).read(UNET);
+      await (await openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 }))).read(UNET);
       expect(hashes).toBe(1);
       expect(readFileSync(entry, "utf8")).not.toBe(junk); // rewritten with the real digest
     }
@@ -107,7 +107,7 @@ describe("digest memo", () => {
     const blocker = join(base, `file${n++}`);
     writeFileSync(blocker, "x");
     const memo = nodeDigestMemo(join(blocker, "sub"));
-    for (let i = 0; i < 2; i++) await (await openModelFolder(fileSource(dir, memo, 0))).read(UNET);
+    for (let i = 0; i < 2; i++) await (await openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 }))).read(UNET);
     expect(hashes).toBe(2);
   });
 
@@ -140,7 +140,7 @@ describe("remembered ONNX inputs and outputs", () => {
     const opens: { reads: number; inputs: unknown; outputs: unknown }[] = [];
     let reference: Float32Array | undefined;
     for (let i = 0; i < 3; i++) {
-      const c = counting(await openModelFolder(fileSource(dir, memo, 0)), UNET);
+      const c = counting(await openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 })), UNET);
       const rt = runtime(false);
       const m = await rt.load(c.source, UNET, { role: "noise-predictor" });
       opens.push({ reads: c.reads, inputs: m.inputs, outputs: m.outputs });
@@ -161,10 +161,10 @@ describe("remembered ONNX inputs and outputs", () => {
     const cacheDir = join(base, `g${n++}`);
     for (let i = 0; i < 2; i++) {
       const rt = runtime(cacheDir);
-      await (await rt.load(await openModelFolder(fileSource(dir, memo, 0)), UNET, { role: "noise-predictor" })).run(FEEDS);
+      await (await rt.load(await openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 })), UNET, { role: "noise-predictor" })).run(FEEDS);
       await rt.dispose();
     }
-    const c = counting(await openModelFolder(fileSource(dir, memo, 0)), UNET);
+    const c = counting(await openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 })), UNET);
     const rt = runtime(cacheDir);
     await (await rt.load(c.source, UNET, { role: "noise-predictor" })).run(FEEDS);
     expect(rt.created.map((x) => x.from)).toEqual(["cache"]);
@@ -174,21 +174,21 @@ describe("remembered ONNX inputs and outputs", () => {
 
   test("a remembered model changed in place (size and modification time put back) is read and refused at open", async () => {
     const { dir, memo } = fixture();
-    for (let i = 0; i < 2; i++) await runtime(false).load(await openModelFolder(fileSource(dir, memo, 0)), UNET);
+    for (let i = 0; i < 2; i++) await runtime(false).load(await openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 })), UNET);
     const file = join(dir, UNET);
     const before = statSync(file);
     const b = readFileSync(file);
     b[Math.floor(b.length / 2)]! ^= 0x01;
     writeFileSync(file, b);
     utimesSync(file, before.atime, before.mtime);
-    await expect(runtime(false).load(await openModelFolder(fileSource(dir, memo, 0)), UNET)).rejects.toThrow(/unet\/model\.onnx: SHA-256 .* does not match/);
+    await expect(runtime(false).load(await openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 })), UNET)).rejects.toThrow(/unet\/model\.onnx: SHA-256 .* does not match/);
   });
 
   for (const manifest of [true, false]) {
     test(`a remembered model changed between open and first run is refused naming it; the backend stays usable (${manifest ? "with" : "without"} a manifest)`, async () => {
       const { dir, memo } = fixture();
       if (!manifest) rmSync(join(dir, "manifest.sha256.json"));
-      const open = async () => openModelFolder(fileSource(dir, memo, 0));
+      const open = async () => openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 }));
       for (let i = 0; i < 2; i++) await runtime(false).load(await open(), UNET); // remembered now
       const rt = runtime(false);
       const unet = await rt.load(await open(), UNET, { role: "noise-predictor" });
@@ -210,17 +210,17 @@ describe("remembered ONNX inputs and outputs", () => {
   test("behind a manifest, a stamp whose size is not the manifest's vouches for nothing", async () => {
     const { dir, memo } = fixture();
     const manifestPath = join(dir, "manifest.sha256.json");
-    await (await openModelFolder(fileSource(dir, memo, 0))).read(UNET);
-    const verified = await openModelFolder(fileSource(dir, memo, 0));
+    await (await openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 }))).read(UNET);
+    const verified = await openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 }));
     expect(await verified.stamp!(UNET)).toMatch(/^\d+:/);
     const m = JSON.parse(readFileSync(manifestPath, "utf8"));
     m.files[UNET].size += 1;
     writeFileSync(manifestPath, JSON.stringify(m));
-    expect(await (await openModelFolder(fileSource(dir, memo, 0))).stamp!(UNET)).toBeUndefined();
+    expect(await (await openModelFolder(fileSource(dir, { digests: memo, settleMs: 0 }))).stamp!(UNET)).toBeUndefined();
   });
 
   test("a remembered entry that is not JSON, of another format or with a malformed field is a miss", () => {
-    const good = { format: 1, inputs: [{ name: "sample", type: "float32", isTensor: true, shape: ["batch", 4, 8, 8] }], outputs: [], externalData: [], sha256: "ab".repeat(32) };
+    const good = { format: 1 as const, inputs: [{ name: "sample", type: "float32", isTensor: true, shape: ["batch", 4, 8, 8] }], outputs: [], externalData: [], sha256: "ab".repeat(32) };
     expect(rememberedIO(JSON.stringify(good))).toEqual(good);
     expect(rememberedIO(undefined)).toBeUndefined();
     expect(rememberedIO("{ not json")).toBeUndefined();

@@ -65,11 +65,11 @@ describe("ONNX external data: tiny-sd-external", () => {
       ...(src.localPath ? { localPath: (p: string) => src.localPath!(p) } : {}),
     });
     // No digest memo: the graph is read at open (a remembered one would not be read at all), the data file never.
-    const onDisk = await (await open(counting(fileSource("models/tiny-sd-external", null)), "cpu")).run(RUN);
+    const onDisk = await (await open(counting(fileSource("models/tiny-sd-external", { digests: false })), "cpu")).run(RUN);
     expect(reads.some((p) => p.endsWith("model.onnx_data"))).toBe(false);
     expect(reads).toContain("unet/model.onnx");
     reads.length = 0;
-    const { localPath: _drop, ...noPath } = counting(fileSource("models/tiny-sd-external", null));
+    const { localPath: _drop, ...noPath } = counting(fileSource("models/tiny-sd-external", { digests: false }));
     const viaBytes = await (await open(noPath as never, "cpu")).run(RUN);
     expect(reads).toContain("unet/model.onnx_data");
     expect(maxAbsDiff(onDisk.images.data, viaBytes.images.data)).toBe(0);
