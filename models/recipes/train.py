@@ -544,16 +544,22 @@ class PatchDisc(nn.Module):
         return self.net(x)
 
 
+def _dx(t):
+    return t[..., :, 1:] - t[..., :, :-1]
+
+
+def _dy(t):
+    return t[..., 1:, :] - t[..., :-1, :]
+
+
 def grad_l1(a, b):
     """L1 between the horizontal and vertical finite differences of two images: penalises soft edges."""
-    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]
-    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]
-    return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
+    return (_dx(a) - _dx(b)).abs().mean() + (_dy(a) - _dy(b)).abs().mean()
 
 
 def sharpness(x):
     """Mean absolute finite difference of images in [-1, 1]; a decoder's / real ratio below 1 means softer edges."""
-    return float(((x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()) / 2)
+    return float((_dx(x).abs().mean() + _dy(x).abs().mean()) / 2)
 
 
 def stage_dec(a):
