@@ -1,7 +1,8 @@
 /**
  * Bun and Node adapter: model files from the local file system (node:fs, which Bun implements) and
  * onnxruntime-node as the native backend, onnxruntime-web for the WASM provider; the cores the
- * thread policy shares out, and the optimized-graph cache (`graph-cache-node.ts`).
+ * thread policy shares out, the optimized-graph cache (`graph-cache-node.ts`) and onnxruntime's
+ * telemetry turned off unless the user chose (`ort-telemetry-node.ts`).
  */
 import { readFile, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
@@ -10,6 +11,7 @@ import { ModelFileError, normalizePath, type DigestMemo, type ModelSource } from
 import type { OnnxBackends, OrtModuleLike } from "../onnx.ts";
 import { fileStamp, nodeDigestMemo } from "./digest-memo-node.ts";
 import { defaultGraphCacheDir, nodeGraphCache } from "./graph-cache-node.ts";
+import { ortTelemetryOff } from "./ort-telemetry-node.ts";
 
 /**
  * The folder of the per-machine digest memo: `digests/` in the optimized-graph cache's default folder
@@ -84,7 +86,10 @@ export const onnxBackends: OnnxBackends = {
   host,
   cores: availableParallelism(),
   graphCache: nodeGraphCache,
-  native: async () => (await import("onnxruntime-node")) as unknown as OrtModuleLike,
+  native: async () => {
+    await ortTelemetryOff(); // before onnxruntime-node creates its environment, which reads the variable
+    return (await import("onnxruntime-node")) as unknown as OrtModuleLike;
+  },
   web: async () => {
     const ort = (await import("onnxruntime-web")) as unknown as OrtModuleLike;
     if (ort.env?.wasm) ort.env.wasm.numThreads = 1; // worker threads are not available to the wasm build under Bun/Node
