@@ -3,6 +3,7 @@
  *   [--guidance G] [--seed S] [--batch N] [--image in.png --strength 0.6] [--mask mask.png] [--pipeline FILE|MODEL_DIR]
  *   [--provider auto|cpu|wasm|webgpu] [--out out.png] [--scale K]`
  */
+import "./zod-jitless.ts"; // first: before any schema is built
 import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";

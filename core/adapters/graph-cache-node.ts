@@ -15,13 +15,13 @@
  * Folder: the `dir` given (`graphCache` option, `--graph-cache`), else `DIFFGRAPH_CACHE_DIR`, else
  * `$XDG_CACHE_HOME/diffgraph/onnx`, else `~/.cache/diffgraph/onnx`. `off` (option or variable) turns it off.
  */
-import { createHash, randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { arch, cpus, homedir, platform } from "node:os";
 import { join } from "node:path";
+import { sha256Hex } from "../manifest.ts";
 import { OnnxFormatError, readOnnxGraph } from "../onnx-graph.ts";
 import { stampSize } from "../model-source.ts";
-import { fileStamp, replaceFile } from "./digest-memo-node.ts";
+import { fileStamp, replaceFile, tempSuffix } from "./digest-memo-node.ts";
 import type { GraphCacheKey, OptimizedGraphCache, OptimizedGraphEntry } from "../onnx.ts";
 
 export const GRAPH_CACHE_FORMAT = "diffgraph-optimized-graph/1";
@@ -35,7 +35,8 @@ export function defaultGraphCacheDir(env: Readonly<Record<string, string | undef
   return join(env.XDG_CACHE_HOME || join(homedir(), ".cache"), "diffgraph", "onnx");
 }
 
-const sha256 = (data: Uint8Array | string) => createHash("sha256").update(data).digest("hex");
+/** Web Crypto's SHA-256 (node:crypto's import alone costs a cold start ≈ 9 ms under Bun). */
+const sha256 = (data: Uint8Array | string) => sha256Hex(typeof data === "string" ? new TextEncoder().encode(data) : data);
 
 /** JSON with object keys sorted, so equal options give equal ids. */
 function canonical(v: unknown): string {
@@ -57,13 +58,15 @@ interface CacheRecord {
   readonly machine: string;
 }
 
-/** This machine, as far as an optimized graph depends on it. */
+let machine: string | undefined;
+
+/** This machine, as far as an optimized graph depends on it (read once per process). */
 export function machineId(): string {
-  return `${platform()}-${arch()} ${cpus()[0]?.model?.trim() ?? "unknown CPU"}`;
+  return (machine ??= `${platform()}-${arch()} ${cpus()[0]?.model?.trim() ?? "unknown CPU"}`);
 }
 
 /** The cache id of a model under a key: the file name both the graph and its record take. */
-export function graphCacheId(modelSha256: string, key: Omit<GraphCacheKey, "sha256">, machine = machineId()): string {
+export function graphCacheId(modelSha256: string, key: Omit<GraphCacheKey, "sha256">, machine = machineId()): Promise<string> {
   return sha256(canonical({ format: GRAPH_CACHE_FORMAT, model: modelSha256, runtime: key.runtime, provider: key.provider, options: key.options, machine }));
 }
 
@@ -86,9 +89,9 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
     dir: root,
     async entry(bytes, key): Promise<OptimizedGraphEntry> {
       if (!key.sha256 && !bytes) throw new Error("the model's bytes or its SHA-256 are needed");
-      const model = key.sha256 ?? sha256(bytes!);
+      const model = key.sha256 ?? (await sha256(bytes!));
       const machine = machineId();
-      const id = graphCacheId(model, key, machine);
+      const id = await graphCacheId(model, key, machine);
       const path = join(root, `${id}.onnx`);
       const recordPath = join(root, `${id}.json`);
       await mkdir(root, { recursive: true });
@@ -103,7 +106,7 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
           cachedFile = path;
         } else {
           const data = await readFile(path);
-          if (record.format === GRAPH_CACHE_FORMAT && data.length === record.size && sha256(data) === record.sha256) {
+          if (record.format === GRAPH_CACHE_FORMAT && data.length === record.size && (await sha256(data)) === record.sha256) {
             cached = new Uint8Array(data.buffer, data.byteOffset, data.length);
             // Hashed just now (a record from before stamps, or a file copied or touched since): stamp it,
             // so the next load need not hash it again, if it kept the stamp it had before the read.
@@ -114,7 +117,7 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
         // No entry yet (ENOENT), or a record that is not JSON: either way a miss; a bad one is replaced.
         if ((err as NodeJS.ErrnoException).code !== "ENOENT") await removeQuietly(path, recordPath);
       }
-      const tempPath = join(root, `${id}.${process.pid}.${randomBytes(4).toString("hex")}.tmp.onnx`);
+      const tempPath = join(root, `${id}.${tempSuffix()}.tmp.onnx`);
       return {
         path,
         ...(cached ? { cached } : {}),
@@ -130,7 +133,7 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
               if (err instanceof OnnxFormatError) return `the optimized graph onnxruntime wrote does not parse (${err.message})`;
               throw err;
             }
-            const digest = sha256(data);
+            const digest = await sha256(data);
             // The graph first: a record never points at a file that is not fully there. Its stamp is
             // taken after the rename (which sets the change time) and before anything else can write it.
             await rename(tempPath, path);

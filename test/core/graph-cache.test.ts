@@ -62,12 +62,13 @@ describe("optimized-graph cache", () => {
 
   test("the key differs with the provider and the graph options; fixed dimensions are another file", async () => {
     const key = { runtime: "onnxruntime-node 1.30.0", provider: "cpu", options: { graphOptimizationLevel: "all", freeDimensionOverrides: null } };
-    const a = graphCacheId("ab".repeat(32), key);
-    expect(graphCacheId("ab".repeat(32), { ...key })).toBe(a);
-    expect(graphCacheId("ab".repeat(32), { ...key, provider: "webgpu" })).not.toBe(a);
-    expect(graphCacheId("ab".repeat(32), { ...key, options: { ...key.options, freeDimensionOverrides: { batch: 2 } } })).not.toBe(a);
-    expect(graphCacheId("ab".repeat(32), { ...key, runtime: "onnxruntime-node 1.31.0" })).not.toBe(a);
-    expect(graphCacheId("cd".repeat(32), key)).not.toBe(a);
+    const a = await graphCacheId("ab".repeat(32), key);
+    expect(a).toMatch(/^[0-9a-f]{64}$/);
+    expect(await graphCacheId("ab".repeat(32), { ...key })).toBe(a);
+    expect(await graphCacheId("ab".repeat(32), { ...key, provider: "webgpu" })).not.toBe(a);
+    expect(await graphCacheId("ab".repeat(32), { ...key, options: { ...key.options, freeDimensionOverrides: { batch: 2 } } })).not.toBe(a);
+    expect(await graphCacheId("ab".repeat(32), { ...key, runtime: "onnxruntime-node 1.31.0" })).not.toBe(a);
+    expect(await graphCacheId("cd".repeat(32), key)).not.toBe(a);
     const dir = freshDir();
     await loadUnet(dir);
     await loadUnet(dir, [], { freeDimensions: { batch: 1 } });
