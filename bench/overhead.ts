@@ -13,7 +13,8 @@
  *      roofline measured in the same process: a MatMul model of comparable size through the same
  *      session options (loaded by the same OnnxRuntime);
  *  (c) the cold CLI: `bun api/cli/generate.ts --timings` spawned N times, its phases, and denoising's
- *      share of the process's wall time.
+ *      share of the process's wall time; interleaved with it, the floor (`bench/lib/cold-floor.ts`:
+ *      the same work with no framework) and its share, and the CLI's wall time over the floor's.
  * Prints markdown tables; asserts nothing (the numbers go in the README).
  */
 import { parseArgs } from "node:util";
@@ -285,16 +286,37 @@ for (const provider of providers) {
 }
 report.providers = perProvider;
 
+/**
+ * The optimized graphs of emoji-64's text encoder, UNet and VAE decoder in diffgraph's graph cache
+ * (after the CLI has run once), for the floor program; undefined for another model or an empty cache.
+ */
+async function floorGraphs(pipelineFile: string): Promise<string[] | undefined> {
+  const { defaultGraphCacheDir, graphCacheId } = await import("../core/adapters/graph-cache-node.ts");
+  const modelDir = join(pipelineFile, "..", (JSON.parse(readFileSync(pipelineFile, "utf8")) as { model?: string }).model ?? "");
+  const cache = defaultGraphCacheDir();
+  if (!cache || !modelDir.endsWith("emoji-64") || !existsSync(join(modelDir, "manifest.sha256.json"))) return undefined;
+  const files = (JSON.parse(readFileSync(join(modelDir, "manifest.sha256.json"), "utf8")) as { files: Record<string, { sha256: string }> }).files;
+  const ort = (await import("onnxruntime-node")) as unknown as OrtModuleLike;
+  const out = [modelDir];
+  for (const f of ["text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx"]) {
+    const id = await graphCacheId(files[f]!.sha256, { runtime: `onnxruntime-node ${ort.env?.versions?.node}`, provider: "cpu", options: { graphOptimizationLevel: "all", freeDimensionOverrides: null } });
+    const path = join(cache, `${id}.onnx`);
+    if (!existsSync(path)) return undefined;
+    out.push(path);
+  }
+  return out;
+}
+
 // (c) The cold CLI.
 if (!skip.has("cold") && coldRuns > 0) {
   const dir = mkdtempSync(join(tmpdir(), "diffgraph-bench-"));
   const spawns: { wall: number; before: number; exit: number; t: CliTimings }[] = [];
+  const floors: { wall: number; denoise: number; marks: Record<string, number> }[] = [];
   try {
     // One spawn first, not counted: it fills the optimized-graph cache and the OS file cache, as any
     // earlier use on this machine would have.
-    for (let i = -1; i < coldRuns; i++) {
-      await sleep(1000);
-      const args = ["api/cli/generate.ts", "--prompt", "red heart", "--steps", String(steps), "--seed", "7", "--pipeline", pipelinePath, "--out", join(dir, "cold.png"), "--timings"];
+    /** Spawn `args` under this Bun; its stdout, and spawn → exit in ms. */
+    const run = async (args: string[]) => {
       const start = performance.timeOrigin + performance.now();
       const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
         const p = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
@@ -305,10 +327,33 @@ if (!skip.has("cold") && coldRuns > 0) {
         p.on("close", (code) => resolve({ code, stdout: so, stderr: se }));
       });
       const end = performance.timeOrigin + performance.now();
+      if (code !== 0) throw new Error(`${args[0]} failed (${code}): ${stderr.slice(-400)}`);
+      return { stdout, start, end };
+    };
+    const cli = async (counted: boolean) => {
+      const { stdout, start, end } = await run(["api/cli/generate.ts", "--prompt", "red heart", "--steps", String(steps), "--seed", "7", "--pipeline", pipelinePath, "--out", join(dir, "cold.png"), "--timings"]);
       const line = stdout.split("\n").find((l) => l.startsWith('{"timings"'));
-      if (code !== 0 || !line) throw new Error(`generate --timings failed (${code}): ${stderr.slice(-400)}`);
+      if (!line) throw new Error("generate --timings printed no timings");
       const t = (JSON.parse(line) as { timings: CliTimings }).timings;
-      if (i >= 0) spawns.push({ wall: end - start, before: t.timeOrigin - start, exit: end - (t.timeOrigin + t.marks.released!), t });
+      if (counted) spawns.push({ wall: end - start, before: t.timeOrigin - start, exit: end - (t.timeOrigin + t.marks.released!), t });
+    };
+    // One spawn first, not counted: it fills the optimized-graph cache and the OS file cache, as any
+    // earlier use on this machine would have.
+    await sleep(1000);
+    await cli(false);
+    const graphs = await floorGraphs(pipelinePath);
+    if (graphs) await run(["bench/lib/cold-floor.ts", ...graphs, String(steps), "4", String(navigator.hardwareConcurrency), join(dir, "floor.png")]); // its file cache warm too
+    for (let i = 0; i < coldRuns; i++) {
+      // Interleaved, the order alternating, so a slow spell of the machine hits both alike.
+      for (const arm of graphs && i % 2 === 1 ? ["floor", "cli"] : ["cli", "floor"]) {
+        await sleep(1000);
+        if (arm === "cli") await cli(true);
+        else if (graphs) {
+          const { stdout, start, end } = await run(["bench/lib/cold-floor.ts", ...graphs, String(steps), "4", String(navigator.hardwareConcurrency), join(dir, "floor.png")]);
+          const marks = (JSON.parse(stdout.trim().split("\n").at(-1)!) as { floor: { marks: Record<string, number> } }).floor.marks;
+          floors.push({ wall: end - start, denoise: marks.denoiseEnd! - marks.denoiseStart!, marks });
+        }
+      }
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -367,7 +412,24 @@ if (!skip.has("cold") && coldRuns > 0) {
     console.log(`${f} | ${fmt(median(xs.map((x) => x.ms)), 1)} | ${[...new Set(xs.map(where))].join(", ")} (${xs.length}/${coldRuns} spawns)`);
   }
   console.log();
-  report.cold = { spawns: spawns.map((s) => ({ wall: s.wall, before: s.before, exit: s.exit, timings: s.t })), denoiseFraction: median(frac), denoiseFractionCi: fracCi, wallMs: wall };
+  let floor: Record<string, unknown> | undefined;
+  if (floors.length) {
+    const ff = floors.map((f) => f.denoise / f.wall);
+    const fCi = bootstrapInterval(ff);
+    const over = spawns.map((s, i) => s.wall - floors[i]!.wall);
+    const overCi = bootstrapInterval(over);
+    const fm = (k: string) => median(floors.map((f) => f.marks[k]!));
+    console.log(`the floor (\`bench/lib/cold-floor.ts\`: the same work written straight against onnxruntime-node, same optimized graphs and threads, no framework), ${floors.length} spawns interleaved with the CLI's, median ms:\n`);
+    console.log("floor phase | ms");
+    console.log("---|---");
+    for (const [name, a, b] of [["imports (→ main)", "", "main"], ["tokenizer + text encoder session + onnxruntime start", "main", "teLoaded"], ["text encoding", "teLoaded", "encoded"], ["UNet session", "encoded", "unetLoaded"], ["**denoising**", "denoiseStart", "denoiseEnd"], ["VAE session + decode", "denoiseEnd", "decoded"], ["PNG", "decoded", "png"]] as const)
+      console.log(`${name} | ${fmt(median(floors.map((f) => f.marks[b]! - (a ? f.marks[a]! : 0))), 1)}`);
+    console.log(`exit and process start | ${fmt(median(floors.map((f) => f.wall - f.marks.png!)), 1)}`);
+    console.log(`**wall** | **${fmt(median(floors.map((f) => f.wall)), 1)}**\n`);
+    console.log(`the floor's denoising share: **${pct(median(ff), 1)}** [${pct(fCi[0], 1)}, ${pct(fCi[1], 1)}]; the CLI's wall time over the floor's (paired): ${fmt(median(over), 1)} ms [${fmt(overCi[0], 1)}, ${fmt(overCi[1], 1)}]\n`);
+    floor = { spawns: floors, denoiseFraction: median(ff), denoiseFractionCi: fCi, overMs: median(over), overMsCi: overCi, unetLoadMs: fm("unetLoaded") - fm("encoded") };
+  } else console.log("(no floor: bench/lib/cold-floor.ts is written for emoji-64's shapes, and its optimized graphs must be in the graph cache)\n");
+  report.cold = { spawns: spawns.map((s) => ({ wall: s.wall, before: s.before, exit: s.exit, timings: s.t })), denoiseFraction: median(frac), denoiseFractionCi: fracCi, wallMs: wall, ...(floor ? { floor } : {}) };
 }
 
 report.loadAverage = await loadAverage();
