@@ -12,7 +12,7 @@
  *  (d) the UNet's GFLOP/s (FLOPs counted from its ONNX graph, bench/lib/onnx-flops.ts) against a
  *      roofline measured in the same process: a MatMul model of comparable size through the same
  *      session options (loaded by the same OnnxRuntime);
- *  (c) the cold CLI: `bun api/cli/generate.ts --timings` spawned N times, its phases, and denoising's
+ *  (c) the cold CLI: `bun api/cli/launch.ts generate --timings` (`bun run generate`) spawned N times, its phases, and denoising's
  *      share of the process's wall time; interleaved with it, the floor (`bench/lib/cold-floor.ts`:
  *      the same work with no framework) and its share, and the CLI's wall time over the floor's.
  * Prints markdown tables; asserts nothing (the numbers go in the README).
@@ -31,6 +31,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { builtinRegistry } from "../plugins/index.ts";
 import { fileSource } from "../core/adapters/node.ts";
 import type { CliTimings } from "../api/cli/phase-timings.ts";
+import { freshBundle } from "../api/cli/launch.ts";
 import { bootstrapInterval, median } from "./lib/stats.ts";
 import { matmulModel, planFlops } from "./lib/onnx-flops.ts";
 
@@ -312,6 +313,7 @@ if (!skip.has("cold") && coldRuns > 0) {
   const dir = mkdtempSync(join(tmpdir(), "diffgraph-bench-"));
   const spawns: { wall: number; before: number; exit: number; t: CliTimings }[] = [];
   const floors: { wall: number; denoise: number; marks: Record<string, number> }[] = [];
+  const bundled = freshBundle("generate") !== undefined;
   try {
     // One spawn first, not counted: it fills the optimized-graph cache and the OS file cache, as any
     // earlier use on this machine would have.
@@ -331,7 +333,7 @@ if (!skip.has("cold") && coldRuns > 0) {
       return { stdout, start, end };
     };
     const cli = async (counted: boolean) => {
-      const { stdout, start, end } = await run(["api/cli/generate.ts", "--prompt", "red heart", "--steps", String(steps), "--seed", "7", "--pipeline", pipelinePath, "--out", join(dir, "cold.png"), "--timings"]);
+      const { stdout, start, end } = await run(["api/cli/launch.ts", "generate", "--prompt", "red heart", "--steps", String(steps), "--seed", "7", "--pipeline", pipelinePath, "--out", join(dir, "cold.png"), "--timings"]);
       const line = stdout.split("\n").find((l) => l.startsWith('{"timings"'));
       if (!line) throw new Error("generate --timings printed no timings");
       const t = (JSON.parse(line) as { timings: CliTimings }).timings;
@@ -392,7 +394,7 @@ if (!skip.has("cold") && coldRuns > 0) {
     ["release (dispose sessions)", (s) => m(s).released! - m(s).png!],
     ["exit (→ process gone)", (s) => s.exit],
   ];
-  console.log(`(c) cold CLI: \`bun api/cli/generate.ts --prompt "red heart" --steps ${steps} --seed 7 --timings\`, ${coldRuns} spawns after one uncounted (graph and file caches warm), 1 s apart, median ms\n`);
+  console.log(`(c) cold CLI: \`bun api/cli/launch.ts generate --prompt "red heart" --steps ${steps} --seed 7 --timings\` (what \`bun run generate\` runs; ${bundled ? "from its bytecode bundle" : "from source: dist/cli is missing or stale, \`bun run build:cli\`"}), ${coldRuns} spawns after one uncounted (graph and file caches warm), 1 s apart, median ms\n`);
   console.log("phase | ms | of wall");
   console.log("---|---|---");
   const wall = phase((s) => s.wall);
@@ -429,7 +431,7 @@ if (!skip.has("cold") && coldRuns > 0) {
     console.log(`the floor's denoising share: **${pct(median(ff), 1)}** [${pct(fCi[0], 1)}, ${pct(fCi[1], 1)}]; the CLI's wall time over the floor's (paired): ${fmt(median(over), 1)} ms [${fmt(overCi[0], 1)}, ${fmt(overCi[1], 1)}]\n`);
     floor = { spawns: floors, denoiseFraction: median(ff), denoiseFractionCi: fCi, overMs: median(over), overMsCi: overCi, unetLoadMs: fm("unetLoaded") - fm("encoded") };
   } else console.log("(no floor: bench/lib/cold-floor.ts is written for emoji-64's shapes, and its optimized graphs must be in the graph cache)\n");
-  report.cold = { spawns: spawns.map((s) => ({ wall: s.wall, before: s.before, exit: s.exit, timings: s.t })), denoiseFraction: median(frac), denoiseFractionCi: fracCi, wallMs: wall, ...(floor ? { floor } : {}) };
+  report.cold = { bundled, spawns: spawns.map((s) => ({ wall: s.wall, before: s.before, exit: s.exit, timings: s.t })), denoiseFraction: median(frac), denoiseFractionCi: fracCi, wallMs: wall, ...(floor ? { floor } : {}) };
 }
 
 report.loadAverage = await loadAverage();
