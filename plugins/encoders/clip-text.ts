@@ -412,19 +412,38 @@ export default definePlugin({
       }
       return { embeddings, pooled };
     };
+    // The empty text's encoding, shared by every node on these towers with this config (the prompt
+    // and negative encoders): a cold run encodes "" once, not once per node and again as padding.
+    const variant = JSON.stringify([towers.map((t) => t.model.file), config.weights, config.zerosForEmpty]);
+    const empty = () => emptyEncoding(towers[0]!.model, variant, () => encode([""], 1));
     return {
       async run({ text }) {
-        const { embeddings, pooled } = await encode(text);
+        const { embeddings, pooled } = text.length === 1 && text[0] === "" ? await empty() : await encode(text);
         // What a shorter prompt is padded with when the denoise node evens out prompt and negative.
         padding ??= config.zerosForEmpty
           ? Promise.resolve({ dims: [1, towers[0]!.tokenizer.maxLength, embeddings.dims[2]!], data: new Float32Array(towers[0]!.tokenizer.maxLength * embeddings.dims[2]!) })
-          : encode([""], 1).then((e) => e.embeddings);
+          : empty().then((e) => e.embeddings);
         const out: Embeddings = { ...embeddings, padding: await padding };
         return { embeddings: out, pooled };
       },
     };
   },
 });
+
+const emptyEncodings = new WeakMap<OnnxModel, Map<string, Promise<{ embeddings: Tensor; pooled: Tensor }>>>();
+
+/** `encode([""], 1)` once per text tower (one OnnxModel per file) and config variant; a failure is not kept. */
+function emptyEncoding(model: OnnxModel, variant: string, encode: () => Promise<{ embeddings: Tensor; pooled: Tensor }>): Promise<{ embeddings: Tensor; pooled: Tensor }> {
+  let byVariant = emptyEncodings.get(model);
+  if (!byVariant) emptyEncodings.set(model, (byVariant = new Map()));
+  let p = byVariant.get(variant);
+  if (!p) {
+    p = encode();
+    byVariant.set(variant, p);
+    p.catch(() => byVariant!.delete(variant));
+  }
+  return p;
+}
 
 function lastToken(states: Tensor, index: number[], k = 1): Tensor {
   const [rows, l, d] = states.dims as [number, number, number];

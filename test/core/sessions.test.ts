@@ -125,6 +125,38 @@ describe("sessions are created by the nodes that run", () => {
     await dg.dispose();
   }, 60_000);
 
+  test("a cold text-to-image run encodes each text once: the prompt, and the empty negative prompt that is also the padding", async () => {
+    const rows: number[] = []; // input_ids rows of each text-encoder call
+    const counting: OnnxBackends = {
+      ...onnxBackends,
+      native: async () => {
+        const ort = await onnxBackends.native!();
+        return {
+          ...ort,
+          InferenceSession: {
+            async create(model: unknown, options?: Record<string, unknown>) {
+              const s = await ort.InferenceSession.create(model as never, options as never);
+              if (!s.inputNames.includes("input_ids")) return s;
+              const run = s.run.bind(s);
+              s.run = ((feeds: Record<string, { dims: readonly number[] }>, ...rest: unknown[]) => (rows.push(feeds.input_ids!.dims[0]!), (run as (...a: unknown[]) => unknown)(feeds, ...rest))) as typeof s.run;
+              return s;
+            },
+          },
+        } as OrtModuleLike;
+      },
+    };
+    const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", log: () => {}, graphCache: false, adapter: { host: "bun", fileSource, onnxBackends: counting } });
+    try {
+      const p = await dg.openPipeline("pipelines/emoji-64.json");
+      await p.run({ prompt: "red heart", steps: 2, seed: 7 });
+      expect(rows).toEqual([1, 1]); // "red heart", then "" (the negative prompt, and every node's padding)
+      await p.run({ prompt: "rocket", negativePrompt: "", steps: 2, seed: 7 });
+      expect(rows).toEqual([1, 1, 1]); // only the new prompt: "" is already known
+    } finally {
+      await dg.dispose();
+    }
+  }, 60_000);
+
   test("a UNet whose file leaves the output channels symbolic is opened without a session when unet/config.json gives out_channels", async () => {
     // tiny-lcm's and tiny-sd-inpaint's exports declare out_sample with symbolic dims; their configs say out_channels 4.
     for (const model of ["models/tiny-lcm", "models/tiny-sd-inpaint"]) {
