@@ -412,9 +412,11 @@ export default definePlugin({
       }
       return { embeddings, pooled };
     };
-    // The empty text's encoding, shared by every node on these towers with this config (the prompt
-    // and negative encoders): a cold run encodes "" once, not once per node and again as padding.
-    const variant = JSON.stringify([towers.map((t) => t.model.file), config.weights, config.zerosForEmpty]);
+    // The empty text's encoding, shared by every node of this model folder with this whole config (the
+    // prompt and negative encoders): a cold run encodes "" once, not once per node and again as
+    // padding. Any config difference (window length, hidden layer, tokenizer, second tower) is another
+    // entry, even where the ONNX model is shared.
+    const variant = JSON.stringify([ctx.models.root, config]);
     const empty = () => emptyEncoding(towers[0]!.model, variant, () => encode([""], 1));
     return {
       async run({ text }) {

@@ -157,6 +157,34 @@ describe("sessions are created by the nodes that run", () => {
     }
   }, 60_000);
 
+  test("the shared empty-text encoding is per config: a pipeline with another window length, opened after the default one on the same models, draws what it draws alone", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "diffgraph-empty-"));
+    try {
+      const doc = JSON.parse(readFileSync("pipelines/tiny-sd.json", "utf8"));
+      doc.model = join(process.cwd(), "models/tiny-sd");
+      const long = structuredClone(doc);
+      for (const n of ["prompt", "negative"]) long.nodes[n].config = { maxLength: 32 };
+      writeFileSync(join(dir, "default.json"), JSON.stringify(doc));
+      writeFileSync(join(dir, "long.json"), JSON.stringify(long));
+      const input = { prompt: "red heart", steps: 2, seed: 7 };
+      const mk = () => createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", log: () => {}, graphCache: false });
+      const alone = await mk();
+      const expected = (await (await alone.openPipeline(join(dir, "long.json"))).run(input)).images;
+      await alone.dispose();
+      const both = await mk();
+      try {
+        await (await both.openPipeline(join(dir, "default.json"))).run(input);
+        const got = (await (await both.openPipeline(join(dir, "long.json"))).run(input)).images;
+        expect(got.dims).toEqual(expected.dims);
+        expect(Array.from(got.data)).toEqual(Array.from(expected.data));
+      } finally {
+        await both.dispose();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   test("a UNet whose file leaves the output channels symbolic is opened without a session when unet/config.json gives out_channels", async () => {
     // tiny-lcm's and tiny-sd-inpaint's exports declare out_sample with symbolic dims; their configs say out_channels 4.
     for (const model of ["models/tiny-lcm", "models/tiny-sd-inpaint"]) {
