@@ -18,7 +18,6 @@
 import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { arch, cpus, homedir, platform } from "node:os";
 import { join } from "node:path";
-import { sha256Hex } from "../manifest.ts";
 import { OnnxFormatError, readOnnxGraph } from "../onnx-graph.ts";
 import { stampSize } from "../model-source.ts";
 import { fileStamp, replaceFile, tempSuffix } from "./digest-memo-node.ts";
@@ -35,8 +34,17 @@ export function defaultGraphCacheDir(env: Readonly<Record<string, string | undef
   return join(env.XDG_CACHE_HOME || join(homedir(), ".cache"), "diffgraph", "onnx");
 }
 
-/** Web Crypto's SHA-256 (node:crypto's import alone costs a cold start ≈ 9 ms under Bun). */
-const sha256 = (data: Uint8Array | string) => sha256Hex(typeof data === "string" ? new TextEncoder().encode(data) : data);
+/**
+ * SHA-256 in hex: Bun's own hasher under Bun (no import; Web Crypto's digest copies its input, +1.7 GB
+ * for a 1.7 GB single-file UNet), else node:crypto, imported only when a digest is needed (its import
+ * alone costs a cold start ≈ 9 ms under Bun, and a graph-cache hit hashes nothing).
+ */
+async function sha256(data: Uint8Array | string): Promise<string> {
+  const B = (globalThis as { Bun?: { CryptoHasher: new (algorithm: string) => { update(d: Uint8Array | string): { digest(enc: "hex"): string } } } }).Bun;
+  if (B) return new B.CryptoHasher("sha256").update(data).digest("hex");
+  const { createHash } = await import("node:crypto");
+  return createHash("sha256").update(data).digest("hex");
+}
 
 /** JSON with object keys sorted, so equal options give equal ids. */
 function canonical(v: unknown): string {
