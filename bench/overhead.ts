@@ -318,10 +318,10 @@ if (!skip.has("cold") && coldRuns > 0) {
     // One spawn first, not counted: it fills the optimized-graph cache and the OS file cache, as any
     // earlier use on this machine would have.
     /** Spawn `args` under this Bun; its stdout, and spawn → exit in ms. */
-    const run = async (args: string[]) => {
+    const run = async (args: string[], env?: Record<string, string>) => {
       const start = performance.timeOrigin + performance.now();
       const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-        const p = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+        const p = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], ...(env ? { env: { ...process.env, ...env } } : {}) });
         let so = "";
         let se = "";
         p.stdout.on("data", (d) => (so += d));
@@ -344,14 +344,16 @@ if (!skip.has("cold") && coldRuns > 0) {
     await sleep(1000);
     await cli(false);
     const graphs = await floorGraphs(pipelinePath);
-    if (graphs) await run(["bench/lib/cold-floor.ts", ...graphs, String(steps), "4", String(navigator.hardwareConcurrency), join(dir, "floor.png")]); // its file cache warm too
+    // The floor turns onnxruntime's telemetry off as the CLI does (it imports onnxruntime-node directly).
+    const floorEnv = { ORT_DISABLE_TELEMETRY: "1" };
+    if (graphs) await run(["bench/lib/cold-floor.ts", ...graphs, String(steps), "4", String(navigator.hardwareConcurrency), join(dir, "floor.png")], floorEnv); // its file cache warm too
     for (let i = 0; i < coldRuns; i++) {
       // Interleaved, the order alternating, so a slow spell of the machine hits both alike.
       for (const arm of graphs && i % 2 === 1 ? ["floor", "cli"] : ["cli", "floor"]) {
         await sleep(1000);
         if (arm === "cli") await cli(true);
         else if (graphs) {
-          const { stdout, start, end } = await run(["bench/lib/cold-floor.ts", ...graphs, String(steps), "4", String(navigator.hardwareConcurrency), join(dir, "floor.png")]);
+          const { stdout, start, end } = await run(["bench/lib/cold-floor.ts", ...graphs, String(steps), "4", String(navigator.hardwareConcurrency), join(dir, "floor.png")], floorEnv);
           const marks = (JSON.parse(stdout.trim().split("\n").at(-1)!) as { floor: { marks: Record<string, number> } }).floor.marks;
           floors.push({ wall: end - start, denoise: marks.denoiseEnd! - marks.denoiseStart!, marks });
         }

@@ -6,14 +6,22 @@
  * are unchanged, and the source otherwise, so a stale bundle never runs.
  *
  * Why: a cold CLI spends most of its imports parsing and compiling ~110 modules (zod alone ≈ 17 ms);
- * the bytecode bundle skips both. Measured, 10 interleaved pairs of cold `generate` runs: imports
- * 54.1 → 25.9 ms, wall −47.2 ms (README, Performance). onnxruntime-node, onnxruntime-web and sharp stay
- * outside the bundle (native addons, WASM files found beside their packages).
+ * the bytecode bundle skips both. Measured, 12 interleaved pairs of cold `generate` runs, launcher
+ * against source: imports −36.0 ms, wall −39.7 ms (README, Performance). onnxruntime-node,
+ * onnxruntime-web and sharp stay outside the bundle (native addons, WASM files found beside their
+ * packages).
+ *
+ * Besides the bundle's inputs, the stamp covers the files that decide how imports resolve and which
+ * package versions are installed (package.json, tsconfig.json, the lockfiles): a dependency updated
+ * in place (npm may keep sizes and old mtimes) changes its lockfile. A file modified while the build
+ * ran (its mtime at or after the build's start) fails the build rather than stamping old code as new.
  */
-import { mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 
-const root = new URL("../..", import.meta.url).pathname;
+const root = join(import.meta.dir, "..", "..");
+/** Files outside the bundle's inputs that change what it would be: resolution and installed versions. */
+const ALSO_STAMPED = ["package.json", "tsconfig.json", "bunfig.toml", "package-lock.json", "bun.lock", "bun.lockb"];
 /** The CLIs that are bundled: `api/cli/<name>.ts`, each exporting `main(argv)`. */
 export const BUNDLED_CLIS = ["generate"] as const;
 export const CLI_BUNDLE_FORMAT = "diffgraph-cli-bundle/1";
@@ -28,7 +36,9 @@ export interface SourcesStamp {
 
 export async function buildCli(name: (typeof BUNDLED_CLIS)[number], out = join(root, "dist/cli")): Promise<{ bundle: string; inputs: number; bytes: number }> {
   mkdirSync(out, { recursive: true });
-  for (const f of [`${name}.js`, `${name}.js.jsc`, `${name}.sources.json`]) rmSync(join(out, f), { force: true });
+  // The stamp first: a launcher never pairs an old stamp with a half-written bundle.
+  for (const f of [`${name}.sources.json`, `${name}.js`, `${name}.js.jsc`]) rmSync(join(out, f), { force: true });
+  const started = Date.now();
   const r = await Bun.build({
     entrypoints: [join(root, `api/cli/${name}.ts`)],
     outdir: out,
@@ -41,13 +51,15 @@ export async function buildCli(name: (typeof BUNDLED_CLIS)[number], out = join(r
   });
   if (!r.success) throw new AggregateError(r.logs, `build:cli ${name} failed: ${r.logs.map(String).join("\n")}`);
   // Metafile paths are relative to the working directory; the stamp keeps them relative to the root.
-  const inputs = Object.keys(r.metafile?.inputs ?? {}).map((f) => relative(root, resolve(f))).sort();
-  if (!inputs.length) throw new Error("build:cli: Bun.build returned no metafile inputs");
+  const bundled = Object.keys(r.metafile?.inputs ?? {}).map((f) => relative(root, resolve(f)));
+  if (!bundled.length) throw new Error("build:cli: Bun.build returned no metafile inputs");
+  const inputs = [...new Set([...bundled, ...ALSO_STAMPED.filter((f) => existsSync(join(root, f)))])].sort();
   const stamp: SourcesStamp = {
     format: CLI_BUNDLE_FORMAT,
     bun: Bun.version,
     inputs: inputs.map((f) => {
       const s = statSync(join(root, f));
+      if (s.mtimeMs >= started) throw new Error(`build:cli: ${f} changed while the bundle was built; run bun run build:cli again`);
       return [f, s.size, s.mtimeMs] as const;
     }),
   };

@@ -5,7 +5,7 @@
  * otherwise. Both run the same `main(argv)`; the bundle only starts sooner (README, Performance).
  * After editing the source, `bun run build:cli` brings the fast path back.
  */
-import { readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { runMain } from "./run-main.ts";
 import { CLI_BUNDLE_FORMAT, type SourcesStamp } from "./build-cli.ts";
@@ -37,6 +37,20 @@ if (import.meta.main) {
   }
   process.argv.splice(2, 1); // the CLI sees its own arguments only
   const bundle = freshBundle(name);
-  const cli = (bundle ? require(bundle) : await import(`./${name}.ts`)) as { main: (argv: string[]) => Promise<number> };
-  runMain(name, cli.main);
+  let cli: { main?: unknown } | undefined;
+  try {
+    cli = bundle ? (require(bundle) as { main?: unknown }) : undefined;
+  } catch {
+    cli = undefined; // being rebuilt this moment, or unreadable: the source is the same CLI
+  }
+  if (!cli && !existsSync(join(import.meta.dir, `${name}.ts`))) {
+    console.error(`launch: no CLI api/cli/${name}.ts`);
+    process.exit(2);
+  }
+  cli ??= (await import(`./${name}.ts`)) as { main?: unknown }; // its own errors (a syntax error) are its to report
+  if (typeof cli.main !== "function") {
+    console.error(`launch: api/cli/${name}.ts is not a CLI (it exports no main(argv))`);
+    process.exit(2);
+  }
+  runMain(name, cli.main as (argv: string[]) => Promise<number>);
 }

@@ -20,12 +20,18 @@ export const TELEMETRY_VARIABLE = "ORT_DISABLE_TELEMETRY";
 /** What `ortTelemetryOff` did: "set" (now 1), "user" (the variable was already set), "unavailable". */
 export type TelemetryChoice = "set" | "user" | "unavailable";
 
-/** Call before onnxruntime-node creates its environment (its first session); later calls change nothing there. */
+/**
+ * Call before onnxruntime-node creates its environment (its first session); later calls change
+ * nothing there. A value the user set, in the shell or in `process.env` from JavaScript, is kept.
+ */
 export async function ortTelemetryOff(env: Record<string, string | undefined> = process.env): Promise<TelemetryChoice> {
-  if (env[TELEMETRY_VARIABLE] !== undefined) return "user";
-  env[TELEMETRY_VARIABLE] = "1"; // Node: reaches getenv; Bun: only child processes see it
-  if (!("Bun" in globalThis) || env !== process.env) return "set";
-  return (await bunSetenv(TELEMETRY_VARIABLE, "1")) ? "set" : "unavailable";
+  const user = env[TELEMETRY_VARIABLE];
+  if (user === undefined) env[TELEMETRY_VARIABLE] = "1"; // Node: reaches getenv; Bun: only child processes see it
+  // Under Bun the C environment must be told even of the user's own value, when they set it from
+  // JavaScript (process.env.ORT_DISABLE_TELEMETRY = "1"); setenv without overwrite keeps the shell's.
+  const reached = !("Bun" in globalThis) || env !== process.env || (await bunSetenv(TELEMETRY_VARIABLE, user ?? "1"));
+  if (user !== undefined) return "user";
+  return reached ? "set" : "unavailable";
 }
 
 async function bunSetenv(name: string, value: string): Promise<boolean> {
@@ -35,7 +41,7 @@ async function bunSetenv(name: string, value: string): Promise<boolean> {
     const { dlopen, FFIType } = await import("bun:ffi");
     const lib = dlopen(libc, { setenv: { args: [FFIType.cstring, FFIType.cstring, FFIType.i32], returns: FFIType.i32 } });
     const c = (s: string) => new TextEncoder().encode(`${s}\0`);
-    const ok = lib.symbols.setenv(c(name), c(value), 0) === 0;
+    const ok = lib.symbols.setenv(c(name), c(value), 0) === 0; // 0: an existing value (the shell's) stays
     lib.close();
     return ok;
   } catch {

@@ -28,6 +28,7 @@ describe("generate's bytecode bundle", () => {
     expect(files).toContain("core/denoise.ts");
     expect(files.some((f) => f.startsWith("node_modules/zod/"))).toBe(true);
     expect(files.some((f) => f.includes("onnxruntime-node"))).toBe(false); // external: a native addon
+    for (const f of ["package.json", "tsconfig.json"]) expect(files).toContain(f); // resolution and installed versions
     expect(freshBundle("generate", out)).toBe(built.bundle);
 
     // The bundle's main, required as the launcher does, against the source's main, in child processes.
@@ -77,9 +78,12 @@ describe("generate's bytecode bundle", () => {
     expect(p.exitCode, p.stderr.toString()).toBe(0);
     expect(p.stdout.toString()).toMatch(/wrote .*launch\.png: 1× 64×64 .*"red heart" — tiny-sd, .*3 steps, .*seed 5/);
     expect(Buffer.compare(readFileSync(png), readFileSync(join(base, "source.png")))).toBe(0);
-    const bad = Bun.spawnSync([process.execPath, "api/cli/launch.ts", "../x"], { stdout: "pipe", stderr: "pipe" });
-    expect(bad.exitCode).toBe(2);
-    expect(bad.stderr.toString()).toContain("usage: bun api/cli/launch.ts NAME");
+    const launch = (name: string) => Bun.spawnSync([process.execPath, "api/cli/launch.ts", name], { stdout: "pipe", stderr: "pipe" });
+    for (const [name, says] of [["../x", "usage: bun api/cli/launch.ts NAME"], ["nosuch", "launch: no CLI api/cli/nosuch.ts"], ["build-cli", "is not a CLI (it exports no main(argv))"]] as const) {
+      const bad = launch(name);
+      expect(bad.exitCode, name).toBe(2);
+      expect(bad.stderr.toString(), name).toContain(says);
+    }
     expect(JSON.parse(readFileSync("package.json", "utf8")).scripts.generate).toBe("bun api/cli/launch.ts generate");
   });
 });

@@ -24,10 +24,15 @@ console.log(JSON.stringify({ pid: process.pid, variable: process.env.ORT_DISABLE
 `,
 );
 
-function run(home: string, variable?: string) {
+const scriptJs = join(base, "create-js-env.ts");
+writeFileSync(scriptJs, `process.env.ORT_DISABLE_TELEMETRY = "1"; // set from JavaScript, as a Bun user might
+await import(${JSON.stringify(script)});
+`);
+
+function run(home: string, variable?: string, entry = script) {
   const env: Record<string, string> = { PATH: process.env.PATH ?? "", HOME: home };
   if (variable !== undefined) env.ORT_DISABLE_TELEMETRY = variable;
-  const p = Bun.spawnSync([process.execPath, script], { env, stdout: "pipe", stderr: "pipe" });
+  const p = Bun.spawnSync([process.execPath, entry], { env, stdout: "pipe", stderr: "pipe" });
   if (p.exitCode !== 0) throw new Error(`child failed: ${p.stderr.toString()}`);
   const out = JSON.parse(p.stdout.toString().trim().split("\n").at(-1)!) as { pid: number; variable: string | null };
   const db = join(home, ".cache", "Microsoft", "DeveloperTools", ".onnxruntime", "onnxruntime.db");
@@ -46,6 +51,11 @@ describe.skipIf(process.platform !== "linux")("onnxruntime telemetry", () => {
   test("ORT_DISABLE_TELEMETRY=0 is the user's choice and is kept (and then onnxruntime writes both)", () => {
     const seen = run(mkdtempSync(join(base, "home-")), "0");
     expect(seen).toEqual({ db: true, log: true, variable: "0" });
+  });
+
+  test("a value the user set from JavaScript (Bun's process.env, which getenv does not see) still reaches onnxruntime", () => {
+    const seen = run(mkdtempSync(join(base, "home-")), undefined, scriptJs);
+    expect(seen).toEqual({ db: false, log: false, variable: "1" });
   });
 
   test("the rule on an environment object: a value already set is kept, an unset one becomes 1", async () => {
