@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """Writes models/emoji-64/README.md (the model card) from the recipe's outputs:
-metrics.json, the ONNX files, split.json and the training checkpoints in models/.cache/.
+metrics.json, the ONNX files, split.json and the training checkpoints in models/.cache/, and the
+card's measured text that no output holds (how the committed weights were made, the eval tables, the
+levers tried): EXTRA_JSON, or models/recipes/emoji-64-card.json when no MODEL_DIR is given.
 
     /usr/bin/python3 models/recipes/write_card.py [MODEL_DIR] [CACHE_DIR] [EXTRA_JSON]
 """
@@ -13,7 +15,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "models", "emoji-64")
 CACHE = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "models", ".cache")
-EXTRA = json.load(open(sys.argv[3])) if len(sys.argv) > 3 else {}
+# The committed card's text describes the committed weights: another folder (a --quick run) gets it only when asked.
+EXTRA = json.load(open(sys.argv[3])) if len(sys.argv) > 3 else \
+    json.load(open(os.path.join(HERE, "emoji-64-card.json"))) if len(sys.argv) <= 1 else {}
 
 
 def onnx_params(path):
