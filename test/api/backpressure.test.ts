@@ -16,19 +16,21 @@ test("a subscriber that does not read keeps only its newest frames and the final
   const it = events[Symbol.asyncIterator]();
   const first = await it.next(); // the snapshot; then it stops reading while the job runs
   expect((first.value as JobEvent).type).toBe("snapshot");
+  // Steps the job finished before this subscriber joined are in the snapshot, not dropped (on a busy
+  // machine the job may be a step or two ahead of the subscription).
+  const before = (first.value as Extract<JobEvent, { type: "snapshot" }>).lastStep?.step ?? 0;
+  expect(before).toBeLessThan(10);
 
-  const started = performance.now();
-  await server.service.jobs.idle(); // generation finishes without waiting for this reader
-  const runMs = performance.now() - started;
+  await server.service.jobs.idle(); // generation finishes without waiting for this reader: it has read nothing since
+  expect((await server.service.jobs.get(id))!.status).toBe("SUCCEEDED");
 
   const rest: JobEvent[] = [];
   for (let n = await it.next(); !n.done; n = await it.next()) rest.push(n.value);
   const steps = rest.filter((e) => e.type === "step") as Extract<JobEvent, { type: "step" }>[];
   expect(steps.map((s) => s.step)).toEqual([10, 11, 12]);
-  expect(steps[0]!.dropped).toBe(9);
+  expect(steps[0]!.dropped).toBe(9 - before);
   expect(steps[1]!.dropped).toBe(0);
   expect(rest.at(-1)).toMatchObject({ type: "finished", job: { id, status: "SUCCEEDED" } });
-  expect(runMs).toBeLessThan(10_000);
 });
 
 test("a reader that leaves does not hold the job", async () => {
