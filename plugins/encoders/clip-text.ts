@@ -152,14 +152,21 @@ const tokenText = (t: z.output<typeof SpecialToken>): string | undefined => (t =
 const loaded = new WeakMap<ModelSource, Map<string, Promise<LoadedTokenizer>>>();
 
 export function loadTokenizer(models: ModelSource, dir: string, maxLength?: number): Promise<LoadedTokenizer> {
-  let bySource = loaded.get(models);
-  if (!bySource) loaded.set(models, (bySource = new Map()));
-  const key = `${dir}\n${maxLength ?? ""}`;
-  let p = bySource.get(key);
+  return once(loaded, models, `${dir}\n${maxLength ?? ""}`, () => readTokenizer(models, dir, maxLength));
+}
+
+/**
+ * `make()`'s promise, made once per `owner` and `key` (kept as long as the owner lives); a failure is
+ * not kept, so the next call tries again and reports it afresh.
+ */
+function once<O extends object, V>(store: WeakMap<O, Map<string, Promise<V>>>, owner: O, key: string, make: () => Promise<V>): Promise<V> {
+  let byKey = store.get(owner);
+  if (!byKey) store.set(owner, (byKey = new Map()));
+  let p = byKey.get(key);
   if (!p) {
-    p = readTokenizer(models, dir, maxLength);
-    bySource.set(key, p);
-    p.catch(() => bySource!.delete(key)); // a failed load is not kept: the next open reports it again
+    p = make();
+    byKey.set(key, p);
+    p.catch(() => byKey!.delete(key));
   }
   return p;
 }
@@ -417,7 +424,7 @@ export default definePlugin({
     // padding. Any config difference (window length, hidden layer, tokenizer, second tower) is another
     // entry, even where the ONNX model is shared.
     const variant = JSON.stringify([ctx.models.root, config]);
-    const empty = () => emptyEncoding(towers[0]!.model, variant, () => encode([""], 1));
+    const empty = () => once(emptyEncodings, towers[0]!.model, variant, () => encode([""], 1));
     return {
       async run({ text }) {
         const { embeddings, pooled } = text.length === 1 && text[0] === "" ? await empty() : await encode(text);
@@ -432,20 +439,8 @@ export default definePlugin({
   },
 });
 
+/** `encode([""], 1)` per text tower (one OnnxModel per file) and config variant. */
 const emptyEncodings = new WeakMap<OnnxModel, Map<string, Promise<{ embeddings: Tensor; pooled: Tensor }>>>();
-
-/** `encode([""], 1)` once per text tower (one OnnxModel per file) and config variant; a failure is not kept. */
-function emptyEncoding(model: OnnxModel, variant: string, encode: () => Promise<{ embeddings: Tensor; pooled: Tensor }>): Promise<{ embeddings: Tensor; pooled: Tensor }> {
-  let byVariant = emptyEncodings.get(model);
-  if (!byVariant) emptyEncodings.set(model, (byVariant = new Map()));
-  let p = byVariant.get(variant);
-  if (!p) {
-    p = encode();
-    byVariant.set(variant, p);
-    p.catch(() => byVariant!.delete(variant));
-  }
-  return p;
-}
 
 function lastToken(states: Tensor, index: number[], k = 1): Tensor {
   const [rows, l, d] = states.dims as [number, number, number];
