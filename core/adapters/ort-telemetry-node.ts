@@ -24,7 +24,15 @@ export type TelemetryChoice = "set" | "user" | "unavailable";
  * Call before onnxruntime-node creates its environment (its first session); later calls change
  * nothing there. A value the user set, in the shell or in `process.env` from JavaScript, is kept.
  */
-export async function ortTelemetryOff(env: Record<string, string | undefined> = process.env): Promise<TelemetryChoice> {
+export function ortTelemetryOff(env: Record<string, string | undefined> = process.env): Promise<TelemetryChoice> {
+  // The process's own environment is decided once (the adapter asks before every session it creates).
+  if (env === process.env) return (decided ??= decide(env));
+  return decide(env);
+}
+
+let decided: Promise<TelemetryChoice> | undefined;
+
+async function decide(env: Record<string, string | undefined>): Promise<TelemetryChoice> {
   const user = env[TELEMETRY_VARIABLE];
   if (user === undefined) env[TELEMETRY_VARIABLE] = "1"; // Node: reaches getenv; Bun: only child processes see it
   // Under Bun the C environment must be told even of the user's own value, when they set it from
