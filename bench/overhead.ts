@@ -24,7 +24,7 @@ import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { createDiffgraph } from "../core/diffgraph.ts";
 import { modelFolderOf } from "../core/diffgraph-core.ts";
-import type { ExecutionProvider, OnnxModel, OrtModuleLike, OrtSessionLike, OrtTensorLike } from "../core/onnx.ts";
+import { graphCacheKey, type ExecutionProvider, type OnnxModel, type OrtModuleLike, type OrtSessionLike, type OrtTensorLike } from "../core/onnx.ts";
 import type { ModelSource } from "../core/model-source.ts";
 import { emptyStepProfile, type StepProfile } from "../core/node.ts";
 import type { Tensor } from "../core/tensor.ts";
@@ -300,7 +300,8 @@ async function floorGraphs(pipelineFile: string): Promise<string[] | undefined> 
   const ort = (await import("onnxruntime-node")) as unknown as OrtModuleLike;
   const out = [modelDir];
   for (const f of ["text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx"]) {
-    const id = await graphCacheId(files[f]!.sha256, { runtime: `onnxruntime-node ${ort.env?.versions?.node}`, provider: "cpu", options: { graphOptimizationLevel: "all", freeDimensionOverrides: null } });
+    // The key a pipeline's session stores: CPU provider, optimization "all", no fixed dimensions.
+    const id = await graphCacheId(files[f]!.sha256, graphCacheKey(ort, "cpu", { graphOptimizationLevel: "all" }));
     const path = join(cache, `${id}.onnx`);
     if (!existsSync(path)) return undefined;
     out.push(path);
@@ -315,8 +316,6 @@ if (!skip.has("cold") && coldRuns > 0) {
   const floors: { wall: number; denoise: number; marks: Record<string, number> }[] = [];
   const bundled = freshBundle("generate") !== undefined;
   try {
-    // One spawn first, not counted: it fills the optimized-graph cache and the OS file cache, as any
-    // earlier use on this machine would have.
     /** Spawn `args` under this Bun; its stdout, and spawn → exit in ms. */
     const run = async (args: string[], env?: Record<string, string>) => {
       const start = performance.timeOrigin + performance.now();
@@ -345,15 +344,15 @@ if (!skip.has("cold") && coldRuns > 0) {
     await cli(false);
     const graphs = await floorGraphs(pipelinePath);
     // The floor turns onnxruntime's telemetry off as the CLI does (it imports onnxruntime-node directly).
-    const floorEnv = { ORT_DISABLE_TELEMETRY: "1" };
-    if (graphs) await run(["bench/lib/cold-floor.ts", ...graphs, String(steps), "4", String(navigator.hardwareConcurrency), join(dir, "floor.png")], floorEnv); // its file cache warm too
+    const runFloor = () => run(["bench/lib/cold-floor.ts", ...graphs!, String(steps), "4", String(navigator.hardwareConcurrency), join(dir, "floor.png")], { ORT_DISABLE_TELEMETRY: "1" });
+    if (graphs) await runFloor(); // its file cache warm too
     for (let i = 0; i < coldRuns; i++) {
       // Interleaved, the order alternating, so a slow spell of the machine hits both alike.
       for (const arm of graphs && i % 2 === 1 ? ["floor", "cli"] : ["cli", "floor"]) {
         await sleep(1000);
         if (arm === "cli") await cli(true);
         else if (graphs) {
-          const { stdout, start, end } = await run(["bench/lib/cold-floor.ts", ...graphs, String(steps), "4", String(navigator.hardwareConcurrency), join(dir, "floor.png")], floorEnv);
+          const { stdout, start, end } = await runFloor();
           const marks = (JSON.parse(stdout.trim().split("\n").at(-1)!) as { floor: { marks: Record<string, number> } }).floor.marks;
           floors.push({ wall: end - start, denoise: marks.denoiseEnd! - marks.denoiseStart!, marks });
         }

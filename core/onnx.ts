@@ -116,6 +116,20 @@ export interface OptimizedGraphEntry {
 }
 
 /**
+ * The part of a graph-cache key that comes from the runtime and the session options: onnxruntime's
+ * version, the provider and the options that change the optimized graph. One place, so a program
+ * that looks a cached graph up (the bench's floor) asks for exactly what a session stored.
+ */
+export function graphCacheKey(ort: OrtModuleLike, provider: string, options: Readonly<Record<string, unknown>>): Pick<GraphCacheKey, "runtime" | "provider" | "options"> {
+  const version = ort.env?.versions?.node ?? ort.env?.versions?.common ?? "unknown";
+  return {
+    runtime: `onnxruntime-node ${version}`,
+    provider,
+    options: { graphOptimizationLevel: options.graphOptimizationLevel, freeDimensionOverrides: options.freeDimensionOverrides ?? null },
+  };
+}
+
+/**
  * Provider table: for each requested provider, the (backend, ORT execution provider) pairs to try in
  * order. "auto" prefers the GPU, then the native CPU kernels, then WASM.
  */
@@ -824,9 +838,7 @@ export class OnnxRuntime {
 
   private async cacheEntry(cache: OptimizedGraphCache, ort: OrtModuleLike, provider: string, options: Record<string, unknown>, m: { bytes: () => Promise<Uint8Array>; sha256?: string; file: string }): Promise<OptimizedGraphEntry | undefined> {
     try {
-      const graphOptions = { graphOptimizationLevel: options.graphOptimizationLevel, freeDimensionOverrides: options.freeDimensionOverrides ?? null };
-      const version = ort.env?.versions?.node ?? ort.env?.versions?.common ?? "unknown";
-      return await cache.entry(m.sha256 ? undefined : await m.bytes(), { file: m.file, ...(m.sha256 ? { sha256: m.sha256 } : {}), runtime: `onnxruntime-node ${version}`, provider, options: graphOptions });
+      return await cache.entry(m.sha256 ? undefined : await m.bytes(), { file: m.file, ...(m.sha256 ? { sha256: m.sha256 } : {}), ...graphCacheKey(ort, provider, options) });
     } catch (err) {
       if (err instanceof ModelFileError) throw err; // the model's own read failed, not the cache
       this.log(`onnx: optimized-graph cache ${cache.dir} unusable for ${m.file} (${firstLine((err as Error).message)}); loading without it`);
