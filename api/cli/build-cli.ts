@@ -3,7 +3,7 @@
  * compiled to Bun bytecode, dist/cli/generate.js + generate.js.jsc, with
  * dist/cli/generate.sources.json naming every file it was built from (size and modification time)
  * and the Bun that built it. `bun run generate` runs it through api/cli/launch.ts while those files
- * are unchanged, and the source otherwise, so a stale bundle never runs.
+ * are unchanged, and the source otherwise.
  *
  * Why: a cold CLI spends most of its imports parsing and compiling ~110 modules (zod alone ≈ 17 ms);
  * the bytecode bundle skips both. Measured, 12 interleaved pairs of cold `generate` runs, launcher

@@ -9,8 +9,9 @@
  *
  *   bun bench/lib/cold-floor.ts MODEL_DIR TE.onnx UNET.onnx VAE.onnx STEPS GUIDANCE CORES OUT.png
  *
- * Prints one JSON line: marks (ms since the time origin) main, loaded (tokenizer and three sessions),
- * encoded, denoiseStart, denoiseEnd, decoded, png.
+ * Prints one JSON line: marks (ms since the time origin) main, teLoaded (tokenizer, onnxruntime's start
+ * and the text encoder's session), encoded, unetLoaded, denoiseStart, denoiseEnd, decoded (the VAE's
+ * session and run), png.
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { Tokenizer } from "@huggingface/tokenizers";

@@ -12,7 +12,6 @@ import { join } from "node:path";
 import { SHA256_HEX } from "../manifest.ts";
 import type { DigestMemo, MemoKind } from "../model-source.ts";
 
-
 /**
  * How long after its last change a file's stamp is trusted. File times tick coarsely (a few ms on
  * Linux), so a file changed twice within one tick, size kept, would keep its stamp: a stamp is given
