@@ -4,7 +4,7 @@
  * stamp naming a changed file, another Bun, another format, or a bundle without its bytecode or
  * stamp is not run; and `bun run generate`'s command line works.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +12,8 @@ import { buildCli, type SourcesStamp } from "../../api/cli/build-cli.ts";
 import { freshBundle } from "../../api/cli/launch.ts";
 
 const base = mkdtempSync(join(tmpdir(), "dg-launch-"));
+// Builds and child processes: seconds on a busy 2-core machine, more than bun test's 5 s default.
+setDefaultTimeout(60_000);
 afterAll(() => rmSync(base, { recursive: true, force: true }));
 
 const ARGS = ["--pipeline", "pipelines/tiny-sd.json", "--prompt", "red heart", "--steps", "3", "--seed", "5"];

@@ -5,13 +5,15 @@
  * user keeps telemetry on) writes both, which shows the check can see them. Linux only: that is where
  * onnxruntime-node 1.30 keeps them.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ortTelemetryOff } from "../../core/adapters/ort-telemetry-node.ts";
 
 const base = mkdtempSync(join(tmpdir(), "dg-telemetry-"));
+// Builds and child processes: seconds on a busy 2-core machine, more than bun test's 5 s default.
+setDefaultTimeout(60_000);
 afterAll(() => rmSync(base, { recursive: true, force: true }));
 
 const script = join(base, "create.ts");
