@@ -27,6 +27,8 @@ export interface OnnxGraphInfo {
   readonly outputs: readonly GraphIO[];
   /** Nodes of the main graph. */
   readonly nodeCount: number;
+  /** Whether a node of the main graph holds a graph of its own (If, Loop, Scan: an attribute of type GRAPH or GRAPHS). */
+  readonly subgraphs: boolean;
 }
 
 /** The file is not a well-formed ONNX ModelProto; the message says where. */
@@ -180,16 +182,21 @@ export function readOnnxGraph(bytes: Uint8Array): OnnxGraphInfo {
   const outputs: GraphIO[] = [];
   const initializers = new Set<string>();
   let nodeCount = 0;
+  let subgraphs = false;
   for (const f of sub(bytes, graph, "graph").fields()) {
     if (f.no === 1) {
       nodeCount++;
-      // Walk the node too: a cut inside it must not pass for a shorter graph.
-      for (const _ of sub(bytes, f, `graph node ${nodeCount}`).fields());
+      // Walk the node too: a cut inside it must not pass for a shorter graph. NodeProto field 5 is an
+      // AttributeProto, whose fields 6 (g) and 11 (graphs) hold subgraphs.
+      for (const a of sub(bytes, f, `graph node ${nodeCount}`).fields()) {
+        if (a.no !== 5 || a.wire !== 2 || subgraphs) continue;
+        for (const x of sub(bytes, a, `graph node ${nodeCount} attribute`).fields()) if ((x.no === 6 || x.no === 11) && x.wire === 2) subgraphs = true;
+      }
     } else if (f.no === 5) {
       for (const x of sub(bytes, f, "graph initializer").fields()) if (x.no === 8) initializers.add(str(bytes, x));
     } else if (f.no === 11) inputs.push(valueInfo(bytes, f, "graph input"));
     else if (f.no === 12) outputs.push(valueInfo(bytes, f, "graph output"));
   }
   if (!outputs.length) throw new OnnxFormatError("graph: no outputs");
-  return { irVersion, opsets, inputs: inputs.filter((i) => !initializers.has(i.name)), outputs, nodeCount };
+  return { irVersion, opsets, inputs: inputs.filter((i) => !initializers.has(i.name)), outputs, nodeCount, subgraphs };
 }

@@ -91,6 +91,12 @@ export interface OptimizedGraphCache {
 export interface GraphCacheKey {
   /** The model file's name, for messages and timings (not part of the key). */
   readonly file?: string;
+  /**
+   * Whether the model has control-flow subgraphs (`readOnnxGraph`; not part of the key): its optimized
+   * graph keeps its weights inside, since onnxruntime 1.30 writes such a graph with its weights apart
+   * and then refuses to load it (a subgraph's initializer written twice, "initializer name is not unique").
+   */
+  readonly subgraphs?: boolean;
   /** The model's SHA-256 when already known (a manifest vouched for it); else the cache hashes the bytes. */
   readonly sha256?: string;
   /** "onnxruntime-node 1.30.0". */
@@ -103,12 +109,17 @@ export interface GraphCacheKey {
 export interface OptimizedGraphEntry {
   /** The file of this key (present or not). */
   readonly path: string;
-  /** The cached optimized graph, verified against its record (size, SHA-256); undefined on a miss. */
-  readonly cached?: Uint8Array;
-  /** Or, instead of `cached`, the cached graph's file when it is unchanged since it was verified (the native runtime reads it). */
+  /**
+   * The cached graph's file, verified against its record (sizes and SHA-256s of the graph and its
+   * weights file); undefined on a miss. The native runtime reads it, and its weights beside it.
+   */
   readonly cachedFile?: string;
+  /** Whether this lookup hashed the files (fresh, or changed since their record) rather than trusting their stamps. */
+  readonly hashed?: boolean;
   /** Where onnxruntime writes the optimized graph on a miss. */
   readonly tempPath: string;
+  /** Session config entries (`extra`) the session that writes `tempPath` is created with: where its weights go. */
+  readonly writeConfig?: Readonly<Record<string, string>>;
   /** After a session was created with `optimizedModelFilePath: tempPath`: verify and move into place. Returns why not, or null. Never throws. */
   commit(): Promise<string | null>;
   /** The cached file did not load: remove it, so this start and the next rebuild it. Never throws. */
@@ -517,7 +528,7 @@ async function readModelBytes(source: ModelSource, path: string, file: string): 
 }
 
 /** Bump when what `readOnnxGraph` reports changes: remembered entries of another format are misses. */
-const ONNX_IO_FORMAT = 1;
+const ONNX_IO_FORMAT = 2;
 
 const GraphIOSchema = z.object({ name: z.string(), type: z.string(), isTensor: z.boolean(), shape: z.array(z.union([z.number(), z.string()])).readonly() });
 
@@ -527,6 +538,7 @@ const RememberedIOSchema = z.object({
   inputs: z.array(GraphIOSchema).readonly(),
   outputs: z.array(GraphIOSchema).readonly(),
   externalData: z.array(z.string()).readonly(),
+  subgraphs: z.boolean(),
   sha256: z.string().regex(SHA256_HEX),
 });
 type RememberedIO = z.output<typeof RememberedIOSchema>;
@@ -686,7 +698,7 @@ export class OnnxRuntime {
     const memo = source.stamp ? source.digests : undefined;
     const stamp = memo ? await source.stamp!(path) : undefined;
     const known = stamp !== undefined ? rememberedIO(await memo!.get(stamp, "onnx-io")) : undefined;
-    let graph: { readonly inputs: readonly GraphIO[]; readonly outputs: readonly GraphIO[] };
+    let graph: { readonly inputs: readonly GraphIO[]; readonly outputs: readonly GraphIO[]; readonly subgraphs: boolean };
     let locations: string[];
     let sha256 = source.sha256Of?.(path);
     let bytes: () => Promise<Uint8Array>;
@@ -722,7 +734,7 @@ export class OnnxRuntime {
       // Remember what was read, if the file kept its stamp through the read (no write in between).
       if (stamp !== undefined && (await source.stamp!(path)) === stamp) {
         sha256 ??= await sha256Hex(b);
-        const io: RememberedIO = { format: ONNX_IO_FORMAT, inputs: graph.inputs, outputs: graph.outputs, externalData: locations, sha256 };
+        const io: RememberedIO = { format: ONNX_IO_FORMAT, inputs: graph.inputs, outputs: graph.outputs, externalData: locations, subgraphs: graph.subgraphs, sha256 };
         await memo!.set(stamp, JSON.stringify(io), "onnx-io");
       }
     }
@@ -738,7 +750,7 @@ export class OnnxRuntime {
     const io = (list: readonly GraphIO[]): IOInfo[] =>
       list.map((g) => ({ name: g.name, type: g.isTensor ? g.type : "non-tensor", shape: g.shape.map((d) => (typeof d === "string" && fixed?.[d] !== undefined ? fixed[d]! : d)) }));
     return new OnnxModel(file, io(graph.inputs), io(graph.outputs), () =>
-      this.createSession({ source, path, file, role, bytes, locations, dir, ...(fixed ? { fixed } : {}), ...(sha256 ? { sha256 } : {}) }),
+      this.createSession({ source, path, file, role, bytes, locations, dir, subgraphs: graph.subgraphs, ...(fixed ? { fixed } : {}), ...(sha256 ? { sha256 } : {}) }),
     );
   }
 
@@ -750,6 +762,7 @@ export class OnnxRuntime {
     bytes: () => Promise<Uint8Array>;
     locations: readonly string[];
     dir: string;
+    subgraphs: boolean;
     fixed?: Readonly<Record<string, number>>;
     sha256?: string;
   }): Promise<OpenedSession> {
@@ -783,7 +796,7 @@ export class OnnxRuntime {
         const cache = this.cacheFor(backend, provider, locations.length > 0);
         const entry = cache ? await this.cacheEntry(cache, ort, provider, options, m) : undefined;
         let cached: OrtSessionLike | undefined;
-        const hit = entry?.cachedFile ?? entry?.cached;
+        const hit = entry?.cachedFile;
         if (entry && hit) {
           try {
             // Optimized once already: loading it optimizes nothing again.
@@ -797,7 +810,7 @@ export class OnnxRuntime {
         if (cached) session = cached;
         else {
           // onnxruntime warns on stderr that an "all"-optimized graph is for this machine only: the cache is keyed on it.
-          const writing = entry ? { ...options, optimizedModelFilePath: entry.tempPath, logSeverityLevel: 3 } : options;
+          const writing = entry ? { ...options, optimizedModelFilePath: entry.tempPath, logSeverityLevel: 3, extra: { ...(options.extra as Record<string, string> | undefined), ...entry.writeConfig } } : options;
           const from = model ?? (await bytes());
           session = await serialize(() => ort.InferenceSession.create(from, writing));
           const why = await entry?.commit();
@@ -836,9 +849,9 @@ export class OnnxRuntime {
     return backend === "onnxruntime-node" && provider === "cpu" && !externalData ? this.graphCache : undefined;
   }
 
-  private async cacheEntry(cache: OptimizedGraphCache, ort: OrtModuleLike, provider: string, options: Record<string, unknown>, m: { bytes: () => Promise<Uint8Array>; sha256?: string; file: string }): Promise<OptimizedGraphEntry | undefined> {
+  private async cacheEntry(cache: OptimizedGraphCache, ort: OrtModuleLike, provider: string, options: Record<string, unknown>, m: { bytes: () => Promise<Uint8Array>; sha256?: string; file: string; subgraphs: boolean }): Promise<OptimizedGraphEntry | undefined> {
     try {
-      return await cache.entry(m.sha256 ? undefined : await m.bytes(), { file: m.file, ...(m.sha256 ? { sha256: m.sha256 } : {}), ...graphCacheKey(ort, provider, options) });
+      return await cache.entry(m.sha256 ? undefined : await m.bytes(), { file: m.file, subgraphs: m.subgraphs, ...(m.sha256 ? { sha256: m.sha256 } : {}), ...graphCacheKey(ort, provider, options) });
     } catch (err) {
       if (err instanceof ModelFileError) throw err; // the model's own read failed, not the cache
       this.log(`onnx: optimized-graph cache ${cache.dir} unusable for ${m.file} (${firstLine((err as Error).message)}); loading without it`);

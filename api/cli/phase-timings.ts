@@ -103,7 +103,7 @@ export async function phaseRecorder(): Promise<{
   const graphCache = b.graphCache;
   const onnxBackends: OnnxBackends = {
     ...b,
-    // A session created from the cache gets its model file's name too (the cached bytes are not the file's).
+    // A session created from the cache gets its model file's name too (the cached graph is another file).
     ...(graphCache
       ? {
           graphCache: (dir?: string) => {
@@ -115,7 +115,6 @@ export async function phaseRecorder(): Promise<{
                 const e = await cache.entry(bytes, key);
                 const name = (bytes && names.get(bytes)) ?? key.file;
                 if (name) lookups.set(name, [start, performance.now()]);
-                if (e.cached && name) names.set(e.cached, name);
                 if (e.cachedFile && name) files.set(e.cachedFile, name);
                 return e;
               },

@@ -1,16 +1,18 @@
 /**
  * The optimized-graph cache (issue 13, item 3; core/adapters/graph-cache-node.ts): the first load
- * writes the optimized graph, the next loads it and computes the same outputs; the key changes with
- * the provider and the graph options; a corrupted, truncated or unloadable cache file is rebuilt
- * and never fails a load. Real onnxruntime-node on the tiny-sd fixture, a temporary cache folder.
+ * writes the optimized graph and its weights file, the next loads them and computes the same outputs;
+ * the key changes with the provider and the graph options; a corrupted, truncated, missing or
+ * unloadable cache file (graph or weights) is rebuilt and never fails a load; a record cannot send it
+ * outside its folder. Real onnxruntime-node on the tiny-sd fixture, a temporary cache folder.
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { defaultGraphCacheDir, graphCacheId, nodeGraphCache } from "../../core/adapters/graph-cache-node.ts";
 import { fileSource, onnxBackends } from "../../core/adapters/node.ts";
 import { OnnxRuntime, type LoadOptions } from "../../core/onnx.ts";
+import { readOnnxGraph } from "../../core/onnx-graph.ts";
 
 const base = mkdtempSync(join(tmpdir(), "dg-graph-cache-"));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
@@ -36,6 +38,9 @@ async function loadUnet(dir: string | false, logs: string[] = [], options: LoadO
 }
 
 const graphs = (dir: string) => readdirSync(dir).filter((f) => f.endsWith(".onnx")).sort();
+const weights = (dir: string) => readdirSync(dir).filter((f) => f.endsWith(".data")).sort();
+/** The weights file of the folder's one entry. */
+const weightsOf = (dir: string) => join(dir, JSON.parse(readFileSync(join(dir, graphs(dir)[0]!.replace(/\.onnx$/, ".json")), "utf8")).data.file as string);
 
 // Real session creation on a shared 2-core machine: seconds, not milliseconds, under load.
 setDefaultTimeout(60_000);
@@ -51,8 +56,16 @@ describe("optimized-graph cache", () => {
     expect(graphs(dir)).toHaveLength(1);
     const id = graphs(dir)[0]!.replace(/\.onnx$/, "");
     const record = JSON.parse(readFileSync(join(dir, `${id}.json`), "utf8"));
-    expect(record).toMatchObject({ format: "diffgraph-optimized-graph/1", provider: "cpu", runtime: "onnxruntime-node 1.30.0", options: { graphOptimizationLevel: "all", freeDimensionOverrides: null } });
+    expect(record).toMatchObject({ format: "diffgraph-optimized-graph/2", provider: "cpu", runtime: "onnxruntime-node 1.30.0", options: { graphOptimizationLevel: "all", freeDimensionOverrides: null } });
     expect(record.size).toBe(readFileSync(join(dir, `${id}.onnx`)).length);
+    // The weights sit beside the graph, in the one file the record names, under the entry's id.
+    expect(weights(dir)).toEqual([record.data.file]);
+    expect(record.data.file).toMatch(new RegExp(`^${id}\\.[0-9]+\\.[0-9a-f]{8}\\.data$`));
+    const data = readFileSync(join(dir, record.data.file));
+    expect(record.data.size).toBe(data.length);
+    expect(record.data.sha256).toBe(new Bun.CryptoHasher("sha256").update(data).digest("hex"));
+    expect(data.length).toBeGreaterThan(record.size); // the graph holds the structure, the weights file the weights
+    expect(files).toEqual([`${id}.json`, `${id}.onnx`, record.data.file].sort());
     const second = await loadUnet(dir);
     expect(second.from).toBe("cache");
     expect(second.logs).toEqual([]);
@@ -85,6 +98,14 @@ describe("optimized-graph cache", () => {
     ["truncated to half", (f: string) => truncateSync(f, Math.floor(readFileSync(f).length / 2))],
     ["removed (its record left)", (f: string) => rmSync(f)],
     ["whose record is not JSON", (f: string) => writeFileSync(f.replace(/\.onnx$/, ".json"), "{ not json")],
+    ["whose weights file has a flipped byte (size kept)", (f: string) => {
+      const w = weightsOf(dirname(f));
+      const b = readFileSync(w);
+      b[Math.floor(b.length / 2)]! ^= 0x10;
+      writeFileSync(w, b);
+    }],
+    ["whose weights file is truncated", (f: string) => truncateSync(weightsOf(dirname(f)), 100)],
+    ["whose weights file is removed", (f: string) => rmSync(weightsOf(dirname(f)))],
   ] as const) {
     test(`a cache file ${what} is rebuilt, never fatal`, async () => {
       const dir = freshDir();
@@ -126,9 +147,10 @@ describe("optimized-graph cache", () => {
     const record = JSON.parse(readFileSync(join(dir, `${id}.json`), "utf8"));
     const st = statSync(join(dir, `${id}.onnx`), { bigint: true });
     expect(record.stamp).toBe([st.dev, st.ino, st.size, st.mtimeNs, st.ctimeNs].join(":"));
+    expect(record.data.stamp).toMatch(/^\d+:\d+:\d+:\d+:\d+$/);
     const entry = await nodeGraphCache(dir, 0)!.entry(await unetBytes(), KEY);
     expect(entry.cachedFile).toBe(join(dir, `${id}.onnx`));
-    expect(entry.cached).toBeUndefined();
+    expect(entry.hashed).toBe(false);
     const again = await loadUnet(dir, [], {}, 0);
     expect(again.from).toBe("cache");
     expect(again.out).toEqual(plain.out);
@@ -138,8 +160,16 @@ describe("optimized-graph cache", () => {
     const dir = freshDir();
     await loadUnet(dir);
     const entry = await nodeGraphCache(dir)!.entry(await unetBytes(), KEY);
-    expect(entry.cachedFile).toBeUndefined();
-    expect(entry.cached?.length).toBe(readFileSync(join(dir, graphs(dir)[0]!)).length);
+    expect(entry.cachedFile).toBe(join(dir, graphs(dir)[0]!));
+    expect(entry.hashed).toBe(true);
+    // A fresh weights file that no longer matches its record is caught by that hashing, not loaded.
+    const w = weightsOf(dir);
+    const b = readFileSync(w);
+    b[3]! ^= 1;
+    writeFileSync(w, b);
+    const bad = await nodeGraphCache(dir)!.entry(await unetBytes(), KEY);
+    expect(bad.cachedFile).toBeUndefined();
+    expect(readdirSync(dir)).toEqual([]); // the whole entry was removed, to be rebuilt
   });
 
   test("a record from before stamps is hashed once, then stamped", async () => {
@@ -149,9 +179,12 @@ describe("optimized-graph cache", () => {
     const { stamp: _, ...old } = JSON.parse(readFileSync(recordPath, "utf8"));
     writeFileSync(recordPath, JSON.stringify(old));
     const first = await nodeGraphCache(dir, 0)!.entry(await unetBytes(), KEY);
-    expect(first.cached).toBeDefined();
+    expect(first.hashed).toBe(true);
+    expect(first.cachedFile).toBeDefined();
     expect(JSON.parse(readFileSync(recordPath, "utf8")).stamp).toMatch(/^\d+:\d+:\d+:\d+:\d+$/);
-    expect((await nodeGraphCache(dir, 0)!.entry(await unetBytes(), KEY)).cachedFile).toBeDefined();
+    const second = await nodeGraphCache(dir, 0)!.entry(await unetBytes(), KEY);
+    expect(second.cachedFile).toBeDefined();
+    expect(second.hashed).toBe(false);
   });
 
   test("a stamped cache file changed in place (size and modification time put back) is hashed, found wrong and rebuilt", async () => {
@@ -167,6 +200,99 @@ describe("optimized-graph cache", () => {
     expect(again.from).toBe("model");
     expect(again.out).toEqual(plain.out);
     expect((await loadUnet(dir, [], {}, 0)).from).toBe("cache");
+  });
+
+  test("a record that names a weights file outside its entry is not followed: the entry is rebuilt and the named file kept", async () => {
+    const dir = freshDir();
+    const plain = await loadUnet(dir, [], {}, 0);
+    const outside = join(base, `victim-${n}.data`);
+    writeFileSync(outside, "keep me");
+    const recordPath = join(dir, graphs(dir)[0]!.replace(/\.onnx$/, ".json"));
+    const record = JSON.parse(readFileSync(recordPath, "utf8"));
+    for (const file of [`../${outside.split("/").at(-1)}`, outside, "other.data"]) {
+      writeFileSync(recordPath, JSON.stringify({ ...record, data: { ...record.data, file } }));
+      expect((await nodeGraphCache(dir, 0)!.entry(await unetBytes(), KEY)).cachedFile).toBeUndefined();
+      const again = await loadUnet(dir, [], {}, 0);
+      expect(again.out).toEqual(plain.out);
+    }
+    expect(readFileSync(outside, "utf8")).toBe("keep me");
+    expect((await loadUnet(dir, [], {}, 0)).from).toBe("cache");
+  });
+
+  test("two writers of one key: the last commit wins and removes the first one's weights; nothing temporary is left", async () => {
+    const dir = freshDir();
+    const cache = nodeGraphCache(dir, 0)!;
+    const bytes = await unetBytes();
+    const [a, b] = [await cache.entry(bytes, KEY), await cache.entry(bytes, KEY)];
+    expect(a.cachedFile ?? b.cachedFile).toBeUndefined();
+    const nameOf = (e: typeof a) => join(dir, e.writeConfig!["session.optimized_model_external_initializers_file_name"]!);
+    expect(nameOf(a)).not.toBe(nameOf(b));
+    // What onnxruntime would write: a graph at the temporary path and the weights under the entry's name.
+    for (const e of [a, b]) {
+      writeFileSync(e.tempPath, bytes);
+      writeFileSync(nameOf(e), new Uint8Array(4096).fill(e === a ? 1 : 2));
+    }
+    expect(await a.commit()).toBeNull();
+    expect(await b.commit()).toBeNull();
+    expect(readdirSync(dir).sort()).toEqual([basename(a.path), basename(a.path).replace(/\.onnx$/, ".json"), basename(nameOf(b))].sort());
+    expect(weightsOf(dir)).toBe(nameOf(b));
+  });
+
+  test("a commit whose graph onnxruntime did not write, or that does not parse, keeps nothing", async () => {
+    const dir = freshDir();
+    const cache = nodeGraphCache(dir, 0)!;
+    const e = await cache.entry(await unetBytes(), KEY);
+    const data = join(dir, e.writeConfig!["session.optimized_model_external_initializers_file_name"]!);
+    writeFileSync(data, new Uint8Array(4096));
+    expect(await e.commit()).toMatch(/^onnxruntime wrote no file at /);
+    writeFileSync(e.tempPath, "not onnx");
+    writeFileSync(data, new Uint8Array(4096));
+    expect(await e.commit()).toMatch(/does not parse/);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  test("writing an entry removes the first format's entry of the same key and the weights of the entry it replaces", async () => {
+    const dir = freshDir();
+    await loadUnet(dir, [], {}, 0);
+    const oldWeights = weightsOf(dir);
+    // A format-1 entry of the same key, as the previous version wrote it.
+    const model = new Bun.CryptoHasher("sha256").update(await unetBytes()).digest("hex");
+    const legacy = await graphCacheId(model, KEY, undefined, "diffgraph-optimized-graph/1");
+    writeFileSync(join(dir, `${legacy}.onnx`), "old graph");
+    writeFileSync(join(dir, `${legacy}.json`), "{}");
+    // The current entry's graph damaged: it is rebuilt, with new weights under a new name.
+    writeFileSync(join(dir, graphs(dir).find((g) => !g.startsWith(legacy))!), "junk");
+    expect((await loadUnet(dir, [], {}, 0)).from).toBe("model");
+    expect(readdirSync(dir).some((f) => f.startsWith(legacy))).toBe(false);
+    expect(graphs(dir)).toHaveLength(1);
+    expect(weights(dir)).toHaveLength(1);
+    expect(weightsOf(dir)).not.toBe(oldWeights);
+    expect((await loadUnet(dir, [], {}, 0)).from).toBe("cache");
+  });
+
+  test("a model with control-flow subgraphs keeps its weights inside its cached graph, which loads (emoji-64's text encoder has an If)", async () => {
+    const emoji = fileSource("models/emoji-64");
+    expect(readOnnxGraph(await emoji.read("text_encoder/model.onnx")).subgraphs).toBe(true);
+    expect(readOnnxGraph(await emoji.read("unet/model.onnx")).subgraphs).toBe(false);
+    expect(readOnnxGraph(await tiny.read("unet/model.onnx")).subgraphs).toBe(false);
+    const dir = freshDir();
+    const encode = async () => {
+      const logs: string[] = [];
+      const rt = new OnnxRuntime({ backends: { ...onnxBackends, graphCache: (d?: string) => nodeGraphCache(d, 0) }, executionProvider: "cpu", threads: 1, graphCache: dir, log: (m) => logs.push(m) });
+      const m = await (await rt.load(emoji, "text_encoder/model.onnx")).ready();
+      const out = await m.run({ input_ids: { dims: [1, 16], ints: [5, 9, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2] } });
+      const from = rt.created.at(-1)!.from;
+      await rt.dispose();
+      return { from, logs, out: out.last_hidden_state!.data };
+    };
+    const first = await encode();
+    expect(first.from).toBe("model");
+    const record = JSON.parse(readFileSync(join(dir, graphs(dir)[0]!.replace(/\.onnx$/, ".json")), "utf8"));
+    expect(record.data).toBeUndefined();
+    expect(weights(dir)).toEqual([]);
+    // onnxruntime 1.30 refuses this graph when its weights are written apart ("initializer name is not unique").
+    const second = await encode();
+    expect(second).toEqual({ from: "cache", logs: [], out: first.out });
   });
 
   test("a cache folder that cannot be made is logged and the model loads without it", async () => {
