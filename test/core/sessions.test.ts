@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { fileSource, onnxBackends } from "../../core/adapters/node.ts";
 import { createDiffgraph } from "../../core/diffgraph.ts";
 import { OnnxRuntime, type OnnxBackends, type OrtModuleLike } from "../../core/onnx.ts";
@@ -105,7 +105,7 @@ describe("sessions are created by the nodes that run", () => {
     await dg.dispose();
   }, 60_000);
 
-  test("opening emoji-64 reads each model file and each tokenizer once (the prompt and negative encoders share theirs)", async () => {
+  test("opening emoji-64 reads each model file and its tokenizer once (the prompt and negative encoders share it), and nothing of the metric's evaluation CLIP", async () => {
     const reads = new Map<string, number>();
     const counting = (dir: string) => {
       const wrap = (s: ReturnType<typeof fileSource>): ReturnType<typeof fileSource> => ({
@@ -119,9 +119,10 @@ describe("sessions are created by the nodes that run", () => {
     const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", log: () => {}, adapter: { host: "bun", fileSource: counting, onnxBackends: backends } });
     await dg.openPipeline("pipelines/emoji-64.json");
     const tokenizerReads = [...reads].filter(([f]) => f.endsWith("tokenizer.json"));
-    expect(tokenizerReads.map(([f]) => f).sort()).toEqual(["models/emoji-64/clip_eval/tokenizer/tokenizer.json", "models/emoji-64/tokenizer/tokenizer.json"]);
-    expect(tokenizerReads.every(([, n]) => n === 1)).toBe(true);
+    expect(tokenizerReads).toEqual([["models/emoji-64/tokenizer/tokenizer.json", 1]]);
     expect([...reads].filter(([f]) => f.endsWith(".onnx")).every(([, n]) => n === 1)).toBe(true);
+    // The clip-score node is made by the first run that asks for metrics.
+    expect([...reads.keys()].filter((f) => f.includes("clip_eval"))).toEqual([]);
     await dg.dispose();
   }, 60_000);
 
@@ -217,6 +218,26 @@ describe("sessions are created by the nodes that run", () => {
         await dg.dispose();
       }
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  test("a metric node is made by the first run that asks for metrics: a missing evaluation CLIP stops neither the open nor a run without metrics, and a metrics run names the file (and tries again the next time)", async () => {
+    const doc = JSON.parse(readFileSync("pipelines/emoji-64.json", "utf8"));
+    doc.model = resolve("models/emoji-64");
+    doc.nodes.clip.config = { textModel: "clip_eval/no-such-model.onnx" };
+    const dir = mkdtempSync(join(tmpdir(), "dg-lazy-metric-"));
+    const pipelineFile = join(dir, "p.json");
+    writeFileSync(pipelineFile, JSON.stringify(doc));
+    const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", log: () => {}, graphCache: false });
+    try {
+      const p = await dg.openPipeline(pipelineFile);
+      const r = await p.run({ prompt: "red heart", steps: 1, seed: 7 });
+      expect(r.images.dims).toEqual([1, 3, 64, 64]);
+      for (let i = 0; i < 2; i++) await expect(p.run({ prompt: "red heart", steps: 1, seed: 7 }, { metrics: true })).rejects.toThrow(/clip_eval\/no-such-model\.onnx/);
+      expect((await p.run({ prompt: "red heart", steps: 1, seed: 7 })).images.dims).toEqual([1, 3, 64, 64]);
+    } finally {
+      await dg.dispose();
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
