@@ -140,9 +140,11 @@ export async function main(argv: string[]): Promise<number> {
     }
     return 0;
   } finally {
-    await dg.dispose();
+    // No dg.dispose(): this is a one-shot process, which exits as soon as main returns (runMain), and
+    // leaving the sessions to the exit is quicker than releasing them one by one first (a cold
+    // generate 9.1 ms sooner, 14 interleaved pairs). A long-lived program disposes (api/serve.ts).
     if (phases) {
-      phases.mark("released");
+      phases.mark("done");
       console.log(JSON.stringify({ timings: phases.timings }));
     }
   }

@@ -26,7 +26,7 @@ export interface SessionTiming {
 
 export interface CliTimings {
   readonly timeOrigin: number;
-  /** Named instants: main (entered main, after the imports), created, opened, runStart, ran, png, released. */
+  /** Named instants: main (entered main, after the imports), created, opened, runStart, ran, png, done (main returns; the process exits). */
   readonly marks: Record<string, number>;
   /** Each node's [start, end] in the run (from the run's events). */
   readonly nodes: Record<string, readonly [number, number]>;
