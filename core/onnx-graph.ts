@@ -27,7 +27,7 @@ export interface OnnxGraphInfo {
   readonly outputs: readonly GraphIO[];
   /** Nodes of the main graph. */
   readonly nodeCount: number;
-  /** Whether a node of the main graph holds a graph of its own (If, Loop, Scan: an attribute of type GRAPH or GRAPHS). */
+  /** Whether a node of the main graph or of a model-local function holds a graph of its own (If, Loop, Scan: an attribute of type GRAPH or GRAPHS). */
   readonly subgraphs: boolean;
 }
 
@@ -162,9 +162,23 @@ export function readOnnxGraph(bytes: Uint8Array): OnnxGraphInfo {
   let irVersion = 0;
   const opsets: { domain: string; version: number }[] = [];
   let graph: Field | undefined;
+  let subgraphs = false;
+  /** NodeProto field 5 is an AttributeProto, whose fields 6 (g) and 11 (graphs) hold subgraphs. */
+  const holdsGraph = (node: Field, what: string) => {
+    let found = false; // every field is walked: a cut anywhere in the node must not pass
+    for (const a of sub(bytes, node, what).fields()) {
+      if (a.no !== 5 || a.wire !== 2) continue;
+      for (const x of sub(bytes, a, `${what} attribute`).fields()) if ((x.no === 6 || x.no === 11) && x.wire === 2) found = true;
+    }
+    return found;
+  };
   for (const f of new Reader(bytes, 0, bytes.length, "model").fields()) {
     if (f.no === 1 && f.wire === 0) irVersion = f.value;
     else if (f.no === 7) graph = f;
+    else if (f.no === 25 && f.wire === 2 && !subgraphs) {
+      // A model-local function (FunctionProto; its nodes are field 7) may hold an If or a Loop too.
+      for (const n of sub(bytes, f, "function").fields()) if (n.no === 7 && n.wire === 2 && holdsGraph(n, "function node")) subgraphs = true;
+    }
     else if (f.no === 8) {
       let domain = "";
       let version = 0;
@@ -182,16 +196,11 @@ export function readOnnxGraph(bytes: Uint8Array): OnnxGraphInfo {
   const outputs: GraphIO[] = [];
   const initializers = new Set<string>();
   let nodeCount = 0;
-  let subgraphs = false;
   for (const f of sub(bytes, graph, "graph").fields()) {
     if (f.no === 1) {
       nodeCount++;
-      // Walk the node too: a cut inside it must not pass for a shorter graph. NodeProto field 5 is an
-      // AttributeProto, whose fields 6 (g) and 11 (graphs) hold subgraphs.
-      for (const a of sub(bytes, f, `graph node ${nodeCount}`).fields()) {
-        if (a.no !== 5 || a.wire !== 2 || subgraphs) continue;
-        for (const x of sub(bytes, a, `graph node ${nodeCount} attribute`).fields()) if ((x.no === 6 || x.no === 11) && x.wire === 2) subgraphs = true;
-      }
+      // Walk the node too: a cut inside it must not pass for a shorter graph.
+      if (holdsGraph(f, `graph node ${nodeCount}`)) subgraphs = true;
     } else if (f.no === 5) {
       for (const x of sub(bytes, f, "graph initializer").fields()) if (x.no === 8) initializers.add(str(bytes, x));
     } else if (f.no === 11) inputs.push(valueInfo(bytes, f, "graph input"));

@@ -114,6 +114,11 @@ export interface OptimizedGraphEntry {
    * weights file); undefined on a miss. The native runtime reads it, and its weights beside it.
    */
   readonly cachedFile?: string;
+  /**
+   * With `cachedFile`: whether the files are still the ones this lookup verified. Asked after a
+   * session was created from them, since onnxruntime reads them after the check; false: drop it.
+   */
+  readonly unchanged?: () => Promise<boolean>;
   /** Whether this lookup hashed the files (fresh, or changed since their record) rather than trusting their stamps. */
   readonly hashed?: boolean;
   /** Where onnxruntime writes the optimized graph on a miss. */
@@ -802,6 +807,14 @@ export class OnnxRuntime {
             // Optimized once already: loading it optimizes nothing again.
             cached = await serialize(() => ort.InferenceSession.create(hit, { ...options, graphOptimizationLevel: "disabled" }));
             from = "cache";
+            if (entry.unchanged && !(await entry.unchanged())) {
+              // Written over while onnxruntime read it (another process rebuilding the entry): what
+              // loaded may not be what was checked. Built from the model instead, and cached anew.
+              await cached.release();
+              cached = undefined;
+              from = "model";
+              this.log(`onnx: cached optimized graph ${entry.path} of ${file} changed while it loaded; building it from the model`);
+            }
           } catch (err) {
             this.log(`onnx: cached optimized graph ${entry.path} of ${file} did not load (${firstLine((err as Error).message ?? String(err))}); rebuilding it`);
             await entry.discard();
@@ -842,8 +855,9 @@ export class OnnxRuntime {
 
   /**
    * The cache applies where onnxruntime writes the optimized graph to a file: onnxruntime-node's CPU
-   * provider, for a model whose weights are inside it (an optimized graph above 2 GB would need its
-   * own external data file).
+   * provider, for a model whose weights are inside it. A model with its own external weights (above
+   * 2 GB) is left out: its optimized graph would copy gigabytes into the cache folder, which no
+   * measurement here has shown to pay for itself.
    */
   private cacheFor(backend: BackendName, provider: string, externalData: boolean): OptimizedGraphCache | undefined {
     return backend === "onnxruntime-node" && provider === "cpu" && !externalData ? this.graphCache : undefined;

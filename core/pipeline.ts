@@ -76,7 +76,14 @@ function pluginNodeType(def: PluginDefinition): NodeType {
  */
 function createdOnFirstRun(create: () => Promise<NodeInstance>): NodeInstance {
   let made: Promise<NodeInstance> | undefined;
-  const get = () => (made ??= create().catch((err) => ((made = undefined), Promise.reject(err))));
+  const get = () => {
+    if (made) return made;
+    const p: Promise<NodeInstance> = create().catch((err) => {
+      if (made === p) made = undefined; // not a newer creation's promise
+      throw err;
+    });
+    return (made = p);
+  };
   return {
     run: async (inputs, ctx) => (await get()).run(inputs, ctx),
     async dispose() {

@@ -10,28 +10,31 @@
  * is the SHA-256 of the format, the model's SHA-256, onnxruntime's version, the provider, the options
  * that change the graph and this machine's CPU (an "all"-optimized graph may use kernels for its
  * instruction set). Weights outside the graph load faster: onnxruntime then reads them straight into
- * its tensors instead of parsing them into the graph's protobuf and copying them out again (the UNet
- * of emoji-64, 23 MB: its session is created ≈ 30 ms sooner, 90 → 60 ms, six interleaved pairs).
+ * its tensors instead of parsing them into the graph's protobuf and copying them out again (emoji-64's
+ * 23 MB UNet: its session is created 29 ms sooner, paired median of 14 interleaved cold CLIs).
  *
  * onnxruntime writes the graph to a temporary name, and the weights to a name no other writer picks;
- * both are parsed and hashed, and only then is the graph renamed into place and the record written,
- * so a crash mid-write leaves nothing under the final names. A load whose files still have the stamps
- * (device, inode, size, change time) the record took trusts the record's hashes instead of hashing the
- * files again (≈ 13 ms per UNet per start); otherwise both are hashed first. A file that does not
- * match its record, or that onnxruntime refuses, is removed with the rest of its entry and rebuilt: the
- * cache never fails a load. Entries of the first format (weights inside the graph) are removed when
- * the entry that replaces them is written.
+ * the graph is parsed (it must name that weights file, or none) and both are hashed, and only then is
+ * the graph renamed into place and the record written, so a crash mid-write leaves nothing under the
+ * final names (its leftovers are removed by a later commit of the entry). A load whose files still
+ * have the stamps (device, inode, size, change time) the record took trusts the record's hashes
+ * instead of hashing the files again (≈ 13 ms per UNet per start); otherwise both are hashed first;
+ * either way a session created from them is kept only if they did not change while it was created
+ * (`unchanged`). A file that does not match its record, or that onnxruntime refuses, is removed with
+ * the rest of its entry (unless another writer has replaced the entry since) and rebuilt: the cache
+ * never fails a load. Entries of the first format (weights inside the graph) are removed when the
+ * entry that replaces them is written.
  *
  * Folder: the `dir` given (`graphCache` option, `--graph-cache`), else `DIFFGRAPH_CACHE_DIR`, else
  * `$XDG_CACHE_HOME/diffgraph/onnx`, else `~/.cache/diffgraph/onnx`. `off` (option or variable) turns it off.
  */
-import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { arch, cpus, homedir, platform } from "node:os";
 import { join } from "node:path";
 import { OnnxFormatError, readOnnxGraph } from "../onnx-graph.ts";
 import { stampSize } from "../model-source.ts";
 import { fileStamp, replaceFile, tempSuffix } from "./digest-memo-node.ts";
-import type { GraphCacheKey, OptimizedGraphCache, OptimizedGraphEntry } from "../onnx.ts";
+import { externalDataFiles, type GraphCacheKey, type OptimizedGraphCache, type OptimizedGraphEntry } from "../onnx.ts";
 
 export const GRAPH_CACHE_FORMAT = "diffgraph-optimized-graph/2";
 /** The format whose graphs held their weights; its entries are removed as they are replaced. */
@@ -39,6 +42,13 @@ const FORMAT_1 = "diffgraph-optimized-graph/1";
 
 /** Initializers of at least this many bytes go to the weights file (onnxruntime's default threshold). */
 const EXTERNAL_MIN_BYTES = 1024;
+
+/**
+ * A temporary graph or a weights file of an entry that no record names is removed by the entry's next
+ * commit once it is this old: left by a writer that died, or replaced while a reader may have been
+ * loading it. Younger ones may belong to a writer still at work.
+ */
+const LEFTOVER_MS = 10 * 60 * 1000;
 
 const OFF = /^(off|0|false|no|none)$/i;
 
@@ -139,6 +149,18 @@ async function restamp(recordPath: string, record: CacheRecord, paths: { graph: 
   await replaceFile(recordPath, JSON.stringify(next, null, 1)).catch(() => {});
 }
 
+/** Temporary graphs and weights files of entry `id`, other than `keep`, older than `LEFTOVER_MS`. */
+async function leftovers(root: string, id: string, keep: string): Promise<string[]> {
+  const names = await readdir(root).catch(() => [] as string[]);
+  const out: string[] = [];
+  for (const name of names) {
+    if (name === keep || !name.startsWith(`${id}.`) || !(name.endsWith(".data") || name.endsWith(".tmp.onnx"))) continue;
+    const st = await stat(join(root, name)).catch(() => null);
+    if (st?.isFile() && Date.now() - st.mtimeMs > LEFTOVER_MS) out.push(join(root, name));
+  }
+  return out;
+}
+
 const trusted = (stamp: string | undefined, want: FileRecord | undefined) => !!want && typeof want.stamp === "string" && stamp === want.stamp && stampSize(stamp) === want.size;
 
 /** `settleMs`: how long a graph file must be unchanged before its stamp counts (`fileStamp`; tests shorten it). */
@@ -159,6 +181,9 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
       let hashed = false;
       const record = await readRecord(recordPath);
       const dataPath = dataPathOf(root, id, record);
+      // The files as they were before they were checked (no settle time): `unchanged` compares.
+      const rawStamps = async () => `${await fileStamp(path, 0)}|${dataPath ? await fileStamp(dataPath, 0) : ""}`;
+      const before = await rawStamps();
       if (record) {
         const stamp = await fileStamp(path, settleMs);
         const dataStamp = dataPath ? await fileStamp(dataPath, settleMs) : undefined;
@@ -179,9 +204,10 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
       const tempPath = join(root, `${id}.${suffix}.tmp.onnx`);
       const dataFile = `${id}.${suffix}.data`;
       const dataTemp = join(root, dataFile);
+      const verified = cachedFile ? record : undefined;
       return {
         path,
-        ...(cachedFile ? { cachedFile } : {}),
+        ...(cachedFile ? { cachedFile, unchanged: async () => (await rawStamps()) === before } : {}),
         hashed,
         tempPath,
         writeConfig: key.subgraphs
@@ -202,6 +228,11 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
               throw err;
             }
             const data = (await stat(dataTemp).catch(() => null))?.isFile() ? await readFile(dataTemp) : undefined;
+            // The graph must name exactly the weights file written beside it (or none), and a graph
+            // whose weights are apart must hold no subgraph (onnxruntime refuses those: GraphCacheKey.subgraphs).
+            const names = externalDataFiles(graph);
+            if (names.length !== (data ? 1 : 0) || (data && names[0] !== dataFile)) return `the optimized graph names the weights file(s) ${JSON.stringify(names)}, not ${data ? JSON.stringify([dataFile]) : "none"}`;
+            if (data && readOnnxGraph(graph).subgraphs) return "the optimized graph has control-flow subgraphs and its weights apart, which onnxruntime does not load";
             const [digest, dataDigest] = await Promise.all([sha256(graph), data ? sha256(data) : undefined]);
             const previous = await readRecord(recordPath);
             // The graph first: a record never points at files that are not fully there. Stamps are
@@ -216,10 +247,11 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
               model, runtime: key.runtime, provider: key.provider, options: key.options, machine,
             };
             await replaceFile(recordPath, JSON.stringify(record, null, 1));
-            // What this entry replaces: another writer's weights under the same id, and the first format's files.
+            // What this entry replaces: another writer's weights under the same id, the first format's
+            // files, and old leftovers of this id that no record names.
             const old = dataPathOf(root, id, previous);
             const legacy = await graphCacheId(model, key, machine, FORMAT_1);
-            await removeQuietly(old !== dataTemp ? old : undefined, join(root, `${legacy}.onnx`), join(root, `${legacy}.json`));
+            await removeQuietly(old !== dataTemp ? old : undefined, join(root, `${legacy}.onnx`), join(root, `${legacy}.json`), ...(await leftovers(root, id, dataFile)));
             return null;
           } catch (err) {
             return (err as Error).message;
@@ -228,7 +260,11 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
           }
         },
         async discard() {
-          await removeQuietly(path, recordPath, dataPathOf(root, id, await readRecord(recordPath)));
+          // Only the entry this lookup verified: another writer may have replaced it since (its graph
+          // and weights are then not this load's to remove).
+          const now = await readRecord(recordPath);
+          if (!verified || !now || now.sha256 !== verified.sha256 || now.data?.file !== verified.data?.file) return;
+          await removeQuietly(path, recordPath, dataPathOf(root, id, now));
         },
       };
     },

@@ -116,6 +116,9 @@ describe("optimized-graph cache", () => {
       expect(again.from).toBe("model");
       expect(again.out).toEqual(plain.out);
       expect((await loadUnet(dir)).from).toBe("cache");
+      // One graph, one record and the weights file it names (a record that was not JSON leaves its old
+      // weights until a later commit of the entry finds them ten minutes old).
+      if (!what.includes("not JSON")) expect(weights(dir)).toEqual([basename(weightsOf(dir))]);
     });
   }
 
@@ -219,23 +222,99 @@ describe("optimized-graph cache", () => {
     expect((await loadUnet(dir, [], {}, 0)).from).toBe("cache");
   });
 
+  /** What onnxruntime-node writes for an entry on a miss: the optimized graph at its temporary path, the weights beside it. */
+  const writeAsOnnxruntime = async (e: Awaited<ReturnType<NonNullable<ReturnType<typeof nodeGraphCache>>["entry"]>>) => {
+    const ort = await onnxBackends.native!();
+    const session = await ort.InferenceSession.create("models/tiny-sd/unet/model.onnx", { executionProviders: ["cpu"], graphOptimizationLevel: "all", optimizedModelFilePath: e.tempPath, logSeverityLevel: 3, extra: { ...e.writeConfig } } as never);
+    await session.release();
+  };
+  const weightsName = (e: { writeConfig?: Readonly<Record<string, string>> }) => e.writeConfig!["session.optimized_model_external_initializers_file_name"]!;
+
   test("two writers of one key: the last commit wins and removes the first one's weights; nothing temporary is left", async () => {
     const dir = freshDir();
     const cache = nodeGraphCache(dir, 0)!;
     const bytes = await unetBytes();
     const [a, b] = [await cache.entry(bytes, KEY), await cache.entry(bytes, KEY)];
     expect(a.cachedFile ?? b.cachedFile).toBeUndefined();
-    const nameOf = (e: typeof a) => join(dir, e.writeConfig!["session.optimized_model_external_initializers_file_name"]!);
-    expect(nameOf(a)).not.toBe(nameOf(b));
-    // What onnxruntime would write: a graph at the temporary path and the weights under the entry's name.
-    for (const e of [a, b]) {
-      writeFileSync(e.tempPath, bytes);
-      writeFileSync(nameOf(e), new Uint8Array(4096).fill(e === a ? 1 : 2));
-    }
+    expect(weightsName(a)).not.toBe(weightsName(b));
+    await writeAsOnnxruntime(a);
+    await writeAsOnnxruntime(b);
     expect(await a.commit()).toBeNull();
     expect(await b.commit()).toBeNull();
-    expect(readdirSync(dir).sort()).toEqual([basename(a.path), basename(a.path).replace(/\.onnx$/, ".json"), basename(nameOf(b))].sort());
-    expect(weightsOf(dir)).toBe(nameOf(b));
+    expect(readdirSync(dir).sort()).toEqual([basename(a.path), basename(a.path).replace(/\.onnx$/, ".json"), weightsName(b)].sort());
+    expect(weightsOf(dir)).toBe(join(dir, weightsName(b)));
+    expect((await loadUnet(dir, [], {}, 0)).from).toBe("cache");
+  });
+
+  test("a commit whose graph names another weights file than its own is refused and keeps nothing", async () => {
+    const dir = freshDir();
+    const cache = nodeGraphCache(dir, 0)!;
+    const bytes = await unetBytes();
+    const [a, b] = [await cache.entry(bytes, KEY), await cache.entry(bytes, KEY)];
+    await writeAsOnnxruntime(a);
+    // b's temporary graph is a's (it names a's weights), and b's weights file is there too.
+    writeFileSync(b.tempPath, readFileSync(a.tempPath));
+    writeFileSync(join(dir, weightsName(b)), readFileSync(join(dir, weightsName(a))));
+    expect(await b.commit()).toMatch(/^the optimized graph names the weights file\(s\) \[".*\.data"\], not \[".*\.data"\]$/);
+    expect(readdirSync(dir).sort()).toEqual([basename(a.tempPath), weightsName(a)].sort()); // a's, still uncommitted
+    expect(await a.commit()).toBeNull();
+  });
+
+  test("a commit removes this entry's leftovers older than ten minutes (a writer that died), not younger ones (a writer at work)", async () => {
+    const dir = freshDir();
+    const cache = nodeGraphCache(dir, 0)!;
+    const e = await cache.entry(await unetBytes(), KEY);
+    const id = basename(e.path).replace(/\.onnx$/, "");
+    const old = [`${id}.1.00000000.data`, `${id}.1.00000000.tmp.onnx`].map((f) => join(dir, f));
+    const young = join(dir, `${id}.2.11111111.data`);
+    const other = join(dir, `${"0".repeat(64)}.1.00000000.data`); // another entry's
+    for (const f of [...old, young, other]) writeFileSync(f, "x");
+    const longAgo = new Date(Date.now() - 11 * 60 * 1000);
+    for (const f of [...old, other]) utimesSync(f, longAgo, longAgo);
+    await writeAsOnnxruntime(e);
+    expect(await e.commit()).toBeNull();
+    const left = readdirSync(dir);
+    for (const f of old) expect(left).not.toContain(basename(f));
+    expect(left).toContain(basename(young));
+    expect(left).toContain(basename(other));
+  });
+
+  test("a load discards only the entry it verified: one another writer has put in its place since is kept", async () => {
+    const dir = freshDir();
+    await loadUnet(dir, [], {}, 0);
+    const hit = await nodeGraphCache(dir, 0)!.entry(await unetBytes(), KEY);
+    expect(hit.cachedFile).toBeDefined();
+    const recordPath = hit.path.replace(/\.onnx$/, ".json");
+    const record = JSON.parse(readFileSync(recordPath, "utf8"));
+    const replaced = { ...record, sha256: "ef".repeat(32) }; // as if another writer had committed a new graph
+    writeFileSync(recordPath, JSON.stringify(replaced));
+    await hit.discard();
+    expect(readdirSync(dir).sort()).toEqual([basename(hit.path), basename(recordPath), basename(weightsOf(dir))].sort());
+    writeFileSync(recordPath, JSON.stringify(record));
+    await hit.discard();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  test("a session created from cache files that changed while it loaded is dropped: built from the model, same outputs, logged", async () => {
+    const dir = freshDir();
+    const plain = await loadUnet(dir, [], {}, 0);
+    const hit = await nodeGraphCache(dir, 0)!.entry(await unetBytes(), KEY);
+    expect(await hit.unchanged!()).toBe(true);
+    const w = weightsOf(dir);
+    writeFileSync(w, readFileSync(w)); // same bytes, rewritten: another stamp
+    expect(await hit.unchanged!()).toBe(false);
+    // Through OnnxRuntime: a cache whose files always change while they load.
+    const changing = (d?: string) => {
+      const c = nodeGraphCache(d, 0)!;
+      return { ...c, entry: async (b: Uint8Array | undefined, k: Parameters<typeof c.entry>[1]) => ({ ...(await c.entry(b, k)), unchanged: async () => false }) };
+    };
+    const logs: string[] = [];
+    const rt = new OnnxRuntime({ backends: { ...onnxBackends, graphCache: changing }, executionProvider: "cpu", threads: 1, graphCache: dir, log: (m) => logs.push(m) });
+    const m = await (await rt.load(tiny, "unet/model.onnx", { role: "noise-predictor" })).ready();
+    expect((await m.run(FEEDS)).out_sample!.data).toEqual(plain.out);
+    expect(rt.created.at(-1)!.from).toBe("model");
+    await rt.dispose();
+    expect(logs.join("\n")).toMatch(/^onnx: cached optimized graph .* of models\/tiny-sd\/unet\/model\.onnx changed while it loaded; building it from the model$/m);
   });
 
   test("a commit whose graph onnxruntime did not write, or that does not parse, keeps nothing", async () => {
@@ -251,7 +330,7 @@ describe("optimized-graph cache", () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
-  test("writing an entry removes the first format's entry of the same key and the weights of the entry it replaces", async () => {
+  test("rebuilding a damaged entry removes its old weights, and the first format's entry of the same key", async () => {
     const dir = freshDir();
     await loadUnet(dir, [], {}, 0);
     const oldWeights = weightsOf(dir);

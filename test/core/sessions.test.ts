@@ -5,7 +5,7 @@
  * pipeline and read `OnnxRuntime.created`. Nothing here measures time.
  */
 import { describe, expect, test } from "bun:test";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileSource, onnxBackends } from "../../core/adapters/node.ts";
@@ -222,11 +222,15 @@ describe("sessions are created by the nodes that run", () => {
     }
   }, 60_000);
 
-  test("a metric node is made by the first run that asks for metrics: a missing evaluation CLIP stops neither the open nor a run without metrics, and a metrics run names the file (and tries again the next time)", async () => {
-    const doc = JSON.parse(readFileSync("pipelines/emoji-64.json", "utf8"));
-    doc.model = resolve("models/emoji-64");
-    doc.nodes.clip.config = { textModel: "clip_eval/no-such-model.onnx" };
+  test("a metric node is made by the first run that asks for metrics: a missing evaluation CLIP stops neither the open nor a run without metrics, a metrics run names the file, and one after the file is back succeeds", async () => {
+    // emoji-64 through links, its evaluation CLIP's text tower missing.
     const dir = mkdtempSync(join(tmpdir(), "dg-lazy-metric-"));
+    const models = join(dir, "emoji-64");
+    mkdirSync(join(models, "clip_eval"), { recursive: true });
+    for (const f of readdirSync("models/emoji-64")) if (f !== "clip_eval") symlinkSync(resolve("models/emoji-64", f), join(models, f));
+    for (const f of readdirSync("models/emoji-64/clip_eval")) if (f !== "text_model.onnx") symlinkSync(resolve("models/emoji-64/clip_eval", f), join(models, "clip_eval", f));
+    const doc = JSON.parse(readFileSync("pipelines/emoji-64.json", "utf8"));
+    doc.model = models;
     const pipelineFile = join(dir, "p.json");
     writeFileSync(pipelineFile, JSON.stringify(doc));
     const dg = await createDiffgraph({ registry: builtinRegistry(), executionProvider: "cpu", log: () => {}, graphCache: false });
@@ -234,8 +238,12 @@ describe("sessions are created by the nodes that run", () => {
       const p = await dg.openPipeline(pipelineFile);
       const r = await p.run({ prompt: "red heart", steps: 1, seed: 7 });
       expect(r.images.dims).toEqual([1, 3, 64, 64]);
-      for (let i = 0; i < 2; i++) await expect(p.run({ prompt: "red heart", steps: 1, seed: 7 }, { metrics: true })).rejects.toThrow(/clip_eval\/no-such-model\.onnx/);
+      await expect(p.run({ prompt: "red heart", steps: 1, seed: 7 }, { metrics: true })).rejects.toThrow(/clip_eval\/text_model\.onnx/);
       expect((await p.run({ prompt: "red heart", steps: 1, seed: 7 })).images.dims).toEqual([1, 3, 64, 64]);
+      // The failure was not kept: with the file back, the next metrics run makes the node and scores.
+      symlinkSync(resolve("models/emoji-64/clip_eval/text_model.onnx"), join(models, "clip_eval", "text_model.onnx"));
+      const m = await p.run({ prompt: "red heart", steps: 1, seed: 7 }, { metrics: true });
+      expect(Object.keys(m.metrics).sort()).toEqual(["clip.max", "clip.min", "clip.score"]);
     } finally {
       await dg.dispose();
       rmSync(dir, { recursive: true, force: true });
