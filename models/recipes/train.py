@@ -700,7 +700,9 @@ class TextTower(nn.Module):
             x = b(x, m)
         h = self.ln(x)
         pos = (ids == EOS).float().argmax(-1)  # first end-of-text token (pad == eos)
-        pooled = h.gather(1, pos[:, None, None].expand(-1, 1, h.shape[2])).squeeze(1)
+        # [:, 0], not .squeeze(1): squeeze of a dynamic axis exports as an If node, and onnxruntime
+        # cannot keep the weights of a graph with subgraphs apart in its optimized-graph cache.
+        pooled = h.gather(1, pos[:, None, None].expand(-1, 1, h.shape[2]))[:, 0]
         return h, self.proj(pooled)
 
 

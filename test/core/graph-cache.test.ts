@@ -349,20 +349,21 @@ describe("optimized-graph cache", () => {
     expect((await loadUnet(dir, [], {}, 0)).from).toBe("cache");
   });
 
-  test("a model with control-flow subgraphs keeps its weights inside its cached graph, which loads (emoji-64's text encoder has an If)", async () => {
+  test("a model with control-flow subgraphs keeps its weights inside its cached graph, which loads (emoji-64's evaluation CLIP text tower has an If)", async () => {
     const emoji = fileSource("models/emoji-64");
-    expect(readOnnxGraph(await emoji.read("text_encoder/model.onnx")).subgraphs).toBe(true);
-    expect(readOnnxGraph(await emoji.read("unet/model.onnx")).subgraphs).toBe(false);
+    const IF_MODEL = "clip_eval/text_model.onnx";
+    expect(readOnnxGraph(await emoji.read(IF_MODEL)).subgraphs).toBe(true);
+    for (const f of ["text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx"]) expect(readOnnxGraph(await emoji.read(f)).subgraphs).toBe(false);
     expect(readOnnxGraph(await tiny.read("unet/model.onnx")).subgraphs).toBe(false);
     const dir = freshDir();
     const encode = async () => {
       const logs: string[] = [];
       const rt = new OnnxRuntime({ backends: { ...onnxBackends, graphCache: (d?: string) => nodeGraphCache(d, 0) }, executionProvider: "cpu", threads: 1, graphCache: dir, log: (m) => logs.push(m) });
-      const m = await (await rt.load(emoji, "text_encoder/model.onnx")).ready();
+      const m = await (await rt.load(emoji, IF_MODEL)).ready();
       const out = await m.run({ input_ids: { dims: [1, 16], ints: [5, 9, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2] } });
       const from = rt.created.at(-1)!.from;
       await rt.dispose();
-      return { from, logs, out: out.last_hidden_state!.data };
+      return { from, logs, out: out.text_embeds!.data };
     };
     const first = await encode();
     expect(first.from).toBe("model");
