@@ -26,11 +26,18 @@ export const STAMP_SETTLE_MS = 1000;
 export async function fileStamp(path: string, settleMs = STAMP_SETTLE_MS): Promise<string | undefined> {
   try {
     const s = await stat(path, { bigint: true });
-    if (!s.isFile() || Date.now() - Number(s.ctimeNs / 1_000_000n) < settleMs) return undefined;
-    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
+    if (!s.isFile()) return undefined;
+    return settledStamp(`${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`, settleMs);
   } catch {
     return undefined;
   }
+}
+
+/** A stamp (`fileStamp(path, 0)`) as `fileStamp(path, settleMs)` would have given it at the same stat: undefined while it is too fresh. */
+export function settledStamp(stamp: string | undefined, settleMs = STAMP_SETTLE_MS): string | undefined {
+  if (stamp === undefined) return undefined;
+  const ctimeNs = BigInt(stamp.slice(stamp.lastIndexOf(":") + 1));
+  return Date.now() - Number(ctimeNs / 1_000_000n) < settleMs ? undefined : stamp;
 }
 
 /**

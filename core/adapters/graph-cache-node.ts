@@ -31,9 +31,9 @@
 import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { arch, cpus, homedir, platform } from "node:os";
 import { join } from "node:path";
-import { OnnxFormatError, readOnnxGraph } from "../onnx-graph.ts";
+import { OnnxFormatError, readOnnxGraph, type OnnxGraphInfo } from "../onnx-graph.ts";
 import { stampSize } from "../model-source.ts";
-import { fileStamp, replaceFile, tempSuffix } from "./digest-memo-node.ts";
+import { fileStamp, replaceFile, settledStamp, tempSuffix } from "./digest-memo-node.ts";
 import { externalDataFiles, type GraphCacheKey, type OptimizedGraphCache, type OptimizedGraphEntry } from "../onnx.ts";
 
 export const GRAPH_CACHE_FORMAT = "diffgraph-optimized-graph/2";
@@ -181,12 +181,13 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
       let hashed = false;
       const record = await readRecord(recordPath);
       const dataPath = dataPathOf(root, id, record);
-      // The files as they were before they were checked (no settle time): `unchanged` compares.
-      const rawStamps = async () => `${await fileStamp(path, 0)}|${dataPath ? await fileStamp(dataPath, 0) : ""}`;
-      const before = await rawStamps();
+      // The files as they were before they were checked (no settle time): `unchanged` compares. The
+      // same stats give the settled stamps the record is checked against.
+      const rawStamps = async () => [await fileStamp(path, 0), dataPath ? await fileStamp(dataPath, 0) : undefined] as const;
+      const [rawGraph, rawData] = await rawStamps();
       if (record) {
-        const stamp = await fileStamp(path, settleMs);
-        const dataStamp = dataPath ? await fileStamp(dataPath, settleMs) : undefined;
+        const stamp = settledStamp(rawGraph, settleMs);
+        const dataStamp = settledStamp(rawData, settleMs);
         const named = !record.data || dataPath !== undefined;
         if (record.format === GRAPH_CACHE_FORMAT && named && trusted(stamp, record) && (!record.data || trusted(dataStamp, record.data))) {
           // Unwritten since they were hashed and put in place (same stamps): their hashes are the
@@ -205,9 +206,13 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
       const dataFile = `${id}.${suffix}.data`;
       const dataTemp = join(root, dataFile);
       const verified = cachedFile ? record : undefined;
+      const unchanged = async () => {
+        const [graph, data] = await rawStamps();
+        return graph === rawGraph && data === rawData;
+      };
       return {
         path,
-        ...(cachedFile ? { cachedFile, unchanged: async () => (await rawStamps()) === before } : {}),
+        ...(cachedFile ? { cachedFile, unchanged } : {}),
         hashed,
         tempPath,
         writeConfig: key.subgraphs
@@ -221,8 +226,9 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
           try {
             if (!(await stat(tempPath).catch(() => null))?.isFile()) return `onnxruntime wrote no file at ${tempPath}`;
             const graph = await readFile(tempPath);
+            let info: OnnxGraphInfo;
             try {
-              readOnnxGraph(graph);
+              info = readOnnxGraph(graph);
             } catch (err) {
               if (err instanceof OnnxFormatError) return `the optimized graph onnxruntime wrote does not parse (${err.message})`;
               throw err;
@@ -232,7 +238,7 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
             // whose weights are apart must hold no subgraph (onnxruntime refuses those: GraphCacheKey.subgraphs).
             const names = externalDataFiles(graph);
             if (names.length !== (data ? 1 : 0) || (data && names[0] !== dataFile)) return `the optimized graph names the weights file(s) ${JSON.stringify(names)}, not ${data ? JSON.stringify([dataFile]) : "none"}`;
-            if (data && readOnnxGraph(graph).subgraphs) return "the optimized graph has control-flow subgraphs and its weights apart, which onnxruntime does not load";
+            if (data && info.subgraphs) return "the optimized graph has control-flow subgraphs and its weights apart, which onnxruntime does not load";
             const [digest, dataDigest] = await Promise.all([sha256(graph), data ? sha256(data) : undefined]);
             const previous = await readRecord(recordPath);
             // The graph first: a record never points at files that are not fully there. Stamps are
