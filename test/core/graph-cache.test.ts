@@ -56,7 +56,7 @@ describe("optimized-graph cache", () => {
     expect(graphs(dir)).toHaveLength(1);
     const id = graphs(dir)[0]!.replace(/\.onnx$/, "");
     const record = JSON.parse(readFileSync(join(dir, `${id}.json`), "utf8"));
-    expect(record).toMatchObject({ format: "diffgraph-optimized-graph/2", provider: "cpu", runtime: "onnxruntime-node 1.30.0", options: { graphOptimizationLevel: "all", freeDimensionOverrides: null } });
+    expect(record).toMatchObject({ format: "diffgraph-optimized-graph/3", provider: "cpu", runtime: "onnxruntime-node 1.30.0", options: { graphOptimizationLevel: "all", freeDimensionOverrides: null } });
     expect(record.size).toBe(readFileSync(join(dir, `${id}.onnx`)).length);
     // The weights sit beside the graph, in the one file the record names, under the entry's id.
     expect(weights(dir)).toEqual([record.data.file]);
@@ -66,6 +66,9 @@ describe("optimized-graph cache", () => {
     expect(record.data.sha256).toBe(new Bun.CryptoHasher("sha256").update(data).digest("hex"));
     expect(data.length).toBeGreaterThan(record.size); // the graph holds the structure, the weights file the weights
     expect(files).toEqual([`${id}.json`, `${id}.onnx`, record.data.file].sort());
+    // The CPU kernels' prepacked weights are stored too (in the same weights file): initializers whose
+    // external-data entries name a packed copy ("prepacked_0": kernel|offset;length;…).
+    expect(new TextDecoder().decode(readFileSync(join(dir, `${id}.onnx`))).match(/prepacked_\d/g)?.length ?? 0).toBeGreaterThan(0);
     const second = await loadUnet(dir);
     expect(second.from).toBe("cache");
     expect(second.logs).toEqual([]);
@@ -330,7 +333,7 @@ describe("optimized-graph cache", () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
-  test("rebuilding a damaged entry removes its old weights, and the first format's entry of the same key", async () => {
+  test("rebuilding a damaged entry removes its old weights, and the earlier formats' entries of the same key", async () => {
     const dir = freshDir();
     await loadUnet(dir, [], {}, 0);
     const oldWeights = weightsOf(dir);
@@ -339,10 +342,16 @@ describe("optimized-graph cache", () => {
     const legacy = await graphCacheId(model, KEY, undefined, "diffgraph-optimized-graph/1");
     writeFileSync(join(dir, `${legacy}.onnx`), "old graph");
     writeFileSync(join(dir, `${legacy}.json`), "{}");
+    // A format-2 entry (weights apart, not prepacked), with its weights file and a leftover.
+    const second = await graphCacheId(model, KEY, undefined, "diffgraph-optimized-graph/2");
+    writeFileSync(join(dir, `${second}.onnx`), "old graph");
+    writeFileSync(join(dir, `${second}.json`), JSON.stringify({ format: "diffgraph-optimized-graph/2", data: { file: `${second}.1.abcdef01.data` } }));
+    writeFileSync(join(dir, `${second}.1.abcdef01.data`), "old weights");
+    writeFileSync(join(dir, `${second}.2.abcdef02.data`), "left over");
     // The current entry's graph damaged: it is rebuilt, with new weights under a new name.
-    writeFileSync(join(dir, graphs(dir).find((g) => !g.startsWith(legacy))!), "junk");
+    writeFileSync(join(dir, graphs(dir).find((g) => !g.startsWith(legacy) && !g.startsWith(second))!), "junk");
     expect((await loadUnet(dir, [], {}, 0)).from).toBe("model");
-    expect(readdirSync(dir).some((f) => f.startsWith(legacy))).toBe(false);
+    expect(readdirSync(dir).some((f) => f.startsWith(legacy) || f.startsWith(second))).toBe(false);
     expect(graphs(dir)).toHaveLength(1);
     expect(weights(dir)).toHaveLength(1);
     expect(weightsOf(dir)).not.toBe(oldWeights);
