@@ -1,9 +1,13 @@
 /** Each issue-16 fixture end to end through `bun run generate --pipeline models/<fixture>`, and `--mask`. */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
+
+// Each test spawns a CLI that creates real sessions: seconds on a shared 2-core machine beside other
+// suites, past Bun's default 5 s (bunfig's timeout is not read here).
+setDefaultTimeout(60_000);
 
 const run = (args: string[]) => Bun.spawnSync([process.execPath, "api/cli/generate.ts", "--provider", "cpu", ...args], { stdout: "pipe", stderr: "pipe" });
 
