@@ -4,6 +4,7 @@
  * thread policy shares out, the optimized-graph cache (`graph-cache-node.ts`) and onnxruntime's
  * telemetry turned off unless the user chose (`ort-telemetry-node.ts`).
  */
+import { existsSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { isAbsolute, join, relative, resolve } from "node:path";
@@ -82,6 +83,29 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): ModelS
 
 const host = "Bun" in globalThis ? "bun" : "node";
 
+let prewarmed: Promise<boolean> | undefined;
+
+/**
+ * Bun: create onnxruntime-node's environment on a worker thread now (`ort-prewarm-node.ts`, once per
+ * process). Resolves true once it exists, false (and nothing else changes) where the worker could not
+ * do it; never rejects. Node has no Web `Worker`, and keeps creating it with its first session.
+ */
+export function prewarmNative(): Promise<boolean> {
+  return (prewarmed ??= (async () => {
+    // Beside this file (in the CLI's bundle too: Bun keeps each bundled module's own import.meta.url).
+    const script = new URL("./ort-prewarm-node.ts", import.meta.url);
+    if (!existsSync(script)) return false;
+    await ortTelemetryOff(); // before the environment is created: it reads the variable then
+    const worker = new Worker(script.href) as Worker & { unref?(): void };
+    worker.unref?.(); // never holds a finished process open (Bun's Worker has unref)
+    return new Promise<boolean>((resolve) => {
+      worker.onmessage = (e: MessageEvent) => resolve((e.data as { ok?: boolean })?.ok === true);
+      worker.onerror = () => resolve(false);
+      worker.addEventListener("close", () => resolve(false));
+    });
+  })().catch(() => false));
+}
+
 export const onnxBackends: OnnxBackends = {
   host,
   cores: availableParallelism(),
@@ -90,6 +114,7 @@ export const onnxBackends: OnnxBackends = {
     await ortTelemetryOff(); // before onnxruntime-node creates its environment, which reads the variable
     return (await import("onnxruntime-node")) as unknown as OrtModuleLike;
   },
+  ...(host === "bun" && typeof Worker === "function" ? { prewarm: () => void prewarmNative() } : {}),
   web: async () => {
     const ort = (await import("onnxruntime-web")) as unknown as OrtModuleLike;
     if (ort.env?.wasm) ort.env.wasm.numThreads = 1; // worker threads are not available to the wasm build under Bun/Node

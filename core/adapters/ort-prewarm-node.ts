@@ -1,0 +1,31 @@
+/**
+ * Worker script (Bun): creates onnxruntime-node's process-wide environment off the main thread, then
+ * ends. Started by the Bun adapter (`node.ts`, `prewarm`) when a runtime that may use onnxruntime-node
+ * is made, after the main thread has turned onnxruntime's telemetry off in the C environment, which
+ * this thread shares.
+ *
+ * onnxruntime creates its environment with the first session of the process (≈ 20 ms here: its
+ * kernel registries, CPU detection, logging), and every later session on any thread reuses it. Made
+ * here, it overlaps the main thread's imports and pipeline opening instead of delaying the first
+ * session; the library is also loaded and relocated by then, so the main thread's import is shorter.
+ * A main-thread session created meanwhile waits for the environment inside onnxruntime, as it would
+ * for its own.
+ */
+// x → Identity → y, float [1], opset 17: the smallest model whose session makes onnxruntime create its environment.
+const IDENTITY = "CAg6NwoQCgF4EgF5IghJZGVudGl0eRIBZ1oPCgF4EgoKCAgBEgQKAggBYg8KAXkSCgoICAESBAoCCAFCBAoAEBE=";
+
+export {}; // a module: top-level await
+
+const scope = globalThis as unknown as { postMessage(m: unknown): void; close(): void };
+
+try {
+  const ort = (await import("onnxruntime-node")) as unknown as {
+    InferenceSession: { create(model: Uint8Array, options: Record<string, unknown>): Promise<{ release(): Promise<void> }> };
+  };
+  const bytes = Uint8Array.from(atob(IDENTITY), (c) => c.charCodeAt(0));
+  await (await ort.InferenceSession.create(bytes, { executionProviders: ["cpu"], logSeverityLevel: 3 })).release();
+  scope.postMessage({ ok: true });
+} catch (err) {
+  scope.postMessage({ ok: false, error: (err as Error)?.message ?? String(err) });
+}
+scope.close();
