@@ -8,6 +8,7 @@
  * The adapter (`node.ts`) keeps it in `digests/` inside the optimized-graph cache's default folder.
  */
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { SHA256_HEX } from "../manifest.ts";
 import type { DigestMemo, MemoKind } from "../model-source.ts";
@@ -25,8 +26,10 @@ export const STAMP_SETTLE_MS = 1000;
  */
 export async function fileStamp(path: string, settleMs = STAMP_SETTLE_MS): Promise<string | undefined> {
   try {
-    const s = await stat(path, { bigint: true });
-    if (!s.isFile()) return undefined;
+    // Synchronous: a stat takes microseconds, an asynchronous one a trip through the thread pool and
+    // event loop, and a cold start takes a few dozen stamps.
+    const s = statSync(path, { bigint: true, throwIfNoEntry: false });
+    if (!s || !s.isFile()) return undefined;
     return settledStamp(`${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`, settleMs);
   } catch {
     return undefined;
@@ -74,7 +77,7 @@ export function nodeDigestMemo(dir: string): DigestMemo {
   return {
     async get(stamp, kind = "sha256") {
       try {
-        const v = (await readFile(at(stamp, kind), "utf8")).trim();
+        const v = readFileSync(at(stamp, kind), "utf8").trim(); // a few bytes: synchronously, as fileStamp's stat
         return valid(v, kind) ? v : undefined;
       } catch {
         return undefined;

@@ -28,7 +28,8 @@
  * Folder: the `dir` given (`graphCache` option, `--graph-cache`), else `DIFFGRAPH_CACHE_DIR`, else
  * `$XDG_CACHE_HOME/diffgraph/onnx`, else `~/.cache/diffgraph/onnx`. `off` (option or variable) turns it off.
  */
-import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdirSync, readFileSync } from "node:fs";
+import { readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { arch, cpus, homedir, platform } from "node:os";
 import { join } from "node:path";
 import { OnnxFormatError, readOnnxGraph, type OnnxGraphInfo } from "../onnx-graph.ts";
@@ -125,9 +126,10 @@ function dataPathOf(root: string, id: string, record: Partial<CacheRecord> | und
   return typeof file === "string" && file.startsWith(`${id}.`) && file.endsWith(".data") && !/[\\/]/.test(file) && !file.includes("..") ? join(root, file) : undefined;
 }
 
+/** A record is under a kilobyte: read synchronously, as stamps are (`fileStamp`), on every start's lookup. */
 async function readRecord(recordPath: string): Promise<CacheRecord | undefined> {
   try {
-    return JSON.parse(await readFile(recordPath, "utf8")) as CacheRecord;
+    return JSON.parse(readFileSync(recordPath, "utf8")) as CacheRecord;
   } catch {
     return undefined;
   }
@@ -179,7 +181,7 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
       const id = await graphCacheId(model, key, machine);
       const path = join(root, `${id}.onnx`);
       const recordPath = join(root, `${id}.json`);
-      await mkdir(root, { recursive: true });
+      mkdirSync(root, { recursive: true });
       let cachedFile: string | undefined;
       let hashed = false;
       const record = await readRecord(recordPath);

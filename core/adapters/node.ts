@@ -4,8 +4,8 @@
  * thread policy shares out, the optimized-graph cache (`graph-cache-node.ts`) and onnxruntime's
  * telemetry turned off unless the user chose (`ort-telemetry-node.ts`).
  */
-import { existsSync } from "node:fs";
-import { readFile, stat } from "node:fs/promises";
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { ModelFileError, normalizePath, type DigestMemo, type ModelSource } from "../model-source.ts";
@@ -40,6 +40,9 @@ export interface FileSourceOptions {
   readonly settleMs?: number;
 }
 
+/** Files up to this size are read synchronously (`fileSource`'s `read`). */
+export const SYNC_READ_MAX_BYTES = 1 << 20;
+
 export function fileSource(dir: string, options: FileSourceOptions = {}): ModelSource {
   const digests = options.digests === false ? undefined : (options.digests ?? defaultDigestMemo());
   const { settleMs } = options;
@@ -58,7 +61,12 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): ModelS
       const { full, shownPath } = at(path);
       try {
         // A view on readFile's own buffer, not a copy of it (a UNet is tens of MB, read on every open).
-        const b = await readFile(full);
+        // Small files (configs, tokenizers, records) synchronously: microseconds for a local file,
+        // where each asynchronous call costs a trip through the runtime's thread pool and event loop
+        // (opening emoji-64 reads a dozen of them: its open −16 ms, 12 interleaved cold CLIs). Large
+        // ones (models) asynchronously, so a server's event loop is never held for a model's read.
+        const size = statSync(full, { throwIfNoEntry: false })?.size;
+        const b = size !== undefined && size <= SYNC_READ_MAX_BYTES ? readFileSync(full) : await readFile(full);
         return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
@@ -67,7 +75,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): ModelS
     },
     async exists(path) {
       try {
-        return (await stat(at(path).full)).isFile();
+        return statSync(at(path).full, { throwIfNoEntry: false })?.isFile() ?? false; // a stat: synchronous, as above
       } catch {
         return false;
       }
