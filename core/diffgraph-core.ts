@@ -27,6 +27,8 @@ export interface DiffgraphOptions {
    * `DIFFGRAPH_CACHE_DIR`, else `$XDG_CACHE_HOME/diffgraph/onnx`, else `~/.cache/diffgraph/onnx`.
    */
   readonly graphCache?: string | false;
+  /** Create onnxruntime-node's environment on a worker thread as the instance is made (Bun; default true: `OnnxRuntimeOptions.prewarm`). */
+  readonly prewarm?: boolean;
   /** onnxruntime-web WebGPU: keep the text states on the GPU across steps and read back only used outputs (default true). */
   readonly gpuResidency?: boolean;
   /** `createDiffgraph` defaults it to the adapter for the detected host. */
@@ -58,6 +60,7 @@ export async function createDiffgraphWith(adapter: RuntimeAdapter, options: Diff
     log,
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
     ...(options.graphCache !== undefined ? { graphCache: options.graphCache } : {}),
+    ...(options.prewarm !== undefined ? { prewarm: options.prewarm } : {}),
     ...(options.gpuResidency !== undefined ? { gpuResidency: options.gpuResidency } : {}),
   });
   const cache = new NodeCache();

@@ -24,12 +24,18 @@ const root = join(import.meta.dir, "..", "..");
 const ALSO_STAMPED = ["package.json", "tsconfig.json", "bunfig.toml", "package-lock.json", "bun.lock", "bun.lockb"];
 /** The CLIs that are bundled: `api/cli/<name>.ts`, each exporting `main(argv)`. */
 export const BUNDLED_CLIS = ["generate"] as const;
-export const CLI_BUNDLE_FORMAT = "diffgraph-cli-bundle/1";
+export const CLI_BUNDLE_FORMAT = "diffgraph-cli-bundle/2";
 
 export interface SourcesStamp {
   readonly format: typeof CLI_BUNDLE_FORMAT;
   /** The Bun that compiled the bytecode (another Bun cannot use it). */
   readonly bun: string;
+  /**
+   * The repository's absolute path when it was built: Bun writes each bundled module's
+   * `import.meta.url` as its source file's URL (the adapter finds its worker script by it), so a tree
+   * copied or moved elsewhere runs its source until the bundle is rebuilt there.
+   */
+  readonly root: string;
   /** [path relative to the repository root, size, mtimeMs] of every input of the bundle. */
   readonly inputs: readonly (readonly [string, number, number])[];
 }
@@ -57,6 +63,7 @@ export async function buildCli(name: (typeof BUNDLED_CLIS)[number], out = join(r
   const stamp: SourcesStamp = {
     format: CLI_BUNDLE_FORMAT,
     bun: Bun.version,
+    root,
     inputs: inputs.map((f) => {
       const s = statSync(join(root, f));
       if (s.mtimeMs >= started) throw new Error(`build:cli: ${f} changed while the bundle was built; run bun run build:cli again`);

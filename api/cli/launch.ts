@@ -16,7 +16,7 @@ const root = join(import.meta.dir, "..", "..");
 export function freshBundle(name: string, dir = join(root, "dist/cli"), base = root): string | undefined {
   try {
     const stamp = JSON.parse(readFileSync(join(dir, `${name}.sources.json`), "utf8")) as SourcesStamp;
-    if (stamp.format !== CLI_BUNDLE_FORMAT || stamp.bun !== Bun.version || !Array.isArray(stamp.inputs) || !stamp.inputs.length) return undefined;
+    if (stamp.format !== CLI_BUNDLE_FORMAT || stamp.bun !== Bun.version || stamp.root !== base || !Array.isArray(stamp.inputs) || !stamp.inputs.length) return undefined;
     for (const [file, size, mtimeMs] of stamp.inputs) {
       const s = statSync(join(base, file), { throwIfNoEntry: false });
       if (!s || s.size !== size || s.mtimeMs !== mtimeMs) return undefined;

@@ -7,7 +7,7 @@
  *
  * The adapter (`node.ts`) keeps it in `digests/` inside the optimized-graph cache's default folder.
  */
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { SHA256_HEX } from "../manifest.ts";

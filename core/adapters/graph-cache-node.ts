@@ -22,8 +22,9 @@
  * either way a session created from them is kept only if they did not change while it was created
  * (`unchanged`). A file that does not match its record, or that onnxruntime refuses, is removed with
  * the rest of its entry (unless another writer has replaced the entry since) and rebuilt: the cache
- * never fails a load. Entries of the first format (weights inside the graph) are removed when the
- * entry that replaces them is written.
+ * never fails a load. Entries of the earlier formats (1: weights inside the graph; 2: weights apart,
+ * not prepacked) are removed, with the weights file their record names, when the entry that replaces
+ * them is written; their unnamed temporary files once they are ten minutes old, as this format's.
  *
  * Folder: the `dir` given (`graphCache` option, `--graph-cache`), else `DIFFGRAPH_CACHE_DIR`, else
  * `$XDG_CACHE_HOME/diffgraph/onnx`, else `~/.cache/diffgraph/onnx`. `off` (option or variable) turns it off.
@@ -103,9 +104,31 @@ interface CacheRecord extends FileRecord {
 
 let machine: string | undefined;
 
-/** This machine, as far as an optimized graph depends on it (read once per process). */
+/**
+ * This machine, as far as an optimized graph depends on it (read once per process): the platform,
+ * the CPU's model name and, on Linux, the instruction-set features it reports (`/proc/cpuinfo`'s
+ * `flags`, or `Features` on Arm). The kernels onnxruntime picks, and the layout of the weights it
+ * prepacks for them (format 3), follow those features; a virtual machine can hide some of them under
+ * the same model name, and a cache folder can be shared (a home folder, a container image).
+ */
 export function machineId(): string {
-  return (machine ??= `${platform()}-${arch()} ${cpus()[0]?.model?.trim() ?? "unknown CPU"}`);
+  return (machine ??= `${platform()}-${arch()} ${cpus()[0]?.model?.trim() || "unknown CPU"}${cpuFeatures()}`);
+}
+
+/** The cache ids' machine string before format 3 (the model name only): earlier entries are found by it. */
+function formerMachineId(): string {
+  return `${platform()}-${arch()} ${cpus()[0]?.model?.trim() ?? "unknown CPU"}`;
+}
+
+function cpuFeatures(): string {
+  if (platform() !== "linux") return "";
+  try {
+    const line = readFileSync("/proc/cpuinfo", "utf8").split("\n").find((l) => /^(flags|Features)\s*:/.test(l));
+    const flags = line ? [...new Set(line.slice(line.indexOf(":") + 1).trim().split(/\s+/))].sort() : [];
+    return flags.length ? ` [${flags.join(" ")}]` : "";
+  } catch {
+    return "";
+  }
 }
 
 /** The cache id of a model under a key: the file name the graph and its record take. */
@@ -269,9 +292,11 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
             const old = dataPathOf(root, id, previous);
             const legacy: (string | undefined)[] = [];
             for (const format of EARLIER_FORMATS) {
-              const earlier = await graphCacheId(model, key, machine, format);
+              const earlier = await graphCacheId(model, key, formerMachineId(), format);
               const rec = join(root, `${earlier}.json`);
-              legacy.push(join(root, `${earlier}.onnx`), rec, dataPathOf(root, earlier, await readRecord(rec)), ...(await leftovers(root, earlier, "", 0)));
+              // Its graph, record and named weights now; unnamed temporary files only once they are old
+              // (an older diffgraph may be writing that entry right now).
+              legacy.push(join(root, `${earlier}.onnx`), rec, dataPathOf(root, earlier, await readRecord(rec)), ...(await leftovers(root, earlier, "")));
             }
             await removeQuietly(old !== dataTemp ? old : undefined, ...legacy, ...(await leftovers(root, id, dataFile)));
             return null;

@@ -65,8 +65,9 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): ModelS
         // where each asynchronous call costs a trip through the runtime's thread pool and event loop
         // (opening emoji-64 reads a dozen of them: its open −16 ms, 12 interleaved cold CLIs). Large
         // ones (models) asynchronously, so a server's event loop is never held for a model's read.
-        const size = statSync(full, { throwIfNoEntry: false })?.size;
-        const b = size !== undefined && size <= SYNC_READ_MAX_BYTES ? readFileSync(full) : await readFile(full);
+        const st = statSync(full, { throwIfNoEntry: false });
+        // A regular file only: a FIFO or device reports size 0 and could block a synchronous read.
+        const b = st?.isFile() && st.size <= SYNC_READ_MAX_BYTES ? readFileSync(full) : await readFile(full);
         return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;

@@ -9,7 +9,10 @@
  * here, it overlaps the main thread's imports and pipeline opening instead of delaying the first
  * session; the library is also loaded and relocated by then, so the main thread's import is shorter.
  * A main-thread session created meanwhile waits for the environment inside onnxruntime, as it would
- * for its own.
+ * for its own. The environment takes its log level from the thread that creates it: this one's
+ * onnxruntime-common `env.logLevel` (default "warning"); diffgraph sets each session's own
+ * `logSeverityLevel` instead, and a program that sets `ort.env.logLevel` on the main thread turns
+ * prewarming off (`prewarm: false`).
  */
 // x → Identity → y, float [1], opset 17: the smallest model whose session makes onnxruntime create its environment.
 const IDENTITY = "CAg6NwoQCgF4EgF5IghJZGVudGl0eRIBZ1oPCgF4EgoKCAgBEgQKAggBYg8KAXkSCgoICAESBAoCCAFCBAoAEBE=";
@@ -23,7 +26,9 @@ try {
     InferenceSession: { create(model: Uint8Array, options: Record<string, unknown>): Promise<{ release(): Promise<void> }> };
   };
   const bytes = Uint8Array.from(atob(IDENTITY), (c) => c.charCodeAt(0));
-  await (await ort.InferenceSession.create(bytes, { executionProviders: ["cpu"], logSeverityLevel: 3 })).release();
+  // One thread, no pool: the session exists only to make the environment.
+  const options = { executionProviders: ["cpu"], logSeverityLevel: 3, intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: "sequential" };
+  await (await ort.InferenceSession.create(bytes, options)).release();
   scope.postMessage({ ok: true });
 } catch (err) {
   scope.postMessage({ ok: false, error: (err as Error)?.message ?? String(err) });

@@ -54,6 +54,7 @@ describe("generate's bytecode bundle", () => {
       ["a file of another mtime", JSON.stringify({ ...stamp, inputs: stamp.inputs.map(([f, s, m], i) => [f, s, i === 3 ? m - 1 : m]) })],
       ["a file gone", JSON.stringify({ ...stamp, inputs: [...stamp.inputs, ["core/no-such-file.ts", 1, 1]] })],
       ["another Bun", JSON.stringify({ ...stamp, bun: "0.0.1" })],
+      ["built in another folder (the tree copied or moved since)", JSON.stringify({ ...stamp, root: "/elsewhere/diffgraph" })],
       ["another format", JSON.stringify({ ...stamp, format: "diffgraph-cli-bundle/0" })],
       ["no inputs", JSON.stringify({ ...stamp, inputs: [] })],
       ["not JSON", "{"],

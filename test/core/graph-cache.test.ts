@@ -7,9 +7,9 @@
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { arch, cpus, platform, tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
-import { defaultGraphCacheDir, graphCacheId, nodeGraphCache } from "../../core/adapters/graph-cache-node.ts";
+import { defaultGraphCacheDir, graphCacheId, machineId, nodeGraphCache } from "../../core/adapters/graph-cache-node.ts";
 import { fileSource, onnxBackends } from "../../core/adapters/node.ts";
 import { OnnxRuntime, type LoadOptions } from "../../core/onnx.ts";
 import { readOnnxGraph } from "../../core/onnx-graph.ts";
@@ -74,6 +74,20 @@ describe("optimized-graph cache", () => {
     expect(second.logs).toEqual([]);
     expect(second.out).toEqual(plain.out);
     expect(first.out).toEqual(plain.out);
+  });
+
+  test("the key's machine names the CPU's instruction-set features (Linux), not only its model name", async () => {
+    const m = machineId();
+    expect(m.startsWith(`${platform()}-${arch()} `)).toBe(true);
+    if (platform() === "linux") {
+      const line = readFileSync("/proc/cpuinfo", "utf8").split("\n").find((l) => /^(flags|Features)\s*:/.test(l));
+      if (line) {
+        const flags = line.slice(line.indexOf(":") + 1).trim().split(/\s+/);
+        for (const f of flags.slice(0, 5)) expect(m).toContain(f);
+      }
+    }
+    const key = { runtime: "onnxruntime-node 1.30.0", provider: "cpu", options: { graphOptimizationLevel: "all", freeDimensionOverrides: null } };
+    expect(await graphCacheId("ab".repeat(32), key, `${m} avx512f`)).not.toBe(await graphCacheId("ab".repeat(32), key, m));
   });
 
   test("the key differs with the provider and the graph options; fixed dimensions are another file", async () => {
@@ -339,19 +353,25 @@ describe("optimized-graph cache", () => {
     const oldWeights = weightsOf(dir);
     // A format-1 entry of the same key, as the previous version wrote it.
     const model = new Bun.CryptoHasher("sha256").update(await unetBytes()).digest("hex");
-    const legacy = await graphCacheId(model, KEY, undefined, "diffgraph-optimized-graph/1");
+    // Earlier formats' ids were made with the CPU's model name alone (format 3 adds its features).
+    const formerMachine = `${platform()}-${arch()} ${cpus()[0]?.model?.trim() ?? "unknown CPU"}`;
+    const legacy = await graphCacheId(model, KEY, formerMachine, "diffgraph-optimized-graph/1");
     writeFileSync(join(dir, `${legacy}.onnx`), "old graph");
     writeFileSync(join(dir, `${legacy}.json`), "{}");
     // A format-2 entry (weights apart, not prepacked), with its weights file and a leftover.
-    const second = await graphCacheId(model, KEY, undefined, "diffgraph-optimized-graph/2");
+    const second = await graphCacheId(model, KEY, formerMachine, "diffgraph-optimized-graph/2");
     writeFileSync(join(dir, `${second}.onnx`), "old graph");
     writeFileSync(join(dir, `${second}.json`), JSON.stringify({ format: "diffgraph-optimized-graph/2", data: { file: `${second}.1.abcdef01.data` } }));
     writeFileSync(join(dir, `${second}.1.abcdef01.data`), "old weights");
     writeFileSync(join(dir, `${second}.2.abcdef02.data`), "left over");
+    const old = new Date(Date.now() - 11 * 60 * 1000);
+    utimesSync(join(dir, `${second}.2.abcdef02.data`), old, old); // unnamed: removed once ten minutes old
+    writeFileSync(join(dir, `${second}.3.abcdef03.tmp.onnx`), "a writer at work"); // young: kept
     // The current entry's graph damaged: it is rebuilt, with new weights under a new name.
     writeFileSync(join(dir, graphs(dir).find((g) => !g.startsWith(legacy) && !g.startsWith(second))!), "junk");
     expect((await loadUnet(dir, [], {}, 0)).from).toBe("model");
-    expect(readdirSync(dir).some((f) => f.startsWith(legacy) || f.startsWith(second))).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.startsWith(legacy) || f.startsWith(second))).toEqual([`${second}.3.abcdef03.tmp.onnx`]);
+    rmSync(join(dir, `${second}.3.abcdef03.tmp.onnx`));
     expect(graphs(dir)).toHaveLength(1);
     expect(weights(dir)).toHaveLength(1);
     expect(weightsOf(dir)).not.toBe(oldWeights);
