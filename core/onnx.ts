@@ -419,7 +419,9 @@ export class OnnxModel implements OnnxModelInfo {
 
   private async runOnce(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
     if (!this.opened) await this.ready();
-    const { serialize, session, gpu } = this.session;
+    const { serialize, session, gpu, backend, provider } = this.session;
+    // onnxruntime-web's WebGPU provider, residency on or off, needs its queue (serializerFor).
+    if (!gpu && !(backend === "onnxruntime-web" && provider === "webgpu")) return this.runDirect(session, feeds, outputNames);
     const ortFeeds: Record<string, OrtTensorLike> = {};
     for (const [name, value] of Object.entries(feeds)) {
       const io = this.input(name);
@@ -449,6 +451,33 @@ export class OnnxModel implements OnnxModelInfo {
       throw new ModelFileError(this.file, `inference failed with inputs ${shapes}: ${(err as Error).message}`, { cause: err });
     }
     return out;
+  }
+
+  /**
+   * `runOnce` off onnxruntime-web's WebGPU provider (onnxruntime-node, WASM): no queue, no resident
+   * feeds, nothing to free, outputs read as they come. Once per denoising step, so it allocates as little as it can
+   * (`bun run bench` accounts for it: `onnxWrapper`).
+   */
+  private async runDirect(session: OrtSessionLike, feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
+    const ortFeeds: Record<string, OrtTensorLike> = {};
+    for (const name in feeds) ortFeeds[name] = this.toOrt(this.input(name), feeds[name]!);
+    let result: Record<string, OrtTensorLike>;
+    try {
+      result = await session.run(ortFeeds);
+    } catch (err) {
+      const shapes = Object.entries(ortFeeds).map(([k, v]) => `${k}: ${v.type}[${v.dims.join(",")}]`).join("; ");
+      throw new ModelFileError(this.file, `inference failed with inputs ${shapes}: ${(err as Error).message}`, { cause: err });
+    }
+    const read: Record<string, Tensor> = {};
+    const names = outputNames ?? this.outs;
+    for (let i = 0; i < names.length; i++) {
+      const n = names[i]!;
+      const name = typeof n === "string" ? n : n.name;
+      const t = result[name];
+      if (!t) throw new ModelFileError(this.file, `produced no output "${name}"`);
+      read[name] = { dims: t.dims.slice(), data: toFloat32(t) };
+    }
+    return read;
   }
 
   private toOrt(io: IOInfo, value: Feed): OrtTensorLike {

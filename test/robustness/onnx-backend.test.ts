@@ -5,7 +5,7 @@
  */
 import { expect, test } from "bun:test";
 import { memorySource, ModelFileError } from "../../core/model-source.ts";
-import { OnnxRuntime, type OrtModuleLike, type OrtSessionLike } from "../../core/onnx.ts";
+import { OnnxRuntime, type OrtModuleLike, type OrtSessionLike, type OrtTensorLike } from "../../core/onnx.ts";
 import { fakeSessionFor, onnxModelBytes, producerOf } from "../onnx-bytes.ts";
 
 /** A fake onnxruntime: a file made by producer "bad" fails with a message no pattern matches. */
@@ -36,4 +36,35 @@ test("an unrecognised load error after a working load names the file and leaves 
   expect(err).toBeInstanceOf(ModelFileError);
   expect(err.message).toStartWith("m/bad.onnx: is not a valid ONNX model or is truncated (Unexpected node type");
   expect((await (await onnx.load(files, "b.onnx")).ready()).file).toBe("m/b.onnx");
+});
+
+test("a session whose run fails, or returns without an output the model declares, is an error naming the file (the inputs' shapes, the missing output)", async () => {
+  const model = onnxModelBytes([["x", "float32", [1]]], [["y", "float32", [1]]], "p");
+  const files = memorySource({ "m.onnx": model }, "m");
+  let answer: "throw" | "nothing" | "y" = "throw";
+  const ort: OrtModuleLike = {
+    ...fakeOrt,
+    InferenceSession: {
+      async create(bytes): Promise<OrtSessionLike> {
+        const s = await fakeOrt.InferenceSession.create(bytes);
+        return {
+          ...s,
+          async run(feeds): Promise<Record<string, OrtTensorLike>> {
+            if (answer === "throw") throw new Error("shape mismatch deep in a kernel");
+            return answer === "nothing" ? {} : { y: { type: "float32", dims: [1], data: Float32Array.of(Number((feeds.x!.data as Float32Array)[0]) * 2) } };
+          },
+        };
+      },
+    },
+  };
+  const onnx = new OnnxRuntime({ backends: { host: "test", native: async () => ort }, executionProvider: "cpu" });
+  const m = await onnx.load(files, "m.onnx");
+  const feeds = { x: { dims: [1], data: Float32Array.of(3) } };
+  await expect(m.run(feeds)).rejects.toThrow(/^m\/m\.onnx: inference failed with inputs x: float32\[1\]: shape mismatch deep in a kernel$/);
+  answer = "nothing";
+  await expect(m.run(feeds)).rejects.toThrow(/^m\/m\.onnx: produced no output "y"$/);
+  answer = "y";
+  const out = await m.run(feeds);
+  expect(Array.from(out.y!.data)).toEqual([6]);
+  expect(out.y!.dims).toEqual([1]);
 });
