@@ -420,8 +420,8 @@ export class OnnxModel implements OnnxModelInfo {
   private async runOnce(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
     if (!this.opened) await this.ready();
     const { serialize, session, gpu, backend, provider } = this.session;
-    // onnxruntime-web's WebGPU provider, residency on or off, needs its queue (serializerFor).
-    if (!gpu && !(backend === "onnxruntime-web" && provider === "webgpu")) return this.runDirect(session, feeds, outputNames);
+    // Only onnxruntime-web's WebGPU provider, residency on or off, needs its queue and bookkeeping.
+    if (!queuedProvider(backend, provider)) return this.runDirect(session, feeds, outputNames);
     const ortFeeds: Record<string, OrtTensorLike> = {};
     for (const [name, value] of Object.entries(feeds)) {
       const io = this.input(name);
@@ -447,10 +447,15 @@ export class OnnxModel implements OnnxModelInfo {
       });
     } catch (err) {
       if (err instanceof ModelFileError) throw err;
-      const shapes = Object.entries(ortFeeds).map(([k, v]) => `${k}: ${v.type}[${v.dims.join(",")}]`).join("; ");
-      throw new ModelFileError(this.file, `inference failed with inputs ${shapes}: ${(err as Error).message}`, { cause: err });
+      throw this.inferenceFailed(ortFeeds, err);
     }
     return out;
+  }
+
+  /** onnxruntime's own failure of a run, as an error naming the file and the shapes it was fed. */
+  private inferenceFailed(ortFeeds: Record<string, OrtTensorLike>, err: unknown): ModelFileError {
+    const shapes = Object.entries(ortFeeds).map(([k, v]) => `${k}: ${v.type}[${v.dims.join(",")}]`).join("; ");
+    return new ModelFileError(this.file, `inference failed with inputs ${shapes}: ${(err as Error).message}`, { cause: err });
   }
 
   /**
@@ -465,8 +470,7 @@ export class OnnxModel implements OnnxModelInfo {
     try {
       result = await session.run(ortFeeds);
     } catch (err) {
-      const shapes = Object.entries(ortFeeds).map(([k, v]) => `${k}: ${v.type}[${v.dims.join(",")}]`).join("; ");
-      throw new ModelFileError(this.file, `inference failed with inputs ${shapes}: ${(err as Error).message}`, { cause: err });
+      throw this.inferenceFailed(ortFeeds, err);
     }
     const read: Record<string, Tensor> = {};
     const names = outputNames ?? this.outs;
@@ -923,7 +927,7 @@ export class OnnxRuntime {
    * Native sessions run concurrently.
    */
   private serializerFor(backend: BackendName, provider: string): <T>(work: () => Promise<T>) => Promise<T> {
-    if (backend !== "onnxruntime-web" || provider !== "webgpu") return (work) => work();
+    if (!queuedProvider(backend, provider)) return (work) => work();
     const key = `${backend}/${provider}`;
     return <T>(work: () => Promise<T>) => {
       const prev = this.chains.get(key) ?? Promise.resolve();
@@ -952,7 +956,7 @@ export class OnnxRuntime {
   }
 
   private residency(backend: BackendName, provider: string): boolean {
-    return backend === "onnxruntime-web" && provider === "webgpu" && this.options.gpuResidency !== false;
+    return queuedProvider(backend, provider) && this.options.gpuResidency !== false;
   }
 
   private sessionOptions(backend: BackendName, provider: string, role: SessionRole): Record<string, unknown> {
@@ -968,6 +972,14 @@ export class OnnxRuntime {
     this.sessions.clear();
     await Promise.all(all.map(async (p) => (await p.catch(() => null))?.release()));
   }
+}
+
+/**
+ * onnxruntime-web's WebGPU provider: its calls are queued one at a time (`serializerFor`), and only it
+ * keeps feeds and outputs on the GPU (`gpuResidency`); every other provider runs directly.
+ */
+function queuedProvider(backend: BackendName, provider: string): boolean {
+  return backend === "onnxruntime-web" && provider === "webgpu";
 }
 
 /** ORT errors carry a source path and a lambda signature before the reason; keep the reason. */
