@@ -177,14 +177,14 @@ async function restamp(recordPath: string, record: CacheRecord, paths: { graph: 
   await replaceFile(recordPath, JSON.stringify(next, null, 1)).catch(() => {});
 }
 
-/** Temporary graphs and weights files of entry `id`, other than `keep`, older than `LEFTOVER_MS`. */
-async function leftovers(root: string, id: string, keep: string, olderThanMs = LEFTOVER_MS): Promise<string[]> {
+/** Temporary graphs and weights files of the entries `ids`, other than `keep`, older than `LEFTOVER_MS` (one listing of the folder). */
+async function leftovers(root: string, ids: readonly string[], keep: string): Promise<string[]> {
   const names = await readdir(root).catch(() => [] as string[]);
   const out: string[] = [];
   for (const name of names) {
-    if (name === keep || !name.startsWith(`${id}.`) || !(name.endsWith(".data") || name.endsWith(".tmp.onnx"))) continue;
+    if (name === keep || !ids.some((id) => name.startsWith(`${id}.`)) || !(name.endsWith(".data") || name.endsWith(".tmp.onnx"))) continue;
     const st = await stat(join(root, name)).catch(() => null);
-    if (st?.isFile() && Date.now() - st.mtimeMs > olderThanMs) out.push(join(root, name));
+    if (st?.isFile() && Date.now() - st.mtimeMs > LEFTOVER_MS) out.push(join(root, name));
   }
   return out;
 }
@@ -291,14 +291,16 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
             // entries of this key (graph, record and weights), and old leftovers of this id that no record names.
             const old = dataPathOf(root, id, previous);
             const legacy: (string | undefined)[] = [];
+            const earlierIds: string[] = [];
             for (const format of EARLIER_FORMATS) {
               const earlier = await graphCacheId(model, key, formerMachineId(), format);
               const rec = join(root, `${earlier}.json`);
-              // Its graph, record and named weights now; unnamed temporary files only once they are old
-              // (an older diffgraph may be writing that entry right now).
-              legacy.push(join(root, `${earlier}.onnx`), rec, dataPathOf(root, earlier, await readRecord(rec)), ...(await leftovers(root, earlier, "")));
+              // Its graph, record and named weights now; its unnamed temporary files, as this entry's,
+              // only once they are old (an older diffgraph may be writing that entry right now).
+              legacy.push(join(root, `${earlier}.onnx`), rec, dataPathOf(root, earlier, await readRecord(rec)));
+              earlierIds.push(earlier);
             }
-            await removeQuietly(old !== dataTemp ? old : undefined, ...legacy, ...(await leftovers(root, id, dataFile)));
+            await removeQuietly(old !== dataTemp ? old : undefined, ...legacy, ...(await leftovers(root, [id, ...earlierIds], dataFile)));
             return null;
           } catch (err) {
             return (err as Error).message;
