@@ -1,11 +1,12 @@
 /**
  * `bun run bench [--pipeline FILE] [--steps N] [--providers cpu,wasm] [--runs R] [--blocks K]
- *   [--pause-ms MS] [--cold N] [--skip accounting,abba,roofline,cold] [--json FILE]`
+ *   [--pause-ms MS] [--cold N] [--threads N] [--skip accounting,abba,roofline,cold,threads] [--json FILE]`
  *
  * What the framework costs per denoising step, and where a cold `generate` spends its time:
  *  (a) accounting inside a run: the denoise node's time outside the UNet's `session.run`, per part
  *      (the loop's `StepProfile`: setup, scheduler, guidance, events; the noise-predictor call split
- *      into batcher + onnx-unet feeds, the ONNX wrapper's conversions, and `session.run` itself);
+ *      into batcher + onnx-unet feeds, the ONNX wrapper's conversions, and `session.run` itself),
+ *      and, paired per run, the same wrapper around a bare loop: what the framework adds to it;
  *  (b) framework vs a bare `session.run` loop on the same session, as ABBA blocks (framework, bare,
  *      bare, framework) with a pause before each arm so the previous arm's spinning ORT threads
  *      are asleep; the per-block ratio's median with a seeded bootstrap 95 % interval;
@@ -14,7 +15,11 @@
  *      session options (loaded by the same OnnxRuntime);
  *  (c) the cold CLI: `bun api/cli/launch.ts generate --timings` (`bun run generate`) spawned N times, its phases, and denoising's
  *      share of the process's wall time; interleaved with it, the floor (`bench/lib/cold-floor.ts`:
- *      the same work with no framework) and its share, and the CLI's wall time over the floor's.
+ *      the same work with no framework) and its share, and the CLI's wall time over the floor's;
+ *  (e) two creations of the UNet's session at once, on two threads of one process and in two
+ *      processes (`bench/lib/ort-threads.ts`), against one after the other: how much of a session's
+ *      creation another thread can overlap, which bounds any cold start that spreads its sessions
+ *      over threads (N rounds, default 6).
  * Prints markdown tables; asserts nothing (the numbers go in the README).
  */
 import { parseArgs } from "node:util";
@@ -39,7 +44,7 @@ const { values } = parseArgs({
   args: process.argv.slice(2),
   options: {
     pipeline: { type: "string" }, steps: { type: "string" }, providers: { type: "string" }, runs: { type: "string" },
-    blocks: { type: "string" }, "pause-ms": { type: "string" }, cold: { type: "string" }, skip: { type: "string" }, json: { type: "string" },
+    blocks: { type: "string" }, "pause-ms": { type: "string" }, cold: { type: "string" }, threads: { type: "string" }, skip: { type: "string" }, json: { type: "string" },
   },
 });
 const pipelinePath = values.pipeline ?? (existsSync("models/emoji-64/unet/model.onnx") ? "pipelines/emoji-64.json" : "pipelines/tiny-sd.json");
@@ -49,6 +54,7 @@ const runs = Number(values.runs ?? 12);
 const blocks = Number(values.blocks ?? 16);
 const pauseMs = Number(values["pause-ms"] ?? 250);
 const coldRuns = Number(values.cold ?? 5);
+const threadRounds = Number(values.threads ?? 6);
 const skip = new Set((values.skip ?? "").split(",").filter(Boolean));
 const report: Record<string, unknown> = { pipeline: pipelinePath, steps, startedAt: new Date().toISOString() };
 
@@ -160,9 +166,25 @@ for (const provider of providers) {
       } finally {
         for (const u of undo) u();
       }
+      // The bare loop too, with the same wrapper on the same session: its own time outside
+      // session.run (the await, the feeds' ORT tensors) is what a hand-written program pays anyway,
+      // so the framework's cost is its outside time less the bare loop's (paired per run).
+      await sleep(pauseMs);
+      const bareSess = { ms: 0, calls: 0 };
+      const undoBare = timeRuns(session, bareSess);
+      let bareStep: number;
+      try {
+        bareStep = await bare();
+      } finally {
+        undoBare();
+      }
       const n = prof.steps;
       const us = (ms: number) => (1000 * ms) / n;
+      const bareOutside = (1000 * (bareStep * steps - bareSess.ms)) / steps;
       rows.push({
+        bareStep: 1000 * bareStep,
+        bareOutside,
+        extra: us(denoise - sess.ms) - bareOutside,
         step: us(denoise),
         sessionRun: us(sess.ms),
         outside: us(denoise - sess.ms),
@@ -205,8 +227,15 @@ for (const provider of providers) {
     for (const [k, what] of parts) console.log(`${k} | ${fmt(median(col(k)), 1)} | ${what}`);
     console.log(`(events with an onEvent listener) | ${fmt(median(listened), 1)} | the same run with a listener (the CLI's progress bar, the API): ${listened.length} runs`);
     console.log(`**outside session.run** | **${fmt(median(outside), 1)}** [${fmt(ci[0], 1)}, ${fmt(ci[1], 1)}] | denoise node − Σ UNet session.run; ${pct(median(fr))} [${pct(frCi[0])}, ${pct(frCi[1])}] of a step`);
-    console.log(`session.run | ${fmt(median(col("sessionRun")), 1)} | the UNet (batch 2)\n`);
-    result.accounting = { runs: rows, eventsWithListenerUs: listened, outsideMedianUs: median(outside), outsideCi: ci, outsideFraction: median(fr), outsideFractionCi: frCi };
+    console.log(`session.run | ${fmt(median(col("sessionRun")), 1)} | the UNet (batch 2)`);
+    // Against the bare loop, run after each accounted run with the same wrapper.
+    const extra = col("extra");
+    const exCi = bootstrapInterval(extra);
+    const exFr = rows.map((r) => r.extra! / r.bareStep!);
+    const exFrCi = bootstrapInterval(exFr);
+    console.log(`(the bare loop's own time outside session.run) | ${fmt(median(col("bareOutside")), 1)} | the await and its feeds' ORT tensors, as a hand-written program pays them`);
+    console.log(`**the framework's extra** | **${fmt(median(extra), 1)}** [${fmt(exCi[0], 1)}, ${fmt(exCi[1], 1)}] | outside − the bare loop's outside, paired per run; **${pct(median(exFr))}** [${pct(exFrCi[0])}, ${pct(exFrCi[1])}] of a bare step\n`);
+    result.accounting = { runs: rows, eventsWithListenerUs: listened, outsideMedianUs: median(outside), outsideCi: ci, outsideFraction: median(fr), outsideFractionCi: frCi, extraMedianUs: median(extra), extraCi: exCi, extraFraction: median(exFr), extraFractionCi: exFrCi };
   }
 
   // (b) Framework vs bare, ABBA.
@@ -309,6 +338,22 @@ async function floorGraphs(pipelineFile: string): Promise<string[] | undefined> 
   return out;
 }
 
+/** Spawn `args` under this Bun; its stdout, and the epoch times of spawn and exit (ms). */
+async function spawnRun(args: string[], env?: Record<string, string>): Promise<{ stdout: string; start: number; end: number }> {
+  const start = performance.timeOrigin + performance.now();
+  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const p = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], ...(env ? { env: { ...process.env, ...env } } : {}) });
+    let so = "";
+    let se = "";
+    p.stdout.on("data", (d) => (so += d));
+    p.stderr.on("data", (d) => (se += d));
+    p.on("close", (code) => resolve({ code, stdout: so, stderr: se }));
+  });
+  const end = performance.timeOrigin + performance.now();
+  if (code !== 0) throw new Error(`${args[0]} failed (${code}): ${stderr.slice(-400)}`);
+  return { stdout, start, end };
+}
+
 // (c) The cold CLI.
 if (!skip.has("cold") && coldRuns > 0) {
   const dir = mkdtempSync(join(tmpdir(), "diffgraph-bench-"));
@@ -316,23 +361,8 @@ if (!skip.has("cold") && coldRuns > 0) {
   const floors: { wall: number; denoise: number; marks: Record<string, number> }[] = [];
   const bundled = freshBundle("generate") !== undefined;
   try {
-    /** Spawn `args` under this Bun; its stdout, and spawn → exit in ms. */
-    const run = async (args: string[], env?: Record<string, string>) => {
-      const start = performance.timeOrigin + performance.now();
-      const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-        const p = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], ...(env ? { env: { ...process.env, ...env } } : {}) });
-        let so = "";
-        let se = "";
-        p.stdout.on("data", (d) => (so += d));
-        p.stderr.on("data", (d) => (se += d));
-        p.on("close", (code) => resolve({ code, stdout: so, stderr: se }));
-      });
-      const end = performance.timeOrigin + performance.now();
-      if (code !== 0) throw new Error(`${args[0]} failed (${code}): ${stderr.slice(-400)}`);
-      return { stdout, start, end };
-    };
     const cli = async (counted: boolean) => {
-      const { stdout, start, end } = await run(["api/cli/launch.ts", "generate", "--prompt", "red heart", "--steps", String(steps), "--seed", "7", "--pipeline", pipelinePath, "--out", join(dir, "cold.png"), "--timings"]);
+      const { stdout, start, end } = await spawnRun(["api/cli/launch.ts", "generate", "--prompt", "red heart", "--steps", String(steps), "--seed", "7", "--pipeline", pipelinePath, "--out", join(dir, "cold.png"), "--timings"]);
       const line = stdout.split("\n").find((l) => l.startsWith('{"timings"'));
       if (!line) throw new Error("generate --timings printed no timings");
       const t = (JSON.parse(line) as { timings: CliTimings }).timings;
@@ -344,7 +374,7 @@ if (!skip.has("cold") && coldRuns > 0) {
     await cli(false);
     const graphs = await floorGraphs(pipelinePath);
     // The floor turns onnxruntime's telemetry off as the CLI does (it imports onnxruntime-node directly).
-    const runFloor = () => run(["bench/lib/cold-floor.ts", ...graphs!, String(steps), "4", String(navigator.hardwareConcurrency), join(dir, "floor.png")], { ORT_DISABLE_TELEMETRY: "1" });
+    const runFloor = () => spawnRun(["bench/lib/cold-floor.ts", ...graphs!, String(steps), "4", String(navigator.hardwareConcurrency), join(dir, "floor.png")], { ORT_DISABLE_TELEMETRY: "1" });
     if (graphs) await runFloor(); // its file cache warm too
     for (let i = 0; i < coldRuns; i++) {
       // Interleaved, the order alternating, so a slow spell of the machine hits both alike.
@@ -433,6 +463,55 @@ if (!skip.has("cold") && coldRuns > 0) {
     floor = { spawns: floors, denoiseFraction: median(ff), denoiseFractionCi: fCi, overMs: median(over), overMsCi: overCi, unetLoadMs: fm("unetLoaded") - fm("encoded") };
   } else console.log("(no floor: bench/lib/cold-floor.ts is written for emoji-64's shapes, and its optimized graphs must be in the graph cache)\n");
   report.cold = { bundled, spawns: spawns.map((s) => ({ wall: s.wall, before: s.before, exit: s.exit, timings: s.t })), denoiseFraction: median(frac), denoiseFractionCi: fracCi, wallMs: wall, ...(floor ? { floor } : {}) };
+}
+
+// (e) Two ONNX sessions created at once: on two threads of this process's kind, and in two processes.
+if (!skip.has("threads") && threadRounds > 0) {
+  const graphs = await floorGraphs(pipelinePath);
+  if (!graphs) console.log("(e) skipped: it times emoji-64's optimized graphs from the graph cache; run (c) or `bun run generate` first\n");
+  else {
+    const [, te, unet] = graphs as [string, string, string];
+    const script = "bench/lib/ort-threads.ts";
+    const env = { ORT_DISABLE_TELEMETRY: "1" };
+    type Spans = [number, number][];
+    const spans = (stdout: string) => (JSON.parse(stdout.trim().split("\n").at(-1)!) as { spans: Spans }).spans;
+    const makespan = (s: Spans) => Math.max(...s.map((x) => x[1])) - Math.min(...s.map((x) => x[0]));
+    const rows: { alone: number; serial: number; threads: number; threadEach: number; processes: number; processEach: number }[] = [];
+    for (let r = 0; r <= threadRounds; r++) {
+      await sleep(500);
+      const serial = spans((await spawnRun([script, "serial", te, unet], env)).stdout);
+      await sleep(500);
+      const threads = spans((await spawnRun([script, "threads", te, unet], env)).stdout);
+      await sleep(500);
+      // Both processes start creating at the same epoch instant, well after either has started.
+      const at = String(Date.now() + 800);
+      const procs = (await Promise.all([0, 1].map(() => spawnRun([script, "process", te, unet, at], env)))).flatMap((p) => spans(p.stdout));
+      if (r === 0) continue; // the first round fills the OS file cache; not counted
+      rows.push({
+        alone: serial[0]![1] - serial[0]![0],
+        serial: makespan(serial),
+        threads: makespan(threads),
+        threadEach: median(threads.map((x) => x[1] - x[0])),
+        processes: makespan(procs),
+        processEach: median(procs.map((x) => x[1] - x[0])),
+      });
+    }
+    const col = (k: keyof (typeof rows)[number]) => rows.map((x) => x[k]);
+    const ratio = (k: "threads" | "processes") => {
+      const rs = rows.map((x) => x[k] / x.serial);
+      return { median: median(rs), ci: bootstrapInterval(rs) };
+    };
+    const th = ratio("threads");
+    const pr = ratio("processes");
+    console.log(`(e) the UNet's session created twice (its optimized graph from the cache, one intra-op thread, onnxruntime's environment made first), ${rows.length} rounds, median ms:\n`);
+    console.log("how | each creation | both done (makespan) | makespan ÷ one after the other");
+    console.log("---|---|---|---");
+    console.log(`one after the other, one thread | ${fmt(median(col("alone")), 1)} (the first) | ${fmt(median(col("serial")), 1)} | 1`);
+    console.log(`at once, two threads of one process (main + Worker) | ${fmt(median(col("threadEach")), 1)} | ${fmt(median(col("threads")), 1)} | **${fmt(th.median, 2)}** [${fmt(th.ci[0], 2)}, ${fmt(th.ci[1], 2)}]`);
+    console.log(`at once, two processes | ${fmt(median(col("processEach")), 1)} | ${fmt(median(col("processes")), 1)} | **${fmt(pr.median, 2)}** [${fmt(pr.ci[0], 2)}, ${fmt(pr.ci[1], 2)}]`);
+    console.log("\n(0.5 would be two cores fully used; 1 is no overlap at all)\n");
+    report.threads = { rounds: rows, threadsOverSerial: th, processesOverSerial: pr };
+  }
 }
 
 report.loadAverage = await loadAverage();

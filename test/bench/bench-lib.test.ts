@@ -50,3 +50,48 @@ describe("bench/lib", () => {
     expect(await flops(2)).toBeCloseTo(2 * one, 0);
   });
 });
+
+describe("bench/lib/ort-threads.ts (the overhead bench's two-sessions-at-once probe)", () => {
+  const te = "models/tiny-sd/text_encoder/model.onnx";
+  const unet = "models/tiny-sd/unet/model.onnx";
+  const run = (...args: string[]) => {
+    const p = Bun.spawnSync([process.execPath, "bench/lib/ort-threads.ts", ...args], { env: { ...process.env, ORT_DISABLE_TELEMETRY: "1" } });
+    return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
+  };
+  const spans = (out: string) => (JSON.parse(out.trim().split("\n").at(-1)!) as { spans: [number, number][] }).spans;
+
+  test("serial: two creations, the second after the first", () => {
+    const r = run("serial", te, unet);
+    expect(r.code).toBe(0);
+    const [a, b] = spans(r.out) as [[number, number], [number, number]];
+    expect(a[1]).toBeGreaterThan(a[0]);
+    expect(b[0]).toBeGreaterThanOrEqual(a[1]);
+    expect(b[1]).toBeGreaterThan(b[0]);
+  });
+
+  test("threads: one creation on each thread, on one clock", () => {
+    const r = run("threads", te, unet);
+    expect(r.code).toBe(0);
+    const s = spans(r.out);
+    expect(s).toHaveLength(2);
+    for (const [start, end] of s) expect(end).toBeGreaterThan(start);
+    // Both are epoch times of the same run (whether they overlap is what the bench measures).
+    expect(Math.abs(s[0]![0] - s[1]![0])).toBeLessThan(10_000);
+  });
+
+  test("process: starts no earlier than the agreed instant", () => {
+    const at = Date.now() + 300;
+    const r = run("process", te, unet, String(at));
+    expect(r.code).toBe(0);
+    const [[start]] = spans(r.out) as [[number, number]];
+    // performance.timeOrigin + now() and Date.now() may differ by a millisecond or so.
+    expect(start).toBeGreaterThanOrEqual(at - 5);
+  });
+
+  test("a wrong mode or a missing instant is a usage error, exit 2", () => {
+    expect(run("both", te, unet).code).toBe(2);
+    const r = run("process", te, unet);
+    expect(r.code).toBe(2);
+    expect(r.err).toContain("usage:");
+  });
+});
