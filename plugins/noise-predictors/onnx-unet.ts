@@ -84,6 +84,7 @@ export default definePlugin({
     model.expectInput("encoder_hidden_states", { rank: 3, types: floats, what: "text embeddings [batch, tokens, dim]" });
     const outName = model.outputs.find((o) => o.name === "out_sample")?.name ?? model.outputs[0]?.name;
     if (!outName) throw new ModelFileError(model.file, "has no outputs");
+    const outNames = [outName] as const; // one list for every step's call
     const sdxl = model.hasInput("text_embeds") || model.hasInput("time_ids");
     if (sdxl) {
       model.expectInput("text_embeds", { rank: 2, types: floats, what: "SDXL's pooled text embedding [batch, dim]" });
@@ -178,7 +179,7 @@ export default definePlugin({
           const w = guidance ?? new Float32Array(b).fill(1);
           feeds.timestep_cond = guidanceEmbedding(w, dim, b);
         }
-        const out = (await model.run(feeds, [outName]))[outName]!;
+        const out = (await model.run(feeds, outNames))[outName]!;
         if (unchecked !== undefined) {
           if (out.dims[1] !== unchecked) throw new ModelFileError(`${ctx.models.root}/unet/config.json`, `out_channels: ${unchecked}, but ${model.file} returns ${out.dims[1]} channels`);
           unchecked = undefined;

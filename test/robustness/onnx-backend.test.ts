@@ -68,3 +68,43 @@ test("a session whose run fails, or returns without an output the model declares
   expect(Array.from(out.y!.data)).toEqual([6]);
   expect(out.y!.dims).toEqual([1]);
 });
+
+test("a float32 feed given the same array and dims as in the last call keeps its ORT tensor, which reads the array as it is now", async () => {
+  const model = onnxModelBytes([["x", "float32", ["a"]], ["e", "float32", ["b", "c"]]], [["y", "float32", ["a"]]], "p");
+  const made: string[] = [];
+  const seen: number[][] = [];
+  const ort: OrtModuleLike = {
+    InferenceSession: {
+      async create(bytes): Promise<OrtSessionLike> {
+        return fakeSessionFor(bytes as Uint8Array, async (feeds) => {
+          // Like onnxruntime's binding, read the data when the run happens.
+          seen.push(Array.from(feeds.e!.data as Float32Array));
+          return { y: { type: "float32", dims: feeds.x!.dims, data: feeds.x!.data } };
+        });
+      },
+    },
+    Tensor: class {
+      constructor(
+        readonly type: string,
+        readonly data: Float32Array,
+        readonly dims: readonly number[],
+      ) {
+        made.push(`${type}[${dims.join(",")}]`);
+      }
+    } as never,
+  };
+  const onnx = new OnnxRuntime({ backends: { host: "test", native: async () => ort }, executionProvider: "cpu" });
+  const m = await onnx.load(memorySource({ "m.onnx": model }, "m"), "m.onnx");
+  const e = Float32Array.of(1, 2, 3, 4);
+  for (let i = 0; i < 3; i++) await m.run({ x: { dims: [1], data: Float32Array.of(i) }, e: { dims: [2, 2], data: e } });
+  // x is a new array each call, e the same one: three tensors for x, one for e.
+  expect(made).toEqual(["float32[1]", "float32[2,2]", "float32[1]", "float32[1]"]);
+  e[0] = 9; // changed in place: the kept tensor wraps the array, so the next run reads 9
+  await m.run({ x: { dims: [1], data: Float32Array.of(0) }, e: { dims: [2, 2], data: e } });
+  expect(seen.at(-1)).toEqual([9, 2, 3, 4]);
+  made.length = 0;
+  await m.run({ x: { dims: [1], data: Float32Array.of(0) }, e: { dims: [1, 4], data: e } }); // same array, other dims
+  await m.run({ x: { dims: [1], data: Float32Array.of(0) }, e: { dims: [1, 4], data: Float32Array.from(e) } }); // same dims, another array
+  expect(made).toEqual(["float32[1]", "float32[1,4]", "float32[1]", "float32[1,4]"]);
+  expect(seen.at(-1)).toEqual([9, 2, 3, 4]);
+});
