@@ -6,7 +6,7 @@
  *  (a) accounting inside a run: the denoise node's time outside the UNet's `session.run`, per part
  *      (the loop's `StepProfile`: setup, scheduler, guidance, events; the noise-predictor call split
  *      into batcher + onnx-unet feeds, the ONNX wrapper's conversions, and `session.run` itself),
- *      and, paired per run, the same wrapper around a bare loop: what the framework adds to it;
+ *      and, paired per run, the same run unprofiled against a bare loop: what the framework adds;
  *  (b) framework vs a bare `session.run` loop on the same session, as ABBA blocks (framework, bare,
  *      bare, framework) with a pause before each arm so the previous arm's spinning ORT threads
  *      are asleep; the per-block ratio's median with a seeded bootstrap 95 % interval;
@@ -166,25 +166,38 @@ for (const provider of providers) {
       } finally {
         for (const u of undo) u();
       }
-      // The bare loop too, with the same wrapper on the same session: its own time outside
-      // session.run (the await, the feeds' ORT tensors) is what a hand-written program pays anyway,
-      // so the framework's cost is its outside time less the bare loop's (paired per run).
-      await sleep(pauseMs);
-      const bareSess = { ms: 0, calls: 0 };
-      const undoBare = timeRuns(session, bareSess);
-      let bareStep: number;
-      try {
-        bareStep = await bare();
-      } finally {
-        undoBare();
+      // The same run unprofiled (no StepProfile laps, no wrapper on OnnxModel.run: only session.run
+      // timed), and the bare loop with the same wrapper on the same session, in alternating order:
+      // the framework's extra is its time outside session.run less the bare loop's, which a
+      // hand-written program pays too (its await, its feeds' ORT tensors); paired per run.
+      let plain = 0;
+      let plainSess = 0;
+      let bareStep = 0;
+      let bareSessMs = 0;
+      for (const arm of r % 2 ? ["bare", "plain"] : ["plain", "bare"]) {
+        await sleep(pauseMs);
+        const acc = { ms: 0, calls: 0 };
+        const undoArm = timeRuns(session, acc);
+        try {
+          if (arm === "plain") {
+            plain = (await framework()) * steps;
+            plainSess = acc.ms;
+          } else {
+            bareStep = await bare();
+            bareSessMs = acc.ms;
+          }
+        } finally {
+          undoArm();
+        }
       }
       const n = prof.steps;
       const us = (ms: number) => (1000 * ms) / n;
-      const bareOutside = (1000 * (bareStep * steps - bareSess.ms)) / steps;
+      const bareOutside = (1000 * (bareStep * steps - bareSessMs)) / steps;
       rows.push({
         bareStep: 1000 * bareStep,
         bareOutside,
-        extra: us(denoise - sess.ms) - bareOutside,
+        plainOutside: us(plain - plainSess),
+        extra: us(plain - plainSess) - bareOutside,
         step: us(denoise),
         sessionRun: us(sess.ms),
         outside: us(denoise - sess.ms),
@@ -228,14 +241,17 @@ for (const provider of providers) {
     console.log(`(events with an onEvent listener) | ${fmt(median(listened), 1)} | the same run with a listener (the CLI's progress bar, the API): ${listened.length} runs`);
     console.log(`**outside session.run** | **${fmt(median(outside), 1)}** [${fmt(ci[0], 1)}, ${fmt(ci[1], 1)}] | denoise node − Σ UNet session.run; ${pct(median(fr))} [${pct(frCi[0])}, ${pct(frCi[1])}] of a step`);
     console.log(`session.run | ${fmt(median(col("sessionRun")), 1)} | the UNet (batch 2)`);
-    // Against the bare loop, run after each accounted run with the same wrapper.
     const extra = col("extra");
     const exCi = bootstrapInterval(extra);
     const exFr = rows.map((r) => r.extra! / r.bareStep!);
     const exFrCi = bootstrapInterval(exFr);
-    console.log(`(the bare loop's own time outside session.run) | ${fmt(median(col("bareOutside")), 1)} | the await and its feeds' ORT tensors, as a hand-written program pays them`);
-    console.log(`**the framework's extra** | **${fmt(median(extra), 1)}** [${fmt(exCi[0], 1)}, ${fmt(exCi[1], 1)}] | outside − the bare loop's outside, paired per run; **${pct(median(exFr))}** [${pct(exFrCi[0])}, ${pct(exFrCi[1])}] of a bare step\n`);
-    result.accounting = { runs: rows, eventsWithListenerUs: listened, outsideMedianUs: median(outside), outsideCi: ci, outsideFraction: median(fr), outsideFractionCi: frCi, extraMedianUs: median(extra), extraCi: exCi, extraFraction: median(exFr), extraFractionCi: exFrCi };
+    console.log(`\nthe same run without the profile's clocks (only session.run timed), against the bare loop (same wrapper, same session), paired per run, µs per step:\n`);
+    console.log("measure | µs/step | what");
+    console.log("---|---|---");
+    console.log(`framework outside session.run | ${fmt(median(col("plainOutside")), 1)} | denoise node − Σ UNet session.run, unprofiled`);
+    console.log(`bare loop outside session.run | ${fmt(median(col("bareOutside")), 1)} | its await and its feeds' ORT tensors, as a hand-written program pays them`);
+    console.log(`**the framework's extra** | **${fmt(median(extra), 1)}** [${fmt(exCi[0], 1)}, ${fmt(exCi[1], 1)}] | the difference: **${pct(median(exFr))}** [${pct(exFrCi[0])}, ${pct(exFrCi[1])}] of a bare step\n`);
+    result.accounting = { runs: rows, eventsWithListenerUs: listened, outsideMedianUs: median(outside), outsideCi: ci, outsideFraction: median(fr), outsideFractionCi: frCi, plainOutsideMedianUs: median(col("plainOutside")), extraMedianUs: median(extra), extraCi: exCi, extraFraction: median(exFr), extraFractionCi: exFrCi };
   }
 
   // (b) Framework vs bare, ABBA.
