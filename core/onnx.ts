@@ -219,9 +219,10 @@ export class OnnxModel implements OnnxModelInfo {
   /** Whether some input fixes its first axis: only then can a batch need slices (`run`). */
   private readonly fixedFirstAxis: boolean;
   /**
-   * The ORT tensor of each input's last float32 feed, kept while the next call feeds the same array
-   * with the same dims (the text embeddings, every step of a run). It wraps that array itself, so
-   * it reads whatever the array holds at the next run.
+   * The ORT tensor of the text embeddings' last float32 feed (`RESIDENT_INPUTS`, the same every step
+   * of a run), kept while the next call feeds the same array with the same dims. It wraps that array
+   * itself, so it reads whatever the array holds at the next run. Other inputs (latents, images) are
+   * new arrays each call and are not kept.
    */
   private readonly lastFeed = new Map<string, { src: Float32Array; dims: readonly number[]; tensor: OrtTensorLike }>();
 
@@ -396,7 +397,7 @@ export class OnnxModel implements OnnxModelInfo {
    * on the GPU (`preferredOutputLocation: "gpu-buffer"`) and only those asked for are read back —
    * SDXL's text towers return every layer's states, of which one is used.
    */
-  private readonly resident = new Map<string, { src: ArrayLike<number>; dims: string; seen: number; tensor?: OrtTensorLike }>();
+  private readonly resident = new Map<string, { src: ArrayLike<number>; dims: readonly number[]; seen: number; tensor?: OrtTensorLike }>();
   private residentBytes = 0;
   /** Resident tensors replaced by newer feeds, freed inside the next serialized run (after every earlier one). */
   private retired: OrtTensorLike[] = [];
@@ -404,12 +405,11 @@ export class OnnxModel implements OnnxModelInfo {
   private async residentFeed(io: IOInfo, value: Feed): Promise<OrtTensorLike | undefined> {
     const { gpu, ort } = this.session;
     if (!gpu || !RESIDENT_INPUTS.has(io.name) || "ints" in value || (io.type !== "float32" && io.type !== "float16") || !ort.Tensor.fromGpuBuffer) return undefined;
-    const dims = value.dims.join("x");
     const prev = this.resident.get(io.name);
-    if (!prev || prev.src !== value.data || prev.dims !== dims) {
+    if (!prev || prev.src !== value.data || !sameDims(prev.dims, value.dims)) {
       // A run queued before this call may still use the old buffer: it is freed once those have run.
       if (prev?.tensor) this.retired.push(prev.tensor);
-      this.resident.set(io.name, { src: value.data, dims, seen: 1 });
+      this.resident.set(io.name, { src: value.data, dims: value.dims.slice(), seen: 1 });
       return undefined;
     }
     if (prev.tensor) return prev.tensor;
@@ -431,7 +431,10 @@ export class OnnxModel implements OnnxModelInfo {
   }
 
   private async runOnce(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
-    if (!this.opened) await this.ready();
+    if (!this.opened) {
+      for (const name in feeds) this.input(name); // a feed the model does not take fails before its session is made
+      await this.ready();
+    }
     const { serialize, session, gpu, backend, provider } = this.session;
     // Only onnxruntime-web's WebGPU provider, residency on or off, needs its queue and bookkeeping.
     if (!queuedProvider(backend, provider)) return this.runDirect(session, feeds, outputNames);
@@ -508,11 +511,12 @@ export class OnnxModel implements OnnxModelInfo {
     switch (io.type) {
       case "float32": {
         if (!(src instanceof Float32Array)) return new ort.Tensor("float32", Float32Array.from(src), dims);
-        if (!reuse) return new ort.Tensor("float32", src, dims);
+        if (!reuse || !RESIDENT_INPUTS.has(io.name)) return new ort.Tensor("float32", src, dims);
         const last = this.lastFeed.get(io.name);
         if (last && last.src === src && sameDims(last.dims, dims)) return last.tensor;
-        const tensor = new ort.Tensor("float32", src, dims);
-        this.lastFeed.set(io.name, { src, dims: dims.slice(), tensor });
+        const own = dims.slice(); // onnxruntime keeps the dims array it is given: one the caller cannot change
+        const tensor = new ort.Tensor("float32", src, own);
+        this.lastFeed.set(io.name, { src, dims: own, tensor });
         return tensor;
       }
       case "float16": {

@@ -69,16 +69,20 @@ test("a session whose run fails, or returns without an output the model declares
   expect(out.y!.dims).toEqual([1]);
 });
 
-test("a float32 feed given the same array and dims as in the last call keeps its ORT tensor, which reads the array as it is now", async () => {
-  const model = onnxModelBytes([["x", "float32", ["a"]], ["e", "float32", ["b", "c"]]], [["y", "float32", ["a"]]], "p");
+test("the text embeddings given the same array and dims as in the last call keep their ORT tensor, which reads the array as it is now; other feeds get a new one each call", async () => {
+  const model = onnxModelBytes([["x", "float32", ["a"]], ["encoder_hidden_states", "float32", ["b", "c"]]], [["y", "float32", ["a"]]], "p");
   const made: string[] = [];
   const seen: number[][] = [];
+  const seenDims: number[][] = [];
+  let created = 0;
   const ort: OrtModuleLike = {
     InferenceSession: {
       async create(bytes): Promise<OrtSessionLike> {
+        created++;
         return fakeSessionFor(bytes as Uint8Array, async (feeds) => {
           // Like onnxruntime's binding, read the data when the run happens.
-          seen.push(Array.from(feeds.e!.data as Float32Array));
+          seen.push(Array.from(feeds.encoder_hidden_states!.data as Float32Array));
+          seenDims.push([...feeds.encoder_hidden_states!.dims]);
           return { y: { type: "float32", dims: feeds.x!.dims, data: feeds.x!.data } };
         });
       },
@@ -95,16 +99,25 @@ test("a float32 feed given the same array and dims as in the last call keeps its
   };
   const onnx = new OnnxRuntime({ backends: { host: "test", native: async () => ort }, executionProvider: "cpu" });
   const m = await onnx.load(memorySource({ "m.onnx": model }, "m"), "m.onnx");
+  // A feed the model does not take fails before the session is made.
+  await expect(m.run({ nope: { dims: [1], data: Float32Array.of(0) } })).rejects.toThrow(/^m\/m\.onnx: has no input "nope"/);
+  expect(created).toBe(0);
   const e = Float32Array.of(1, 2, 3, 4);
-  for (let i = 0; i < 3; i++) await m.run({ x: { dims: [1], data: Float32Array.of(i) }, e: { dims: [2, 2], data: e } });
-  // x is a new array each call, e the same one: three tensors for x, one for e.
+  const x = Float32Array.of(5);
+  const dims = [2, 2];
+  for (let i = 0; i < 3; i++) await m.run({ x: { dims: [1], data: x }, encoder_hidden_states: { dims, data: e } });
+  // x is the same array too, but only the text embeddings are kept: three tensors for x, one for them.
   expect(made).toEqual(["float32[1]", "float32[2,2]", "float32[1]", "float32[1]"]);
   e[0] = 9; // changed in place: the kept tensor wraps the array, so the next run reads 9
-  await m.run({ x: { dims: [1], data: Float32Array.of(0) }, e: { dims: [2, 2], data: e } });
+  dims[0] = 4; // and the caller's dims array, changed afterwards, is not the kept tensor's
+  await m.run({ x: { dims: [1], data: x }, encoder_hidden_states: { dims: [2, 2], data: e } });
   expect(seen.at(-1)).toEqual([9, 2, 3, 4]);
+  expect(seenDims.at(-1)).toEqual([2, 2]);
+  expect(made).toHaveLength(5);
   made.length = 0;
-  await m.run({ x: { dims: [1], data: Float32Array.of(0) }, e: { dims: [1, 4], data: e } }); // same array, other dims
-  await m.run({ x: { dims: [1], data: Float32Array.of(0) }, e: { dims: [1, 4], data: Float32Array.from(e) } }); // same dims, another array
+  await m.run({ x: { dims: [1], data: x }, encoder_hidden_states: { dims: [1, 4], data: e } }); // same array, other dims
+  await m.run({ x: { dims: [1], data: x }, encoder_hidden_states: { dims: [1, 4], data: Float32Array.from(e) } }); // same dims, another array
   expect(made).toEqual(["float32[1]", "float32[1,4]", "float32[1]", "float32[1,4]"]);
   expect(seen.at(-1)).toEqual([9, 2, 3, 4]);
+  expect(created).toBe(1);
 });
