@@ -1,6 +1,6 @@
 /**
  * `bun run bench [--pipeline FILE] [--steps N] [--providers cpu,wasm] [--runs R] [--blocks K]
- *   [--pause-ms MS] [--cold N] [--threads N] [--skip accounting,abba,roofline,cold,threads] [--json FILE]`
+ *   [--pause-ms MS] [--cold N] [--thread-rounds N] [--skip accounting,abba,roofline,cold,threads] [--json FILE]`
  *
  * What the framework costs per denoising step, and where a cold `generate` spends its time:
  *  (a) accounting inside a run: the denoise node's time outside the UNet's `session.run`, per part
@@ -39,12 +39,13 @@ import type { CliTimings } from "../api/cli/phase-timings.ts";
 import { freshBundle } from "../api/cli/launch.ts";
 import { bootstrapInterval, median } from "./lib/stats.ts";
 import { matmulModel, planFlops } from "./lib/onnx-flops.ts";
+import { spansOf } from "./lib/ort-threads.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
   options: {
     pipeline: { type: "string" }, steps: { type: "string" }, providers: { type: "string" }, runs: { type: "string" },
-    blocks: { type: "string" }, "pause-ms": { type: "string" }, cold: { type: "string" }, threads: { type: "string" }, skip: { type: "string" }, json: { type: "string" },
+    blocks: { type: "string" }, "pause-ms": { type: "string" }, cold: { type: "string" }, "thread-rounds": { type: "string" }, skip: { type: "string" }, json: { type: "string" },
   },
 });
 const pipelinePath = values.pipeline ?? (existsSync("models/emoji-64/unet/model.onnx") ? "pipelines/emoji-64.json" : "pipelines/tiny-sd.json");
@@ -54,7 +55,7 @@ const runs = Number(values.runs ?? 12);
 const blocks = Number(values.blocks ?? 16);
 const pauseMs = Number(values["pause-ms"] ?? 250);
 const coldRuns = Number(values.cold ?? 5);
-const threadRounds = Number(values.threads ?? 6);
+const threadRounds = Number(values["thread-rounds"] ?? 6);
 const skip = new Set((values.skip ?? "").split(",").filter(Boolean));
 const report: Record<string, unknown> = { pipeline: pipelinePath, steps, startedAt: new Date().toISOString() };
 
@@ -484,25 +485,36 @@ if (!skip.has("cold") && coldRuns > 0) {
 // (e) Two ONNX sessions created at once: on two threads of this process's kind, and in two processes.
 if (!skip.has("threads") && threadRounds > 0) {
   const graphs = await floorGraphs(pipelinePath);
-  if (!graphs) console.log("(e) skipped: it times emoji-64's optimized graphs from the graph cache; run (c) or `bun run generate` first\n");
+  if (!graphs) console.log("(e) skipped: it times emoji-64's optimized graphs from the graph cache (another pipeline has none it knows; for emoji-64, run (c) or `bun run generate` first)\n");
   else {
     const [, te, unet] = graphs as [string, string, string];
     const script = "bench/lib/ort-threads.ts";
     const env = { ORT_DISABLE_TELEMETRY: "1" };
-    type Spans = [number, number][];
-    const spans = (stdout: string) => (JSON.parse(stdout.trim().split("\n").at(-1)!) as { spans: Spans }).spans;
-    const makespan = (s: Spans) => Math.max(...s.map((x) => x[1])) - Math.min(...s.map((x) => x[0]));
+    const makespan = (s: [number, number][]) => Math.max(...s.map((x) => x[1])) - Math.min(...s.map((x) => x[0]));
     const rows: { alone: number; serial: number; threads: number; threadEach: number; processes: number; processEach: number }[] = [];
+    let late = 0;
     for (let r = 0; r <= threadRounds; r++) {
-      await sleep(500);
-      const serial = spans((await spawnRun([script, "serial", te, unet], env)).stdout);
-      await sleep(500);
-      const threads = spans((await spawnRun([script, "threads", te, unet], env)).stdout);
-      await sleep(500);
-      // Both processes start creating at the same epoch instant, well after either has started.
-      const at = String(Date.now() + 800);
-      const procs = (await Promise.all([0, 1].map(() => spawnRun([script, "process", te, unet, at], env)))).flatMap((p) => spans(p.stdout));
+      const got: Record<string, [number, number][]> = {};
+      let lateRound = false;
+      // The three ways in a rotating order, so a slow spell of the machine does not always hit the same one.
+      const order = ["serial", "threads", "process"];
+      for (const how of [...order.slice(r % 3), ...order.slice(0, r % 3)]) {
+        await sleep(500);
+        if (how !== "process") got[how] = spansOf((await spawnRun([script, how, te, unet], env)).stdout);
+        else {
+          // Both processes start creating at the same epoch instant, well after either has started;
+          // a round where one was not ready by then is not counted.
+          const at = Date.now() + 1500;
+          got.process = (await Promise.all([0, 1].map(() => spawnRun([script, "process", te, unet, String(at)], env)))).flatMap((p) => spansOf(p.stdout));
+          lateRound = got.process.some(([start]) => start - at > 5);
+        }
+      }
       if (r === 0) continue; // the first round fills the OS file cache; not counted
+      if (lateRound) {
+        late++;
+        continue;
+      }
+      const [serial, threads, procs] = [got.serial!, got.threads!, got.process!];
       rows.push({
         alone: serial[0]![1] - serial[0]![0],
         serial: makespan(serial),
@@ -519,14 +531,14 @@ if (!skip.has("threads") && threadRounds > 0) {
     };
     const th = ratio("threads");
     const pr = ratio("processes");
-    console.log(`(e) the UNet's session created twice (its optimized graph from the cache, one intra-op thread, onnxruntime's environment made first), ${rows.length} rounds, median ms:\n`);
+    console.log(`(e) the UNet's session created twice (its optimized graph from the cache, one intra-op thread, onnxruntime's environment made first), ${rows.length} rounds${late ? ` (${late} more left out: a process started late)` : ""}, median ms:\n`);
     console.log("how | each creation | both done (makespan) | makespan ÷ one after the other");
     console.log("---|---|---|---");
     console.log(`one after the other, one thread | ${fmt(median(col("alone")), 1)} (the first) | ${fmt(median(col("serial")), 1)} | 1`);
     console.log(`at once, two threads of one process (main + Worker) | ${fmt(median(col("threadEach")), 1)} | ${fmt(median(col("threads")), 1)} | **${fmt(th.median, 2)}** [${fmt(th.ci[0], 2)}, ${fmt(th.ci[1], 2)}]`);
     console.log(`at once, two processes | ${fmt(median(col("processEach")), 1)} | ${fmt(median(col("processes")), 1)} | **${fmt(pr.median, 2)}** [${fmt(pr.ci[0], 2)}, ${fmt(pr.ci[1], 2)}]`);
     console.log("\n(0.5 would be two cores fully used; 1 is no overlap at all)\n");
-    report.threads = { rounds: rows, threadsOverSerial: th, processesOverSerial: pr };
+    report.threads = { rounds: rows, lateRounds: late, threadsOverSerial: th, processesOverSerial: pr };
   }
 }
 

@@ -9,8 +9,9 @@
  *                                                                 (the bench starts two such processes)
  *
  * Each prints one JSON line of [start, end] pairs in epoch milliseconds (`performance.timeOrigin +
- * performance.now()`, comparable across threads and processes). Every session has one intra-op
- * thread: creation runs on the calling thread either way, and no pool competes for the two cores.
+ * performance.now()`, comparable across threads and processes; `spansOf` reads it back). Every
+ * session has one intra-op thread: creation runs on the calling thread either way, and no pool
+ * competes for the two cores.
  */
 import * as ort from "onnxruntime-node";
 
@@ -32,13 +33,18 @@ async function createTimed(file: string): Promise<[number, number]> {
   return [start, end];
 }
 
+/** The [start, end] pairs of one run's output (its last line). */
+export function spansOf(stdout: string): [number, number][] {
+  return (JSON.parse(stdout.trim().split("\n").at(-1)!) as { spans: [number, number][] }).spans;
+}
+
 const scope = globalThis as unknown as { postMessage(m: unknown): void; onmessage: ((e: { data: { unet: string } }) => void) | null };
 
 if (!Bun.isMainThread) {
   // The Worker of `threads`: ready once onnxruntime-node is imported; creates when told.
   scope.onmessage = async (e) => scope.postMessage({ span: await createTimed(e.data.unet) });
   scope.postMessage({ ready: true });
-} else {
+} else if (import.meta.main) {
   const [mode, te, unet, at] = process.argv.slice(2);
   if (!mode || !te || !unet || !["serial", "threads", "process"].includes(mode) || (mode === "process" && !at)) {
     console.error("usage: bun bench/lib/ort-threads.ts serial|threads|process TE.onnx UNET.onnx [AT_MS]");
