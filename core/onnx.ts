@@ -343,7 +343,7 @@ export class OnnxModel implements OnnxModelInfo {
   }
 
   hasInput(name: string): boolean {
-    return this.inputs.some((i) => i.name === name);
+    return this.byName.has(name);
   }
 
   /**
@@ -406,7 +406,7 @@ export class OnnxModel implements OnnxModelInfo {
     const { gpu, ort } = this.session;
     if (!gpu || !RESIDENT_INPUTS.has(io.name) || "ints" in value || (io.type !== "float32" && io.type !== "float16") || !ort.Tensor.fromGpuBuffer) return undefined;
     const prev = this.resident.get(io.name);
-    if (!prev || prev.src !== value.data || !sameDims(prev.dims, value.dims)) {
+    if (!prev || !sameFeed(prev, value.data, value.dims)) {
       // A run queued before this call may still use the old buffer: it is freed once those have run.
       if (prev?.tensor) this.retired.push(prev.tensor);
       this.resident.set(io.name, { src: value.data, dims: value.dims.slice(), seen: 1 });
@@ -500,7 +500,7 @@ export class OnnxModel implements OnnxModelInfo {
     return read;
   }
 
-  /** `reuse`: off the WebGPU queue, an unchanged float32 feed keeps its ORT tensor (`lastFeed`). */
+  /** `reuse`: off the WebGPU queue, the text embeddings fed unchanged keep their ORT tensor (`lastFeed`). */
   private toOrt(io: IOInfo, value: Feed, reuse = false): OrtTensorLike {
     const { ort, backend } = this.session;
     const dims = value.dims;
@@ -513,7 +513,7 @@ export class OnnxModel implements OnnxModelInfo {
         if (!(src instanceof Float32Array)) return new ort.Tensor("float32", Float32Array.from(src), dims);
         if (!reuse || !RESIDENT_INPUTS.has(io.name)) return new ort.Tensor("float32", src, dims);
         const last = this.lastFeed.get(io.name);
-        if (last && last.src === src && sameDims(last.dims, dims)) return last.tensor;
+        if (last && sameFeed(last, src, dims)) return last.tensor;
         const own = dims.slice(); // onnxruntime keeps the dims array it is given: one the caller cannot change
         const tensor = new ort.Tensor("float32", src, own);
         this.lastFeed.set(io.name, { src, dims: own, tensor });
@@ -555,9 +555,10 @@ export class OnnxModel implements OnnxModelInfo {
   }
 }
 
-function sameDims(a: readonly number[], b: readonly number[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+/** Whether a feed is the one remembered: the same array (not equal values: it may have changed in place) and the same dims. */
+function sameFeed(prev: { readonly src: ArrayLike<number>; readonly dims: readonly number[] }, src: ArrayLike<number>, dims: readonly number[]): boolean {
+  if (prev.src !== src || prev.dims.length !== dims.length) return false;
+  for (let i = 0; i < dims.length; i++) if (prev.dims[i] !== dims[i]) return false;
   return true;
 }
 
