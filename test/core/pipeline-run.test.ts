@@ -125,8 +125,8 @@ describe("text-to-image on the tiny-sd fixture", () => {
       expect(s.preview!.dims).toEqual([1, 3, 64, 64]);
     }
     // Both encoders finish before the denoise node starts. (Whether the negative prompt's node starts
-    // before the prompt's ends depends on when each one's cache-key digest comes back, so a loaded
-    // machine can order them either way; that independent nodes overlap is executor.test.ts's
+    // before the prompt's ends depends on when each one's cache-key digest comes back, which the event
+    // loop can order either way (it did once in CI); that independent nodes overlap is executor.test.ts's
     // "independent nodes run concurrently".)
     const idx = (type: string, node: string) => events.findIndex((e) => e.type === type && "node" in e && e.node === node);
     for (const enc of ["prompt", "negative"]) {
