@@ -219,12 +219,14 @@ export class OnnxModel implements OnnxModelInfo {
   /** Whether some input fixes its first axis: only then can a batch need slices (`run`). */
   private readonly fixedFirstAxis: boolean;
   /**
-   * The ORT tensor of the text embeddings' last float32 feed (`RESIDENT_INPUTS`, the same every step
-   * of a run), kept while the next call feeds the same array with the same dims. It wraps that array
-   * itself, so it reads whatever the array holds at the next run. Other inputs (latents, images) are
-   * new arrays each call and are not kept.
+   * The ORT tensor made for a float32 array fed off onnxruntime-web's WebGPU queue, kept while that
+   * array lives and is fed again with the same dims: the text embeddings (the same every step of a
+   * run) and the denoising loop's sample buffer (one per run, refilled every step) then cost no new
+   * tensor per step. The tensor wraps the array itself, so a run reads whatever it holds then.
+   * Keyed weakly by the array (an ephemeron: the tensor's hold on its array does not keep the entry
+   * alive), so nothing is held after the caller lets the array go.
    */
-  private readonly lastFeed = new Map<string, { src: Float32Array; dims: readonly number[]; tensor: OrtTensorLike }>();
+  private readonly tensorOf = new WeakMap<Float32Array, { dims: readonly number[]; tensor: OrtTensorLike }>();
 
   constructor(
     readonly file: string,
@@ -352,9 +354,14 @@ export class OnnxModel implements OnnxModelInfo {
    * a larger batch in slices of that size: feeds with the batch's row count are cut, the others
    * (a [1] timestep) are passed whole, and the outputs are joined again.
    */
-  async run(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
-    // Plain loops: this runs once per denoising step (bench/overhead.ts counts what it costs).
+  run(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
+    // Once per denoising step (bench/overhead.ts counts what it costs): plain loops, and no async
+    // layer of its own where it only hands on runOnce's promise (each one is a measured cost).
     if (!this.fixedFirstAxis) return this.runOnce(feeds, outputNames);
+    return this.runSliced(feeds, outputNames);
+  }
+
+  private async runSliced(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
     let rows = -Infinity;
     for (const name in feeds) rows = Math.max(rows, feeds[name]!.dims[0] ?? 1);
     // The batch is what the row-carrying feeds share; a fixed first axis on those (not on a [1] timestep) bounds it.
@@ -430,7 +437,15 @@ export class OnnxModel implements OnnxModelInfo {
     return { residentFeeds: [...this.resident.values()].filter((r) => r.tensor).length, uploadedBytes: this.residentBytes };
   }
 
-  private async runOnce(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
+  /** A session made, off onnxruntime-web's WebGPU provider: straight to runDirect, with no async layer between. */
+  private runOnce(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
+    const s = this.opened;
+    if (s && !queuedProvider(s.backend, s.provider)) return this.runDirect(s.session, feeds, outputNames);
+    return this.runOpened(feeds, outputNames);
+  }
+
+  /** `runOnce` for a model without its session yet, or on onnxruntime-web's WebGPU provider (its queue, residency). */
+  private async runOpened(feeds: Record<string, Feed>, outputNames?: readonly string[]): Promise<Record<string, Tensor>> {
     if (!this.opened) {
       for (const name in feeds) this.input(name); // a feed the model does not take fails before its session is made
       await this.ready();
@@ -500,7 +515,7 @@ export class OnnxModel implements OnnxModelInfo {
     return read;
   }
 
-  /** `reuse`: off the WebGPU queue, the text embeddings fed unchanged keep their ORT tensor (`lastFeed`). */
+  /** `reuse`: off the WebGPU queue, a float32 array fed again with the same dims keeps its ORT tensor (`tensorOf`). */
   private toOrt(io: IOInfo, value: Feed, reuse = false): OrtTensorLike {
     const { ort, backend } = this.session;
     const dims = value.dims;
@@ -511,12 +526,12 @@ export class OnnxModel implements OnnxModelInfo {
     switch (io.type) {
       case "float32": {
         if (!(src instanceof Float32Array)) return new ort.Tensor("float32", Float32Array.from(src), dims);
-        if (!reuse || !RESIDENT_INPUTS.has(io.name)) return new ort.Tensor("float32", src, dims);
-        const last = this.lastFeed.get(io.name);
-        if (last && sameFeed(last, src, dims)) return last.tensor;
+        if (!reuse) return new ort.Tensor("float32", src, dims);
+        const last = this.tensorOf.get(src);
+        if (last && sameDims(last.dims, dims)) return last.tensor;
         const own = dims.slice(); // onnxruntime keeps the dims array it is given: one the caller cannot change
         const tensor = new ort.Tensor("float32", src, own);
-        this.lastFeed.set(io.name, { src, dims: own, tensor });
+        this.tensorOf.set(src, { dims: own, tensor });
         return tensor;
       }
       case "float16": {
@@ -546,7 +561,6 @@ export class OnnxModel implements OnnxModelInfo {
     for (const r of this.resident.values()) r.tensor?.dispose?.();
     for (const t of this.retired.splice(0)) t.dispose?.();
     this.resident.clear();
-    this.lastFeed.clear();
     this.released = true;
     // A session still being created is released once it exists.
     const s = this.opened ?? (await this.opening?.catch(() => undefined));
@@ -557,8 +571,12 @@ export class OnnxModel implements OnnxModelInfo {
 
 /** Whether a feed is the one remembered: the same array (not equal values: it may have changed in place) and the same dims. */
 function sameFeed(prev: { readonly src: ArrayLike<number>; readonly dims: readonly number[] }, src: ArrayLike<number>, dims: readonly number[]): boolean {
-  if (prev.src !== src || prev.dims.length !== dims.length) return false;
-  for (let i = 0; i < dims.length; i++) if (prev.dims[i] !== dims[i]) return false;
+  return prev.src === src && sameDims(prev.dims, dims);
+}
+
+function sameDims(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
 
