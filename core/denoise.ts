@@ -21,7 +21,7 @@
 import { z } from "zod";
 import type { NodeType, Values } from "./node.ts";
 import { ComponentRefSchema } from "./pipeline-config.ts";
-import type { NoisePredictorInstance, SchedulerInstance } from "./plugin.ts";
+import type { NoisePredictorInput, NoisePredictorInstance, SchedulerInstance } from "./plugin.ts";
 import { PredictBatcher } from "./batcher.ts";
 import { ParamsError } from "./params.ts";
 import { createRng } from "./random.ts";
@@ -91,6 +91,12 @@ function blend(known: Tensor, x: Tensor, m: Tensor): Tensor {
   return { dims: x.dims, data: out };
 }
 
+/** Whether `both` is [u; c] for these shapes (the arrays are the memo's keys; their dims are checked here). */
+function sameRows(both: Tensor, u: Tensor, c: Tensor): boolean {
+  const d = both.dims;
+  return d.length === u.dims.length && d[0] === u.dims[0]! + c.dims[0]! && u.dims.every((x, i) => i === 0 || (x === d[i] && c.dims[i] === x));
+}
+
 /** Rows to match the batch: a single conditioning row is shared by every image. */
 function toBatch(t: Tensor, batch: number, what: string): Tensor {
   const rows = t.dims[0]!;
@@ -148,6 +154,20 @@ export const denoiseNode: NodeType = {
       return p;
     };
 
+    // [uncond; cond] for the guidance batch (text states, SDXL's pooled embeddings), kept while both encodings live: the prompt nodes' cache
+    // hands a repeated prompt the same arrays, so a run with a prompt seen before copies nothing and
+    // the UNet's ONNX session is fed the same array (and ORT tensor) again. Keyed weakly, so an
+    // encoding the node cache drops takes its batch with it.
+    const batches = new WeakMap<Float32Array, WeakMap<Float32Array, Tensor>>();
+    const guidanceBatch = (u: Tensor, c: Tensor): Tensor => {
+      let byCond = batches.get(u.data);
+      const hit = byCond?.get(c.data);
+      if (hit && sameRows(hit, u, c)) return hit;
+      const both = concat0([u, c]);
+      if (!byCond) batches.set(u.data, (byCond = new WeakMap()));
+      byCond.set(c.data, both);
+      return both;
+    };
     const batcher = config.batching === false ? null : new PredictBatcher(predictor, config.batching);
     const solo = { predict: predictor.predict.bind(predictor), leave() {} };
 
@@ -196,19 +216,17 @@ export const denoiseNode: NodeType = {
           latents = s === 1 ? noise : { dims: noise.dims, data: noise.data.map((v) => v * s) };
         }
 
-        let condB = toBatch(cond, batch, "cond");
-        let ehs = condB;
+        let ehs = toBatch(cond, batch, "cond");
         if (guided) {
           const pad = (uncond as Embeddings).padding ?? (cond as Embeddings).padding;
-          const [c2, u2] = evenTokens(condB, toBatch(uncond!, batch, "uncond"), pad);
-          condB = c2;
-          ehs = concat0([u2, c2]);
+          const [c2, u2] = evenTokens(ehs, toBatch(uncond!, batch, "uncond"), pad);
+          ehs = guidanceBatch(u2, c2);
         }
         const rows = guided ? 2 * batch : batch;
         let pooled: Tensor | undefined;
         if (takes.pooled) {
           const p = toBatch(inputs.pooled as Tensor, batch, "pooled");
-          pooled = guided ? concat0([toBatch((inputs.uncondPooled as Tensor | undefined) ?? (inputs.pooled as Tensor), batch, "uncondPooled"), p]) : p;
+          pooled = guided ? guidanceBatch(toBatch((inputs.uncondPooled as Tensor | undefined) ?? (inputs.pooled as Tensor), batch, "uncondPooled"), p) : p;
         }
         const guidance = takes.guidance ? new Float32Array(rows).fill(params.guidanceScale) : undefined;
         const m = mask ? latentMask(mask, batch, params.height, params.width, h, w) : undefined;
@@ -220,11 +238,18 @@ export const denoiseNode: NodeType = {
           throw new RangeError("denoise: a mask needs the source image (run input image) whose unmasked region it keeps");
         }
         const initB = init ? toBatch(init, batch, "init latents") : undefined;
-        const extra = { ...(pooled ? { pooled } : {}), ...(guidance ? { guidance } : {}), ...(inpaint ? { inpaint } : {}) };
+        const extra = pooled || guidance || inpaint ? { ...(pooled ? { pooled } : {}), ...(guidance ? { guidance } : {}), ...(inpaint ? { inpaint } : {}) } : undefined;
+        // One call's input; a literal without spreading when there is nothing extra (every step builds one).
+        const callInput = (t: number): NoisePredictorInput => (extra ? { sample: sampleIn, timestep: t, encoderHiddenStates: ehs, ...extra } : { sample: sampleIn, timestep: t, encoderHiddenStates: ehs });
         const stepRng = createRng(params.seed).fork(); // ancestral/SDE noise, independent of the start noise
         const started = performance.now();
         const g = params.guidanceScale;
         const guidedDims = [2 * batch, c, h, w];
+        // One sample buffer per run, refilled every step (the predictor is done with it once its call
+        // settles): the ONNX layer then wraps it in one ORT tensor for the whole run instead of a new
+        // array and tensor per step (bench/overhead.ts measures the difference).
+        const sampleBuf = new Float32Array(new ArrayBuffer(4 * rows * per));
+        const sampleIn: Tensor = { dims: guided ? guidedDims : [batch, c, h, w], data: sampleBuf };
         const watched = run.stepsWatched !== false;
 
         const lane = batcher?.join() ?? solo;
@@ -250,20 +275,22 @@ export const denoiseNode: NodeType = {
             if (guided) {
               // Both halves take the same latents: rows [0, batch) unconditional, [batch, 2·batch) conditional.
               const n = input.data.length;
-              const both = new Float32Array(2 * n);
-              both.set(input.data);
-              both.set(input.data, n);
+              sampleBuf.set(input.data);
+              sampleBuf.set(input.data, n);
               lap?.("guidance");
-              const out = await lane.predict({ sample: { dims: guidedDims, data: both }, timestep: t, encoderHiddenStates: ehs, ...extra }, signal);
+              const out = await lane.predict(callInput(t), signal);
               lap?.("predict");
               if (out.data.length !== 2 * n) throw new Error(`denoise: the noise predictor returned [${out.dims.join(",")}] for [${guidedDims.join(",")}]`);
+              // Guidance in place over the unconditional half of the predictor's output, which is this
+              // call's own array (no new array per step: a measured cost, bench/overhead.ts).
               const o = out.data;
-              const e = new Float32Array(n);
-              for (let j = 0; j < n; j++) e[j] = o[j]! + g * (o[n + j]! - o[j]!);
-              eps = { dims: input.dims, data: e };
+              for (let j = 0; j < n; j++) o[j] = o[j]! + g * (o[n + j]! - o[j]!);
+              eps = { dims: input.dims, data: o.subarray(0, n) };
               lap?.("guidance");
             } else {
-              eps = await lane.predict({ sample: input, timestep: t, encoderHiddenStates: ehs, ...extra }, signal);
+              sampleBuf.set(input.data);
+              eps = await lane.predict(callInput(t), signal);
+              if (eps.data.length !== input.data.length) throw new Error(`denoise: the noise predictor returned [${eps.dims.join(",")}] for [${input.dims.join(",")}]`);
               lap?.("predict");
             }
             const out = scheduler.step(eps, t, latents, stepRng);

@@ -52,6 +52,11 @@ export interface GraphNodeInstance<I extends PortSpec, O extends PortSpec> {
   dispose?(): Promise<void> | void;
 }
 
+/**
+ * One noise-predictor call's input. Its arrays are the caller's: the denoising loop refills the
+ * same `sample` buffer every step, so a predictor reads them during its call and keeps none of
+ * them once its promise settles.
+ */
 export interface NoisePredictorInput {
   /** Scaled model input [B, C, h, w]. */
   readonly sample: Tensor;
@@ -96,6 +101,7 @@ export interface NoisePredictorInstance {
   readonly perRowTimesteps?: boolean;
   /** What it takes besides latents, timestep and text states. */
   readonly takes?: PredictorConditioning;
+  /** ε̂ (or v, x₀) for the input's rows: a new tensor each call, the caller's to keep and to change in place. */
   predict(input: NoisePredictorInput, signal?: AbortSignal): Promise<Tensor>;
   dispose?(): Promise<void> | void;
 }

@@ -2,8 +2,9 @@ import { describe, expect, test } from "bun:test";
 import { PredictBatcher } from "../../core/batcher.ts";
 import { PluginRegistry } from "../../core/registry.ts";
 import { definePlugin, type NoisePredictorInput, type NoisePredictorInstance } from "../../core/plugin.ts";
-import { tensor, type Tensor } from "../../core/tensor.ts";
+import { slice0, tensor, type Tensor } from "../../core/tensor.ts";
 import { Pipeline } from "../../core/pipeline.ts";
+import { NodeCache } from "../../core/node-cache.ts";
 import { fileSource } from "../../core/adapters/node.ts";
 import onnxUnet from "../../plugins/noise-predictors/onnx-unet.ts";
 import { builtinRegistry } from "../../plugins/index.ts";
@@ -410,6 +411,88 @@ describe("cross-run batching in the denoising loop (tiny-sd)", () => {
     expect(maxAbsDiff(again.images.data, (settled[0] as PromiseFulfilledResult<any>).value.images.data)).toBeLessThan(1e-4);
   });
 
+  test("a noise predictor that returns the wrong rows fails the run naming both shapes, guided or not; the pipeline still runs", async () => {
+    const registry = new PluginRegistry([...builtinRegistry().list()]);
+    let broken = true;
+    registry.register(
+      definePlugin({
+        name: "short-unet",
+        kind: "noise-predictor",
+        description: "onnx-unet that drops its last row while broken (test)",
+        configSchema: onnxUnet.configSchema,
+        async create(config, ctx) {
+          const inner = await onnxUnet.create(config, ctx);
+          return {
+            maxBatch: inner.maxBatch,
+            perRowTimesteps: inner.perRowTimesteps,
+            latentShape: inner.latentShape.bind(inner),
+            async predict(i: NoisePredictorInput) {
+              const out = await inner.predict(i);
+              return broken ? slice0(out, 0, out.dims[0]! - 1) : out;
+            },
+          };
+        },
+      }),
+    );
+    const doc = tinyDoc();
+    doc.nodes.denoise.config.noisePredictor.use = "short-unet";
+    const pipeline = await Pipeline.load(doc, { registry, onnx: testRuntime(), models: fileSource("models/tiny-sd") });
+    await expect(pipeline.run({ prompt: "red heart", steps: 2, guidanceScale: 4 })).rejects.toThrow(/denoise: the noise predictor returned \[1,4,8,8\] for \[2,4,8,8\]/);
+    await expect(pipeline.run({ prompt: "red heart", steps: 2, guidanceScale: 1, batchSize: 2 })).rejects.toThrow(/denoise: the noise predictor returned \[1,4,8,8\] for \[2,4,8,8\]/);
+    broken = false;
+    expect((await pipeline.run({ prompt: "red heart", steps: 2, guidanceScale: 4 })).images.dims[0]).toBe(1);
+  });
+
+  test("the loop feeds one sample buffer per run, refilled each step, and the same [uncond; cond] array to every run of one prompt", async () => {
+    const registry = new PluginRegistry([...builtinRegistry().list()]);
+    const calls: { run: string; sample: Float32Array; first: number; ehs: Float32Array }[] = [];
+    registry.register(
+      definePlugin({
+        name: "watching-unet",
+        kind: "noise-predictor",
+        description: "onnx-unet that records what each call is fed (test)",
+        configSchema: onnxUnet.configSchema,
+        async create(config, ctx) {
+          const inner = await onnxUnet.create(config, ctx);
+          return {
+            maxBatch: inner.maxBatch,
+            perRowTimesteps: inner.perRowTimesteps,
+            latentShape: inner.latentShape.bind(inner),
+            async predict(i: NoisePredictorInput) {
+              calls.push({ run: String(i.encoderHiddenStates.dims[0]), sample: i.sample.data, first: i.sample.data[0]!, ehs: i.encoderHiddenStates.data });
+              return inner.predict(i);
+            },
+          };
+        },
+      }),
+    );
+    const doc = tinyDoc();
+    doc.nodes.denoise.config.scheduler.use = "ddim"; // one call per step
+    doc.nodes.denoise.config.noisePredictor.use = "watching-unet";
+    doc.nodes.denoise.config.batching = false;
+    const pipeline = await Pipeline.load(doc, { registry, onnx: testRuntime(), models: fileSource("models/tiny-sd"), cache: new NodeCache() });
+    const job = { prompt: "red heart", steps: 4, guidanceScale: 4, seed: 3 };
+    calls.length = 0;
+    const a = await pipeline.run(job);
+    const first = calls.splice(0);
+    expect(first).toHaveLength(4);
+    expect(new Set(first.map((c) => c.sample)).size).toBe(1); // one buffer for the run's 4 steps
+    expect(new Set(first.map((c) => c.first)).size).toBe(4); // refilled: each step's latents differ
+    const b = await pipeline.run(job);
+    const second = calls.splice(0);
+    expect(second[0]!.sample).not.toBe(first[0]!.sample); // a new run, a new buffer
+    expect(second[0]!.ehs).toBe(first[0]!.ehs); // the prompt's encodings came from the node cache: the same batch
+    expect(maxAbsDiff(a.images.data, b.images.data)).toBe(0);
+    await pipeline.run({ ...job, prompt: "blue star" });
+    expect(calls[0]!.ehs).not.toBe(first[0]!.ehs);
+    // Two runs at once: each has its own buffer, and each gets the images it gets alone.
+    calls.length = 0;
+    const [c, d] = await Promise.all([pipeline.run(job), pipeline.run({ ...job, seed: 4 })]);
+    expect(new Set(calls.map((x) => x.sample)).size).toBe(2);
+    expect(maxAbsDiff(c.images.data, a.images.data)).toBe(0);
+    expect(maxAbsDiff(d.images.data, (await pipeline.run({ ...job, seed: 4 })).images.data)).toBe(0);
+  });
+
   test("a bad batching config is refused naming the field", async () => {
     await expect(countingTiny({ maxRows: 0 })).rejects.toThrow(/batching\.maxRows/);
     await expect(countingTiny({ maxRows: 8, wait: 3 })).rejects.toThrow(/batching/);
@@ -417,7 +500,7 @@ describe("cross-run batching in the denoising loop (tiny-sd)", () => {
 });
 
 describe("PredictBatcher, a lone run (sent straight to the model, without the queue)", () => {
-  test("counts its calls as any other; an aborted signal, a model error and a wrong row count still reject", async () => {
+  test("counts its calls as any other; an aborted signal and a model error still reject; the model's output is handed on as it is", async () => {
     const m = fakeModel();
     const b = new PredictBatcher(m.model, { maxRows: 64, adaptive: true });
     const lane = b.join();
@@ -429,8 +512,11 @@ describe("PredictBatcher, a lone run (sent straight to the model, without the qu
     m.failWith(new Error("model broke"));
     await expect(lane.predict(input(2, 1, 9))).rejects.toThrow("model broke");
     m.failWith(null);
-    const short: NoisePredictorInstance = { ...m.model, predict: async (x) => ({ dims: [1, ...x.sample.dims.slice(1)], data: x.sample.data.subarray(0, 2) }) };
-    await expect(new PredictBatcher(short, { maxRows: 64 }).join().predict(input(2, 1, 1))).rejects.toThrow("returned 1 rows for 2");
+    // No check of its own on this path (the denoising loop checks what it gets: the test below); the
+    // merged path checks the rows it must split.
+    const made: Tensor = { dims: [1, 1, 1, 2], data: Float32Array.of(3, 4) };
+    const short: NoisePredictorInstance = { ...m.model, predict: async () => made };
+    expect(await new PredictBatcher(short, { maxRows: 64 }).join().predict(input(2, 1, 1))).toBe(made);
     lane.leave();
   });
 
