@@ -47,6 +47,10 @@ export interface Scheduler {
   setBeginIndex(index: number): void;
   /** Scale the latents before the model sees them (Euler-type: x / √(σ²+1)); identity otherwise. */
   scaleModelInput(sample: Tensor, timestep: number): Tensor;
+  /**
+   * One solver step. Its outputs are valid until the step after next, which may reuse their buffers
+   * (DDIM does, so a step allocates nothing): copy them to keep them longer.
+   */
   step(modelOutput: Tensor, timestep: number, sample: Tensor, rng?: Rng): SchedulerStepOutput;
   /** Forward process q(x_t | x₀): √ᾱ_t·x₀ + √(1−ᾱ_t)·ε (σ-parameterised schedulers: x₀ + σ·ε). */
   addNoise(original: Tensor, noise: Tensor, timestep: number): Tensor;

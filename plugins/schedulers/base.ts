@@ -20,6 +20,19 @@ import { checkInferenceSteps, trainSchedule, type TrainSchedule } from "./schedu
 
 export type PredictionType = ResolvedSchedulerConfig["prediction_type"];
 
+/**
+ * The training schedule of a config object, computed once: every run creates a scheduler from its
+ * plugin's one config, and building four 1000-entry float64 arrays per run was a measured part of
+ * the denoise node's setup (≈ 100 µs a run, bench/overhead.ts). Shared, so never written: every
+ * reader copies (`schedule()`, the σ-schedulers' `Float64Array.from`).
+ */
+const trainSchedules = new WeakMap<object, TrainSchedule>();
+function trainScheduleOf(config: ResolvedSchedulerConfig): TrainSchedule {
+  let t = trainSchedules.get(config);
+  if (!t) trainSchedules.set(config, (t = trainSchedule(config)));
+  return t;
+}
+
 export abstract class BaseScheduler<C extends ResolvedSchedulerConfig = ResolvedSchedulerConfig> implements Scheduler {
   order = 1;
   initNoiseSigma = 1;
@@ -33,7 +46,7 @@ export abstract class BaseScheduler<C extends ResolvedSchedulerConfig = Resolved
     readonly name: string,
     readonly config: C,
   ) {
-    this.train = trainSchedule(config);
+    this.train = trainScheduleOf(config);
   }
 
   setTimesteps(numInferenceSteps: number): void {

@@ -26,6 +26,16 @@ type Config = ConfigWith<typeof DEFAULTS>;
 export class DdimScheduler extends BaseScheduler<Config> {
   private readonly finalAlphaCumprod: number;
   private scratch = new Float32Array(0);
+  /**
+   * Buffers of `step`: ε̂ is read only inside it, and x_{t−1} and x̂₀ alternate between two
+   * buffers each, so a step's outputs stay as they are until the step after next overwrites them
+   * (the denoise loop reads a step's outputs before its next step; `Scheduler.step` says so). A
+   * fresh typed array per step is a measured cost after a UNet call (bench/overhead.ts).
+   */
+  private epsBuf = new Float32Array(0);
+  private readonly prevBufs: Float32Array[] = [];
+  private readonly x0Bufs: Float32Array[] = [];
+  private flip = 0;
 
   constructor(config: Config) {
     super("ddim", config);
@@ -55,8 +65,16 @@ export class DdimScheduler extends BaseScheduler<Config> {
     const x = sample.data;
     const sa = Math.sqrt(a);
     const sb = Math.sqrt(1 - a);
-    const x0 = predictX0(c.prediction_type, new Float32Array(n), modelOutput.data, x, sa, sb);
-    const eps = predictEps(c.prediction_type, new Float32Array(n), modelOutput.data, x, sa, sb);
+    const k = (this.flip ^= 1);
+    if (this.epsBuf.length !== n) {
+      this.epsBuf = new Float32Array(n);
+      this.prevBufs.length = this.x0Bufs.length = 0;
+    }
+    // A buffer is written only when it is not the sample being read (a caller may feed an output back).
+    let x0b = this.x0Bufs[k];
+    if (!x0b || x0b === x) x0b = this.x0Bufs[k] = new Float32Array(n);
+    const x0 = predictX0(c.prediction_type, x0b, modelOutput.data, x, sa, sb);
+    const eps = predictEps(c.prediction_type, this.epsBuf, modelOutput.data, x, sa, sb);
     if (c.thresholding) {
       if (this.scratch.length < n) this.scratch = new Float32Array(n);
       dynamicThreshold(x0, rows(sample), c.dynamic_thresholding_ratio, c.sample_max_value, this.scratch);
@@ -66,7 +84,8 @@ export class DdimScheduler extends BaseScheduler<Config> {
     const std = c.eta * Math.sqrt(this.variance(timestep, prevT));
     const cx0 = Math.sqrt(ap);
     const ceps = Math.sqrt(Math.max(1 - ap - std * std, 0));
-    const prev = new Float32Array(n);
+    let prev = this.prevBufs[k];
+    if (!prev || prev === x) prev = this.prevBufs[k] = new Float32Array(n);
     for (let i = 0; i < n; i++) prev[i] = cx0 * x0[i]! + ceps * eps[i]!;
     if (std > 0) {
       const r = requireRng(rng, this.name, `eta = ${c.eta} adds noise`);

@@ -17,6 +17,7 @@ import { DdimScheduler } from "../../plugins/schedulers/ddim.ts";
 import { DdpmScheduler } from "../../plugins/schedulers/ddpm.ts";
 import { dummyModel, dummyNoiseDeter, dummySampleDeter, makeScheduler, meanAbs, scale, SHAPE_1D, sumAbs } from "./harness.ts";
 import { torchRng } from "./torch-rng.ts";
+import { getSchedulerPlugin } from "../../plugins/schedulers/index.ts";
 
 /** torch.manual_seed(seed) followed by one randn([4, 3, 8, 8]) per step. */
 const torchSeed = (seed = 0) => torchRng(seed, 768);
@@ -120,6 +121,41 @@ describe("DDIMScheduler (test_scheduler_ddim.py)", () => {
   test("test_full_loop_with_no_set_alpha_to_one", () =>
     expectPublished(fullLoop("ddim", { ...cfg, set_alpha_to_one: false, beta_start: 0.01 }, { steps: 10 }), 149.0784, 0.1941));
   test("test_full_loop_with_noise", () => expectPublished(fullLoop("ddim", cfg, { steps: 10, tStart: 8 }), 354.5418, 0.4616));
+
+  test("a step's outputs survive the next step (its buffers alternate), and a sample that is one of them is read before it is written", () => {
+    const run = (feedBack: boolean) => {
+      const s = makeScheduler("ddim", cfg);
+      s.setTimesteps(10);
+      const [t0, t1, t2] = s.timesteps as [number, number, number];
+      const x = dummySampleDeter();
+      const a = s.step(dummyModel(x, t0), t0, x);
+      const aPrev = Float32Array.from(a.prevSample.data);
+      const aX0 = Float32Array.from(a.predOriginalSample.data);
+      const b = s.step(dummyModel(a.prevSample, t1), t1, a.prevSample);
+      // Still as they were after the step after them.
+      expect(a.prevSample.data).toEqual(aPrev);
+      expect(a.predOriginalSample.data).toEqual(aX0);
+      expect(b.prevSample.data).not.toBe(a.prevSample.data);
+      // The third step would reuse a's buffers; fed a's own sample back, it must not write over it.
+      const sample = feedBack ? a.prevSample : { dims: a.prevSample.dims, data: Float32Array.from(a.prevSample.data) };
+      const c = s.step(dummyModel(sample, t2), t2, sample);
+      return { c: Float32Array.from(c.prevSample.data), aStill: Float32Array.from(a.prevSample.data), aPrev };
+    };
+    const fed = run(true);
+    const copied = run(false);
+    expect(fed.c).toEqual(copied.c);
+    expect(fed.aStill).toEqual(fed.aPrev);
+  });
+
+  test("schedulers made from one config share its training schedule; another config has its own", () => {
+    const plugin = getSchedulerPlugin("ddim").create(cfg);
+    const [s1, s2] = [plugin.createScheduler(), plugin.createScheduler()] as DdimScheduler[];
+    expect(s1!.train).toBe(s2!.train);
+    const other = getSchedulerPlugin("ddim").create({ ...cfg, beta_end: 0.03 }).createScheduler() as DdimScheduler;
+    expect(other.train).not.toBe(s1!.train);
+    expect(other.train.betas.at(-1)).toBeCloseTo(0.03, 12);
+    expect(s1!.train.betas.at(-1)).toBeCloseTo(cfg.beta_end as number, 12);
+  });
 });
 
 describe("PNDMScheduler (test_scheduler_pndm.py)", () => {
