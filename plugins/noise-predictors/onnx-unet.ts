@@ -55,6 +55,9 @@ function vaeScaleFactor(vae: ComponentConfig, unet: ComponentConfig): number {
   return 8;
 }
 
+/** Timestep arrays kept per predictor (see `timestepArray` in create). */
+const TIMESTEP_ARRAYS = 4096;
+
 /** LCM's guidance embedding of w = scale − 1 for each row (see the header), [B, dim]. */
 export function guidanceEmbedding(scales: Float32Array, dim: number, rows: number): Tensor {
   const half = Math.floor(dim / 2);
@@ -132,6 +135,27 @@ export default definePlugin({
       typeof lh === "number" && typeof lw === "number"
         ? { multipleOf: factor, fixed: { height: lh * factor, width: lw * factor } }
         : { multipleOf: factor * 2 ** Math.max(0, levels - 1) };
+    // One filled array per (rows, timestep), never written after: a schedule's timesteps recur every
+    // run, so a step feeds an array (and, through the ONNX layer, an ORT tensor) made once instead of
+    // new ones (a fresh typed array per step is a measured cost, bench/overhead.ts). Bounded: cleared
+    // past TIMESTEP_ARRAYS entries (σ-schedules' fractional timesteps differ from run to run).
+    const timestepArrays = new Map<number, Map<number, Float32Array>>();
+    let timestepCount = 0;
+    const timestepArray = (rows: number, t: number): Float32Array => {
+      let byT = timestepArrays.get(rows);
+      let a = byT?.get(t);
+      if (a) return a;
+      if (timestepCount >= TIMESTEP_ARRAYS) {
+        timestepArrays.clear();
+        timestepCount = 0;
+        byT = undefined;
+      }
+      if (!byT) timestepArrays.set(rows, (byT = new Map()));
+      a = new Float32Array(rows).fill(t);
+      byT.set(t, a);
+      timestepCount++;
+      return a;
+    };
     return {
       maxBatch: typeof batchDim === "number" ? batchDim : Infinity,
       perRowTimesteps: perRow,
@@ -153,9 +177,9 @@ export default definePlugin({
         const dims = ts.shape.length === 0 ? [] : ts.shape[0] === 1 ? [1] : [b];
         const n = dims.length === 0 ? 1 : dims[0]!;
         let values: Float32Array;
-        if (typeof timestep === "number") values = new Float32Array(n).fill(timestep);
+        if (typeof timestep === "number") values = timestepArray(n, timestep);
         else if (perRow && timestep.length === b) values = timestep;
-        else if (timestep.every((v) => v === timestep[0])) values = new Float32Array(n).fill(timestep[0]!);
+        else if (timestep.every((v) => v === timestep[0])) values = timestepArray(n, timestep[0]!);
         else throw new RangeError(`onnx-unet: ${model.file} takes one timestep for the whole batch (shape [${ts.shape.join(",")}]), got ${timestep.length} different ones`);
         if (isInt) t = { dims, ints: Array.from(values, Math.round) };
         else t = { dims, data: values };
