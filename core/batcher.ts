@@ -51,7 +51,7 @@ export interface BatcherStats {
   readonly calls: number;
   /** Model calls actually made. */
   readonly modelCalls: number;
-  /** Rows sent to the model. */
+  /** Rows sent to the model (counted when sent, whether or not the call then succeeds). */
   readonly rows: number;
   /** Largest number of runs merged into one model call. */
   readonly maxMerged: number;
@@ -277,17 +277,28 @@ export class PredictBatcher {
     for (const chunks of groups.values()) for (const chunk of chunks) void this.call(chunk);
   }
 
-  /** `call` for one run's input alone (the lone-run path of `enqueue`): the same counts and checks. */
+  /**
+   * `call` for one run's input alone (the lone-run path of `enqueue`): the same counts, and the
+   * predictor's promise itself, with no async layer around it (a measured cost per step,
+   * bench/overhead.ts). Its rows are not checked here, since nothing is split: the denoise loop
+   * checks the output's size itself.
+   */
   private callAlone(input: NoisePredictorInput): Promise<Tensor> {
     this.counts.modelCalls++;
     if (this.counts.maxMerged < 1) this.counts.maxMerged = 1;
     this.counts.rows += input.sample.dims[0]!;
-    return this.predictor.predict(input);
+    try {
+      return this.predictor.predict(input);
+    } catch (err) {
+      return Promise.reject(err); // a predictor that throws rejects, as on the queued path
+    }
   }
 
   private async call(members: Waiting[]): Promise<void> {
     this.counts.modelCalls++;
     this.counts.maxMerged = Math.max(this.counts.maxMerged, members.length);
+    const total = members.reduce((n, m) => n + m.rows, 0);
+    this.counts.rows += total; // sent, as on the lone path
     let ok = false;
     try {
       let out: Tensor;
@@ -304,9 +315,7 @@ export class PredictBatcher {
           ...(first.guidance ? { guidance: Float32Array.from(members.flatMap((m) => [...m.input.guidance!])) } : {}),
         });
       }
-      const total = members.reduce((n, m) => n + m.rows, 0);
       if (out.dims[0] !== total) throw new Error(`noise predictor returned ${out.dims[0]} rows for ${total}`);
-      this.counts.rows += total;
       let at = 0;
       for (const m of members) {
         m.resolve(members.length === 1 ? out : slice0(out, at, at + m.rows));

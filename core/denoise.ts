@@ -154,10 +154,13 @@ export const denoiseNode: NodeType = {
       return p;
     };
 
-    // [uncond; cond] for the guidance batch (text states, SDXL's pooled embeddings), kept while both encodings live: the prompt nodes' cache
-    // hands a repeated prompt the same arrays, so a run with a prompt seen before copies nothing and
-    // the UNet's ONNX session is fed the same array (and ORT tensor) again. Keyed weakly, so an
-    // encoding the node cache drops takes its batch with it.
+    // [uncond; cond] for the guidance batch (text states, SDXL's pooled embeddings), kept while both
+    // encodings live: the prompt nodes' cache hands a repeated prompt the same arrays, so a run with
+    // a prompt seen before copies nothing and the UNet's ONNX session is fed the same array (and ORT
+    // tensor) again. It hits only where the encodings reach here unchanged (one image, or a batch
+    // whose rows came encoded; prompt and negative of equal token counts). Keyed weakly, so an
+    // encoding the node cache drops takes its batch with it; while kept, a batch is about as large as
+    // the two encodings, outside the node cache's own byte budget.
     const batches = new WeakMap<Float32Array, WeakMap<Float32Array, Tensor>>();
     const guidanceBatch = (u: Tensor, c: Tensor): Tensor => {
       let byCond = batches.get(u.data);
@@ -246,8 +249,9 @@ export const denoiseNode: NodeType = {
         const g = params.guidanceScale;
         const guidedDims = [2 * batch, c, h, w];
         // One sample buffer per run, refilled every step (the predictor is done with it once its call
-        // settles): the ONNX layer then wraps it in one ORT tensor for the whole run instead of a new
-        // array and tensor per step (bench/overhead.ts measures the difference).
+        // settles): no new array per step, and where the ONNX layer feeds it as it is (float32, off
+        // onnxruntime-web's WebGPU queue, no batch slicing, not an inpainting UNet's stacked
+        // channels) one ORT tensor for the whole run (bench/overhead.ts measures the difference).
         const sampleBuf = new Float32Array(new ArrayBuffer(4 * rows * per));
         const sampleIn: Tensor = { dims: guided ? guidedDims : [batch, c, h, w], data: sampleBuf };
         const watched = run.stepsWatched !== false;

@@ -224,7 +224,9 @@ export class OnnxModel implements OnnxModelInfo {
    * run) and the denoising loop's sample buffer (one per run, refilled every step) then cost no new
    * tensor per step. The tensor wraps the array itself, so a run reads whatever it holds then.
    * Keyed weakly by the array (an ephemeron: the tensor's hold on its array does not keep the entry
-   * alive), so nothing is held after the caller lets the array go.
+   * alive), so nothing is held after the caller lets the array go. (onnxruntime-web's proxy worker,
+   * `env.wasm.proxy`, which diffgraph leaves off, would transfer fed arrays away: a kept array, here
+   * or the loop's, would then be empty for the next run.)
    */
   private readonly tensorOf = new WeakMap<Float32Array, { dims: readonly number[]; tensor: OrtTensorLike }>();
 
@@ -400,7 +402,8 @@ export class OnnxModel implements OnnxModelInfo {
   /**
    * WebGPU residency (onnxruntime-web's WebGPU provider, `gpuResidency`): the text encoder's outputs
    * as the UNet takes them (`RESIDENT_INPUTS`), fed the same array as in the previous call — the
-   * same every step of a run — are uploaded once into a GPU buffer and reused; outputs stay
+   * same every step of a run, and every run of a prompt the node cache serves — are uploaded once
+   * into a GPU buffer and reused; outputs stay
    * on the GPU (`preferredOutputLocation: "gpu-buffer"`) and only those asked for are read back —
    * SDXL's text towers return every layer's states, of which one is used.
    */

@@ -122,30 +122,46 @@ describe("DDIMScheduler (test_scheduler_ddim.py)", () => {
     expectPublished(fullLoop("ddim", { ...cfg, set_alpha_to_one: false, beta_start: 0.01 }, { steps: 10 }), 149.0784, 0.1941));
   test("test_full_loop_with_noise", () => expectPublished(fullLoop("ddim", cfg, { steps: 10, tStart: 8 }), 354.5418, 0.4616));
 
-  test("a step's outputs survive the next step (its buffers alternate), and a sample that is one of them is read before it is written", () => {
-    const run = (feedBack: boolean) => {
-      const s = makeScheduler("ddim", cfg);
-      s.setTimesteps(10);
-      const [t0, t1, t2] = s.timesteps as [number, number, number];
+  for (const prediction_type of ["epsilon", "v_prediction"] as const) {
+    test(`a step's outputs survive the next step (its buffers alternate), and an output fed back as the sample is read before it is written (${prediction_type})`, () => {
+      const run = (feedBack: "prev" | "x0" | "copy") => {
+        const s = makeScheduler("ddim", { ...cfg, prediction_type });
+        s.setTimesteps(10);
+        const [t0, t1, t2] = s.timesteps as [number, number, number];
+        const x = dummySampleDeter();
+        const a = s.step(dummyModel(x, t0), t0, x);
+        const aPrev = Float32Array.from(a.prevSample.data);
+        const aX0 = Float32Array.from(a.predOriginalSample.data);
+        const b = s.step(dummyModel(a.prevSample, t1), t1, a.prevSample);
+        // Still as they were after the step after them.
+        expect(a.prevSample.data).toEqual(aPrev);
+        expect(a.predOriginalSample.data).toEqual(aX0);
+        expect(b.prevSample.data).not.toBe(a.prevSample.data);
+        // The third step would reuse a's buffers; fed one of them as its sample, it must not write over it first.
+        const fed = feedBack === "prev" ? a.prevSample : feedBack === "x0" ? a.predOriginalSample : { dims: a.prevSample.dims, data: Float32Array.from(aPrev) };
+        const before = Float32Array.from(fed.data);
+        const c = s.step(dummyModel(fed, t2), t2, fed);
+        return { c: Float32Array.from(c.prevSample.data), x0: Float32Array.from(c.predOriginalSample.data), fedUnchanged: fed.data.every((v, k) => v === before[k]) };
+      };
+      const copied = run("copy");
+      const viaPrev = run("prev");
+      expect(viaPrev.c).toEqual(copied.c);
+      expect(viaPrev.fedUnchanged).toBe(true);
+      // x̂₀ of step a fed back: compare with the same values in an array of their own.
+      const viaX0 = run("x0");
+      const s2 = makeScheduler("ddim", { ...cfg, prediction_type });
+      s2.setTimesteps(10);
+      const [u0, u1, u2] = s2.timesteps as [number, number, number];
       const x = dummySampleDeter();
-      const a = s.step(dummyModel(x, t0), t0, x);
-      const aPrev = Float32Array.from(a.prevSample.data);
-      const aX0 = Float32Array.from(a.predOriginalSample.data);
-      const b = s.step(dummyModel(a.prevSample, t1), t1, a.prevSample);
-      // Still as they were after the step after them.
-      expect(a.prevSample.data).toEqual(aPrev);
-      expect(a.predOriginalSample.data).toEqual(aX0);
-      expect(b.prevSample.data).not.toBe(a.prevSample.data);
-      // The third step would reuse a's buffers; fed a's own sample back, it must not write over it.
-      const sample = feedBack ? a.prevSample : { dims: a.prevSample.dims, data: Float32Array.from(a.prevSample.data) };
-      const c = s.step(dummyModel(sample, t2), t2, sample);
-      return { c: Float32Array.from(c.prevSample.data), aStill: Float32Array.from(a.prevSample.data), aPrev };
-    };
-    const fed = run(true);
-    const copied = run(false);
-    expect(fed.c).toEqual(copied.c);
-    expect(fed.aStill).toEqual(fed.aPrev);
-  });
+      const a2 = s2.step(dummyModel(x, u0), u0, x);
+      const own = { dims: a2.predOriginalSample.dims, data: Float32Array.from(a2.predOriginalSample.data) };
+      s2.step(dummyModel(a2.prevSample, u1), u1, a2.prevSample);
+      const c2 = s2.step(dummyModel(own, u2), u2, own);
+      expect(viaX0.c).toEqual(Float32Array.from(c2.prevSample.data));
+      expect(viaX0.x0).toEqual(Float32Array.from(c2.predOriginalSample.data));
+      expect(viaX0.fedUnchanged).toBe(true);
+    });
+  }
 
   test("schedulers made from one config share its training schedule; another config has its own", () => {
     const plugin = getSchedulerPlugin("ddim").create(cfg);
