@@ -517,6 +517,10 @@ describe("PredictBatcher, a lone run (sent straight to the model, without the qu
     const made: Tensor = { dims: [1, 1, 1, 2], data: Float32Array.of(3, 4) };
     const short: NoisePredictorInstance = { ...m.model, predict: async () => made };
     expect(await new PredictBatcher(short, { maxRows: 64 }).join().predict(input(2, 1, 1))).toBe(made);
+    // A predictor that throws instead of rejecting still gives the lane a rejected promise.
+    const throwing: NoisePredictorInstance = { ...m.model, predict: () => { throw new Error("sync fail"); } };
+    const call = new PredictBatcher(throwing, { maxRows: 64 }).join().predict(input(2, 1, 1));
+    await expect(call).rejects.toThrow("sync fail");
     lane.leave();
   });
 
