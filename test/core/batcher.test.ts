@@ -310,15 +310,20 @@ describe("PredictBatcher", () => {
   });
 });
 
-/** The tiny-sd pipeline with its UNet wrapped to count model calls and rows. */
-async function countingTiny(batching: unknown, model = "models/tiny-sd") {
-  const counts = { calls: 0, rows: 0 };
+/**
+ * The tiny-sd pipeline (ddim) with its onnx-unet wrapped: `wrap` gets each call's input and the
+ * inner predictor's call; `batching` and a node cache as given.
+ */
+async function wrappedTiny(
+  wrap: (i: NoisePredictorInput, inner: (i: NoisePredictorInput) => Promise<Tensor>) => Promise<Tensor>,
+  opts: { batching?: unknown; model?: string; cache?: NodeCache } = {},
+) {
   const registry = new PluginRegistry([...builtinRegistry().list()]);
   registry.register(
     definePlugin({
-      name: "counting-unet",
+      name: "wrapped-unet",
       kind: "noise-predictor",
-      description: "onnx-unet that counts its calls (test)",
+      description: "onnx-unet with a test's wrapper around each call",
       configSchema: onnxUnet.configSchema,
       async create(config, ctx) {
         const inner = await onnxUnet.create(config, ctx);
@@ -326,20 +331,29 @@ async function countingTiny(batching: unknown, model = "models/tiny-sd") {
           maxBatch: inner.maxBatch,
           perRowTimesteps: inner.perRowTimesteps,
           latentShape: inner.latentShape.bind(inner),
-          async predict(i: NoisePredictorInput) {
-            counts.calls++;
-            counts.rows += i.sample.dims[0]!;
-            return inner.predict(i);
-          },
+          predict: (i: NoisePredictorInput) => wrap(i, (x) => inner.predict(x)),
         };
       },
     }),
   );
   const doc = tinyDoc();
-  doc.nodes.denoise.config.scheduler.use = "ddim";
-  doc.nodes.denoise.config.noisePredictor.use = "counting-unet";
-  if (batching !== undefined) doc.nodes.denoise.config.batching = batching;
-  const pipeline = await Pipeline.load(doc, { registry, onnx: testRuntime(), models: fileSource(model) });
+  doc.nodes.denoise.config.scheduler.use = "ddim"; // one call per step
+  doc.nodes.denoise.config.noisePredictor.use = "wrapped-unet";
+  if (opts.batching !== undefined) doc.nodes.denoise.config.batching = opts.batching;
+  return Pipeline.load(doc, { registry, onnx: testRuntime(), models: fileSource(opts.model ?? "models/tiny-sd"), ...(opts.cache ? { cache: opts.cache } : {}) });
+}
+
+/** The tiny-sd pipeline with its UNet wrapped to count model calls and rows. */
+async function countingTiny(batching: unknown, model = "models/tiny-sd") {
+  const counts = { calls: 0, rows: 0 };
+  const pipeline = await wrappedTiny(
+    async (i, inner) => {
+      counts.calls++;
+      counts.rows += i.sample.dims[0]!;
+      return inner(i);
+    },
+    { batching, model },
+  );
   return { pipeline, counts };
 }
 
@@ -412,31 +426,12 @@ describe("cross-run batching in the denoising loop (tiny-sd)", () => {
   });
 
   test("a noise predictor that returns the wrong rows fails the run naming both shapes, guided or not; the pipeline still runs", async () => {
-    const registry = new PluginRegistry([...builtinRegistry().list()]);
     let broken = true;
-    registry.register(
-      definePlugin({
-        name: "short-unet",
-        kind: "noise-predictor",
-        description: "onnx-unet that drops its last row while broken (test)",
-        configSchema: onnxUnet.configSchema,
-        async create(config, ctx) {
-          const inner = await onnxUnet.create(config, ctx);
-          return {
-            maxBatch: inner.maxBatch,
-            perRowTimesteps: inner.perRowTimesteps,
-            latentShape: inner.latentShape.bind(inner),
-            async predict(i: NoisePredictorInput) {
-              const out = await inner.predict(i);
-              return broken ? slice0(out, 0, out.dims[0]! - 1) : out;
-            },
-          };
-        },
-      }),
-    );
-    const doc = tinyDoc();
-    doc.nodes.denoise.config.noisePredictor.use = "short-unet";
-    const pipeline = await Pipeline.load(doc, { registry, onnx: testRuntime(), models: fileSource("models/tiny-sd") });
+    // Drops its last row while broken.
+    const pipeline = await wrappedTiny(async (i, inner) => {
+      const out = await inner(i);
+      return broken ? slice0(out, 0, out.dims[0]! - 1) : out;
+    });
     await expect(pipeline.run({ prompt: "red heart", steps: 2, guidanceScale: 4 })).rejects.toThrow(/denoise: the noise predictor returned \[1,4,8,8\] for \[2,4,8,8\]/);
     await expect(pipeline.run({ prompt: "red heart", steps: 2, guidanceScale: 1, batchSize: 2 })).rejects.toThrow(/denoise: the noise predictor returned \[1,4,8,8\] for \[2,4,8,8\]/);
     broken = false;
@@ -444,33 +439,14 @@ describe("cross-run batching in the denoising loop (tiny-sd)", () => {
   });
 
   test("the loop feeds one sample buffer per run, refilled each step, and the same [uncond; cond] array to every run of one prompt", async () => {
-    const registry = new PluginRegistry([...builtinRegistry().list()]);
-    const calls: { run: string; sample: Float32Array; first: number; ehs: Float32Array }[] = [];
-    registry.register(
-      definePlugin({
-        name: "watching-unet",
-        kind: "noise-predictor",
-        description: "onnx-unet that records what each call is fed (test)",
-        configSchema: onnxUnet.configSchema,
-        async create(config, ctx) {
-          const inner = await onnxUnet.create(config, ctx);
-          return {
-            maxBatch: inner.maxBatch,
-            perRowTimesteps: inner.perRowTimesteps,
-            latentShape: inner.latentShape.bind(inner),
-            async predict(i: NoisePredictorInput) {
-              calls.push({ run: String(i.encoderHiddenStates.dims[0]), sample: i.sample.data, first: i.sample.data[0]!, ehs: i.encoderHiddenStates.data });
-              return inner.predict(i);
-            },
-          };
-        },
-      }),
+    const calls: { sample: Float32Array; first: number; ehs: Float32Array }[] = [];
+    const pipeline = await wrappedTiny(
+      async (i, inner) => {
+        calls.push({ sample: i.sample.data, first: i.sample.data[0]!, ehs: i.encoderHiddenStates.data });
+        return inner(i);
+      },
+      { batching: false, cache: new NodeCache() },
     );
-    const doc = tinyDoc();
-    doc.nodes.denoise.config.scheduler.use = "ddim"; // one call per step
-    doc.nodes.denoise.config.noisePredictor.use = "watching-unet";
-    doc.nodes.denoise.config.batching = false;
-    const pipeline = await Pipeline.load(doc, { registry, onnx: testRuntime(), models: fileSource("models/tiny-sd"), cache: new NodeCache() });
     const job = { prompt: "red heart", steps: 4, guidanceScale: 4, seed: 3 };
     calls.length = 0;
     const a = await pipeline.run(job);
