@@ -25,7 +25,7 @@ import type { NoisePredictorInput, NoisePredictorInstance, SchedulerInstance } f
 import { PredictBatcher } from "./batcher.ts";
 import { ParamsError } from "./params.ts";
 import { createRng } from "./random.ts";
-import { concat0, numel, repeatRows, stackChannels, tensor, type Embeddings, type Tensor } from "./tensor.ts";
+import { concat0, numel, repeatRows, sameDims, stackChannels, tensor, type Embeddings, type Tensor } from "./tensor.ts";
 
 const ConfigSchema = z
   .object({
@@ -93,8 +93,8 @@ function blend(known: Tensor, x: Tensor, m: Tensor): Tensor {
 
 /** Whether `both` is [u; c] for these shapes (the arrays are the memo's keys; their dims are checked here). */
 function sameRows(both: Tensor, u: Tensor, c: Tensor): boolean {
-  const d = both.dims;
-  return d.length === u.dims.length && d[0] === u.dims[0]! + c.dims[0]! && u.dims.every((x, i) => i === 0 || (x === d[i] && c.dims[i] === x));
+  const rest = both.dims.slice(1);
+  return both.dims[0] === u.dims[0]! + c.dims[0]! && sameDims(u.dims.slice(1), rest) && sameDims(c.dims.slice(1), rest);
 }
 
 /** Rows to match the batch: a single conditioning row is shared by every image. */
@@ -252,7 +252,7 @@ export const denoiseNode: NodeType = {
         // settles): no new array per step, and where the ONNX layer feeds it as it is (float32, off
         // onnxruntime-web's WebGPU queue, no batch slicing, not an inpainting UNet's stacked
         // channels) one ORT tensor for the whole run (bench/overhead.ts measures the difference).
-        const sampleBuf = new Float32Array(new ArrayBuffer(4 * rows * per));
+        const sampleBuf = new Float32Array(rows * per);
         const sampleIn: Tensor = { dims: guided ? guidedDims : [batch, c, h, w], data: sampleBuf };
         const watched = run.stepsWatched !== false;
 

@@ -16,7 +16,7 @@ import { z } from "zod";
 import { SHA256_HEX, sha256Hex } from "./manifest.ts";
 import { ModelFileError, type ModelSource } from "./model-source.ts";
 import { OnnxFormatError, readOnnxGraph, type GraphIO } from "./onnx-graph.ts";
-import type { Tensor } from "./tensor.ts";
+import { sameDims, type Tensor } from "./tensor.ts";
 import { nativeThreadOptions, threadPolicy, type SessionRole, type ThreadPolicy, type ThreadPolicyOptions } from "./threads.ts";
 
 export type ExecutionProvider = "auto" | "cpu" | "wasm" | "webgpu";
@@ -575,12 +575,6 @@ export class OnnxModel implements OnnxModelInfo {
 /** Whether a feed is the one remembered: the same array (not equal values: it may have changed in place) and the same dims. */
 function sameFeed(prev: { readonly src: ArrayLike<number>; readonly dims: readonly number[] }, src: ArrayLike<number>, dims: readonly number[]): boolean {
   return prev.src === src && sameDims(prev.dims, dims);
-}
-
-function sameDims(a: readonly number[], b: readonly number[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** Rows [start, end) of a feed. */

@@ -35,7 +35,10 @@ export function numel(dims: readonly number[]): number {
 }
 
 export function sameDims(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
+  // A plain loop: the ONNX layer asks this for every feed of every denoising step.
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Concatenate along the first axis (used to batch the unconditional and conditional halves). */
