@@ -345,9 +345,15 @@ async function floorGraphs(pipelineFile: string): Promise<string[] | undefined> 
   const files = (JSON.parse(readFileSync(join(modelDir, "manifest.sha256.json"), "utf8")) as { files: Record<string, { sha256: string }> }).files;
   const ort = (await import("onnxruntime-node")) as unknown as OrtModuleLike;
   const out = [modelDir];
+  // The graphs the CLI's sessions store (CPU provider, optimization "all"), each made for the sizes of
+  // its first run (`pinShapes`): one prompt of 16 tokens, the 2-row guidance batch, one latent.
+  const sizes: Record<string, Record<string, number>> = {
+    "text_encoder/model.onnx": { batch: 1, sequence: 16 },
+    "unet/model.onnx": { batch: 2, sequence: 16 },
+    "vae_decoder/model.onnx": { batch: 1 },
+  };
   for (const f of ["text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx"]) {
-    // The key a pipeline's session stores: CPU provider, optimization "all", no fixed dimensions.
-    const id = await graphCacheId(files[f]!.sha256, graphCacheKey(ort, "cpu", { graphOptimizationLevel: "all" }));
+    const id = await graphCacheId(files[f]!.sha256, graphCacheKey(ort, "cpu", { graphOptimizationLevel: "all", freeDimensionOverrides: sizes[f] }));
     const path = join(cache, `${id}.onnx`);
     if (!existsSync(path)) return undefined;
     out.push(path);

@@ -31,6 +31,8 @@ export interface DiffgraphOptions {
   readonly prewarm?: boolean;
   /** onnxruntime-web WebGPU: keep the text states on the GPU across steps and read back only used outputs (default true). */
   readonly gpuResidency?: boolean;
+  /** Create each session for the sizes of its first run (`OnnxRuntimeOptions.pinShapes`; default false: the `generate` CLI turns it on). */
+  readonly pinShapes?: boolean;
   /** `createDiffgraph` defaults it to the adapter for the detected host. */
   readonly adapter?: RuntimeAdapter;
 }
@@ -62,6 +64,7 @@ export async function createDiffgraphWith(adapter: RuntimeAdapter, options: Diff
     ...(options.graphCache !== undefined ? { graphCache: options.graphCache } : {}),
     ...(options.prewarm !== undefined ? { prewarm: options.prewarm } : {}),
     ...(options.gpuResidency !== undefined ? { gpuResidency: options.gpuResidency } : {}),
+    ...(options.pinShapes !== undefined ? { pinShapes: options.pinShapes } : {}),
   });
   const cache = new NodeCache();
   return {

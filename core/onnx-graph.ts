@@ -45,6 +45,8 @@ const DTYPES: Readonly<Record<number, string>> = {
 };
 
 interface Field {
+  /** Where the field's key starts: the field's bytes are [at, end) (wire 0: `end` is set too). */
+  readonly at: number;
   readonly no: number;
   readonly wire: number;
   /** Varint value (wire 0), as a number (exact to 2^53). */
@@ -83,15 +85,17 @@ class Reader {
       const wire = key % 8;
       if (no === 0) throw new OnnxFormatError(`${this.what}: field number 0 at byte ${keyAt}`);
       switch (wire) {
-        case 0:
-          yield { no, wire, value: this.varint(), start: 0, end: 0 };
+        case 0: {
+          const value = this.varint();
+          yield { at: keyAt, no, wire, value, start: 0, end: this.at };
           break;
+        }
         case 1:
         case 5: {
           const n = wire === 1 ? 8 : 4;
           if (this.at + n > this.end) throw new OnnxFormatError(`${this.what}: field ${no} runs past the end at byte ${keyAt}`);
           this.at += n;
-          yield { no, wire, value: 0, start: this.at - n, end: this.at };
+          yield { at: keyAt, no, wire, value: 0, start: this.at - n, end: this.at };
           break;
         }
         case 2: {
@@ -101,7 +105,7 @@ class Reader {
           }
           const start = this.at;
           this.at += len;
-          yield { no, wire, value: len, start, end: this.at };
+          yield { at: keyAt, no, wire, value: len, start, end: this.at };
           break;
         }
         default:
@@ -208,4 +212,84 @@ export function readOnnxGraph(bytes: Uint8Array): OnnxGraphInfo {
   }
   if (!outputs.length) throw new OnnxFormatError("graph: no outputs");
   return { irVersion, opsets, inputs: inputs.filter((i) => !initializers.has(i.name)), outputs, nodeCount, subgraphs };
+}
+
+/**
+ * `bytes` with the graph's symbolic axes named in `sizes` made static: every dimension of the graph's
+ * inputs, outputs and `value_info` whose `dim_param` is a key of `sizes` gets that size as its
+ * `dim_value` instead (its denotation kept); every other byte is copied as it is. onnxruntime then
+ * knows those shapes at creation, as for a model exported with them: its constant folding removes the
+ * shape arithmetic the export computes at run time (`Shape`, `Gather`, `Concat` … feeding `Reshape`)
+ * and its planner sizes buffers ahead. What onnxruntime's `freeDimensionOverrides` does where it is
+ * implemented (onnxruntime-web); onnxruntime-node 1.30's binding has no such option and ignores it.
+ * Written here because no npm protobuf library edits a message in place without decoding the whole
+ * model (its weights included) into objects first. Returns `bytes` itself when nothing is named.
+ * Throws `OnnxFormatError` where the model is not well-formed, or a size is not a positive integer.
+ */
+export function pinSymbolicDims(bytes: Uint8Array, sizes: Readonly<Record<string, number>>): Uint8Array {
+  for (const [name, size] of Object.entries(sizes)) {
+    if (!Number.isSafeInteger(size) || size < 1) throw new OnnxFormatError(`pinSymbolicDims: the size of "${name}" must be a positive integer, got ${size}`);
+  }
+  const names = new Map(Object.entries(sizes).map(([k, v]) => [new TextEncoder().encode(k), v] as const));
+  const pinned = (f: Field): number | undefined => {
+    if (f.wire !== 2) return undefined;
+    const len = f.end - f.start;
+    for (const [name, size] of names) {
+      if (name.length !== len) continue;
+      let same = true;
+      for (let i = 0; i < len && same; i++) same = bytes[f.start + i] === name[i];
+      if (same) return size;
+    }
+    return undefined;
+  };
+  // Each level returns the message's new fields as pieces, or undefined when it changes nothing.
+  type Edit = (f: Field) => Uint8Array[] | undefined;
+  const message = (f: Field, what: string, edit: Edit): Uint8Array[] | undefined => {
+    const pieces: Uint8Array[] = [];
+    let changed = false;
+    for (const x of sub(bytes, f, what).fields()) {
+      const e = edit(x);
+      if (e) {
+        changed = true;
+        pieces.push(...e);
+      } else pieces.push(bytes.subarray(x.at, x.end));
+    }
+    return changed ? pieces : undefined;
+  };
+  // A length-delimited field `no` around new pieces.
+  const wrap = (no: number, pieces: Uint8Array[]): Uint8Array[] => [varint(no * 8 + 2), varint(pieces.reduce((n, p) => n + p.length, 0)), ...pieces];
+  const nest = (no: number, what: string, inner: Edit): Edit => (x) => {
+    if (x.no !== no) return undefined;
+    const out = message(x, what, inner);
+    return out && wrap(no, out);
+  };
+  // Dimension.dim_param (2) named in `sizes` → Dimension.dim_value (1).
+  const dimParam: Edit = (x) => {
+    const size = x.no === 2 ? pinned(x) : undefined;
+    return size === undefined ? undefined : [varint(1 * 8 + 0), varint(size)];
+  };
+  // ValueInfoProto.type (2) → TypeProto.tensor_type (1) → Tensor.shape (2) → TensorShapeProto.dim (1)
+  const valueInfo = nest(2, "value_info type", nest(1, "tensor type", nest(2, "shape", nest(1, "shape dim", dimParam))));
+  // GraphProto.input (11), output (12), value_info (13): each a ValueInfoProto.
+  const graphEdit: Edit = (x) => (x.no === 11 || x.no === 12 || x.no === 13 ? nest(x.no, "graph value_info", valueInfo)(x) : undefined);
+  const pieces = message({ at: 0, no: 0, wire: 2, value: bytes.length, start: 0, end: bytes.length }, "model", nest(7, "graph", graphEdit));
+  if (!pieces) return bytes;
+  const result = new Uint8Array(pieces.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of pieces) {
+    result.set(p, at);
+    at += p.length;
+  }
+  return result;
+}
+
+/** A non-negative integer as a protobuf varint. */
+function varint(n: number): Uint8Array {
+  const out: number[] = [];
+  while (n >= 128) {
+    out.push((n % 128) | 0x80);
+    n = Math.floor(n / 128);
+  }
+  out.push(n);
+  return Uint8Array.from(out);
 }

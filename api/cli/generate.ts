@@ -86,6 +86,8 @@ export async function main(argv: string[]): Promise<number> {
     ...(threads ? { threads } : {}),
     ...(graphCache !== undefined ? { graphCache: /^off$/i.test(graphCache) ? false : graphCache } : {}),
     ...(phases ? { adapter: phases.adapter } : {}),
+    // One run, one shape: each session is made for it (`OnnxRuntimeOptions.pinShapes`).
+    pinShapes: true,
   });
   phases?.mark("created");
   try {
