@@ -293,3 +293,26 @@ function varint(n: number): Uint8Array {
   out.push(n);
   return Uint8Array.from(out);
 }
+
+/**
+ * A complete one-node model (`y = Identity(x)`, float [1], opset 14): what an execution provider is
+ * tried with before it is handed a real model (`OnnxRuntime`: onnxruntime-node's WebGPU provider finds
+ * no adapter on many machines, and learning that from a text encoder would first read and prepare it).
+ */
+export function probeModelBytes(): Uint8Array {
+  const enc = new TextEncoder();
+  const cat = (...parts: Uint8Array[]) => {
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) (out.set(p, at), (at += p.length));
+    return out;
+  };
+  const field = (no: number, body: Uint8Array) => cat(varint(no * 8 + 2), varint(body.length), body);
+  const text = (no: number, s: string) => field(no, enc.encode(s));
+  const int = (no: number, v: number) => cat(varint(no * 8), varint(v));
+  // ValueInfoProto { name, type { tensor_type { elem_type float, shape { dim { dim_value 1 } } } } }
+  const io = (name: string) => cat(text(1, name), field(2, field(1, cat(int(1, 1), field(2, field(1, int(1, 1)))))));
+  const node = cat(text(1, "x"), text(2, "y"), text(4, "Identity"));
+  const graph = cat(field(1, node), text(2, "probe"), field(11, io("x")), field(12, io("y")));
+  return cat(int(1, 8), field(7, graph), field(8, cat(text(1, ""), int(2, 14))));
+}

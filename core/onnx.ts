@@ -15,7 +15,7 @@ import { f16ToF32, f32ToF16 } from "./float16.ts";
 import { z } from "zod";
 import { SHA256_HEX, sha256Hex } from "./manifest.ts";
 import { ModelFileError, type ModelSource } from "./model-source.ts";
-import { OnnxFormatError, pinSymbolicDims, readOnnxGraph, type GraphIO } from "./onnx-graph.ts";
+import { OnnxFormatError, pinSymbolicDims, probeModelBytes, readOnnxGraph, type GraphIO } from "./onnx-graph.ts";
 import { sameDims, type Tensor } from "./tensor.ts";
 import { nativeThreadOptions, threadPolicy, type SessionRole, type ThreadPolicy, type ThreadPolicyOptions } from "./threads.ts";
 
@@ -970,6 +970,11 @@ export class OnnxRuntime {
         this.markUnavailable(backend, provider, (err as Error).message, errors);
         continue;
       }
+      const refused = await this.probe(ort, backend, provider);
+      if (refused) {
+        this.markUnavailable(backend, provider, shortReason(refused), errors);
+        continue;
+      }
       let session: OrtSessionLike;
       let from: CreatedSession["from"] = "model";
       const serialize = this.serializerFor(backend, provider);
@@ -1090,6 +1095,28 @@ export class OnnxRuntime {
       throw new Error("navigator.gpu is missing (no WebGPU in this runtime)");
     }
     return web(provider as "wasm" | "webgpu");
+  }
+
+  private readonly probes = new Map<string, Promise<string | null>>();
+
+  /**
+   * Whether onnxruntime-node's WebGPU provider can make a session here, tried once per runtime with a
+   * one-node model (`probeModelBytes`) before any real model is read for it: on a machine without an
+   * adapter (most servers) its refusal then costs ≈ 1 ms, where learning it from the first model
+   * (emoji-64's text encoder, under `auto`) read 5 MB and fixed its axes first (≈ 20 ms of a cold
+   * `generate` here). Null when it works; the other providers are not probed.
+   */
+  private probe(ort: OrtModuleLike, backend: BackendName, provider: string): Promise<string | null> | null {
+    if (backend !== "onnxruntime-node" || provider !== "webgpu" || this.working.has(`${backend}/${provider}`)) return null;
+    let p = this.probes.get(provider);
+    if (!p) {
+      p = ort.InferenceSession.create(probeModelBytes(), { executionProviders: [provider], logSeverityLevel: 3 }).then(
+        async (session) => (await session.release(), null),
+        (err: unknown) => (err as Error).message ?? String(err),
+      );
+      this.probes.set(provider, p);
+    }
+    return p;
   }
 
   private residency(backend: BackendName, provider: string): boolean {

@@ -126,3 +126,33 @@ test("a float32 array fed again with the same dims keeps its ORT tensor, which r
   expect(made).toEqual(["float32[1,4]"]);
   expect(created).toBe(1);
 });
+
+test('"auto" tries onnxruntime-node\'s WebGPU provider with a one-node model first: no adapter, and no model is handed to it; with one, models are made there', async () => {
+  const model = onnxModelBytes([["x", "float32", ["batch"]]], [["y", "float32", ["batch"]]], "real");
+  const files = memorySource({ "a.onnx": model, "b.onnx": model }, "m");
+  for (const adapter of [false, true]) {
+    const calls: string[] = [];
+    const ort: OrtModuleLike = {
+      ...fakeOrt,
+      InferenceSession: {
+        async create(bytes, options): Promise<OrtSessionLike> {
+          const provider = String((options as { executionProviders: string[] }).executionProviders[0]);
+          calls.push(`${provider}:${producerOf(bytes as Uint8Array) || "probe"}`);
+          if (provider === "webgpu" && !adapter) throw new Error("webgpu_context.cc:136 Failed to get a WebGPU adapter: No supported adapters");
+          return fakeSessionFor(bytes as Uint8Array);
+        },
+      },
+    };
+    const logs: string[] = [];
+    const onnx = new OnnxRuntime({ backends: { host: "test", native: async () => ort }, executionProvider: "auto", log: (m) => logs.push(m), graphCache: false });
+    await (await onnx.load(files, "a.onnx")).ready();
+    await (await onnx.load(files, "b.onnx")).ready();
+    if (adapter) {
+      expect(calls).toEqual(["webgpu:probe", "webgpu:real", "webgpu:real"]);
+      expect(onnx.providersInUse).toEqual(["onnxruntime-node/webgpu"]);
+    } else {
+      expect(calls).toEqual(["webgpu:probe", "cpu:real", "cpu:real"]);
+      expect(logs).toEqual(['onnx: executionProvider "auto" falls back to onnxruntime-node/cpu (onnxruntime-node/webgpu: Failed to get a WebGPU adapter: No supported adapters)']);
+    }
+  }
+});
