@@ -123,15 +123,24 @@ export async function gridPng(images: Tensor, columns?: number, scale = 1, encod
     const { data } = toRgb8(images, k);
     const ox = (k % cols) * w * s;
     const oy = Math.floor(k / cols) * h * s;
-    for (let y = 0; y < h * s; y++) {
-      const sy = Math.floor(y / s);
-      for (let x = 0; x < w * s; x++) {
-        const src = (sy * w + Math.floor(x / s)) * 3;
-        const dst = ((oy + y) * W + ox + x) * 3;
-        out[dst] = data[src]!;
-        out[dst + 1] = data[src + 1]!;
-        out[dst + 2] = data[src + 2]!;
+    // Each source row once, widened s×; its other s − 1 copies are block copies (a cold CLI runs this
+    // loop once, unoptimized: per destination pixel it cost ≈ 4 ms at 256×256).
+    const span = w * s * 3;
+    for (let sy = 0; sy < h; sy++) {
+      const first = ((oy + sy * s) * W + ox) * 3;
+      let dst = first;
+      for (let x = 0; x < w; x++) {
+        const src = (sy * w + x) * 3;
+        const r = data[src]!;
+        const g = data[src + 1]!;
+        const b2 = data[src + 2]!;
+        for (let k = 0; k < s; k++, dst += 3) {
+          out[dst] = r;
+          out[dst + 1] = g;
+          out[dst + 2] = b2;
+        }
       }
+      for (let k = 1; k < s; k++) out.copyWithin(first + k * W * 3, first, first + span);
     }
   }
   if ((encoder === "auto" ? gridEncoder(W * H, sharpReady) : encoder) === "js") return encodeRgbPng(out, W, H);
