@@ -14,7 +14,7 @@
 import { f16ToF32, f32ToF16 } from "./float16.ts";
 import { z } from "zod";
 import { SHA256_HEX, sha256Hex } from "./manifest.ts";
-import { ModelFileError, type ModelSource } from "./model-source.ts";
+import { ModelFileError, stampSize, type ModelSource } from "./model-source.ts";
 import { OnnxFormatError, pinSymbolicDims, probeModelBytes, readOnnxGraph, type GraphIO } from "./onnx-graph.ts";
 import { sameDims, type Tensor } from "./tensor.ts";
 import { nativeThreadOptions, threadPolicy, type SessionRole, type ThreadPolicy, type ThreadPolicyOptions } from "./threads.ts";
@@ -155,6 +155,14 @@ export function graphCacheKey(ort: OrtModuleLike, provider: string, options: Rea
 function sortedKeys<T>(o: Readonly<Record<string, T>> | undefined): Record<string, T> | undefined {
   return o && Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
+
+/**
+ * The largest model `pinShapes` makes sessions for its sizes: each set of sizes is an entry of its
+ * own in the optimized-graph cache, as big as the model (emoji-64's UNet: 30 MB with its prepacked
+ * weights), and a cache of a 1.7 GB float16 UNet per image size would fill a disk. Larger models keep
+ * one unpinned session and entry.
+ */
+export const PIN_MAX_MODEL_BYTES = 256 * 1024 * 1024;
 
 /**
  * Provider table: for each requested provider, the (backend, ORT execution provider) pairs to try in
@@ -785,9 +793,11 @@ export interface OnnxRuntimeOptions {
    * creation from the optimized-graph cache ≈ 2× quicker here). A later run with other sizes gets a
    * second session of the unpinned model. For a process that runs one shape (the `generate` CLI); a
    * server, which keeps its sessions and sees many shapes, leaves it off (default false). Applies to
-   * models without external weights.
+   * models without external weights of up to `pinMaxModelBytes`.
    */
   readonly pinShapes?: boolean;
+  /** The largest model file `pinShapes` applies to (default `PIN_MAX_MODEL_BYTES`, 256 MiB). */
+  readonly pinMaxModelBytes?: number;
   /**
    * The optimized-graph cache (onnxruntime-node CPU): a folder, or false for none. Default: the
    * adapter's (`DIFFGRAPH_CACHE_DIR`, else `$XDG_CACHE_HOME/diffgraph/onnx`, else `~/.cache/diffgraph/onnx`).
@@ -884,7 +894,9 @@ export class OnnxRuntime {
     let locations: string[];
     let sha256 = source.sha256Of?.(path);
     let bytes: () => Promise<Uint8Array>;
+    let size: number;
     if (known) {
+      size = stampSize(stamp!);
       graph = known;
       locations = [...known.externalData];
       sha256 ??= known.sha256;
@@ -912,6 +924,7 @@ export class OnnxRuntime {
         throw new ModelFileError(file, `is not a valid ONNX model or is truncated (${err.message})`, { cause: err });
       }
       locations = externalDataFiles(b);
+      size = b.length;
       bytes = () => Promise.resolve(b);
       // Remember what was read, if the file kept its stamp through the read (no write in between).
       if (stamp !== undefined && (await source.stamp!(path)) === stamp) {
@@ -936,8 +949,9 @@ export class OnnxRuntime {
       return this.createSession({ source, path, file, role, bytes, locations, dir, subgraphs: graph.subgraphs, ...(sizes ? { fixed: sizes } : {}), ...(sha256 ? { sha256 } : {}) });
     };
     // Pinned where the bytes are what onnxruntime is handed (onnxruntime-node opens a model with
-    // external weights from its path, which cannot be edited on the way).
-    return new OnnxModel(file, io(graph.inputs), io(graph.outputs), open, this.options.pinShapes === true && locations.length === 0);
+    // external weights from its path, which cannot be edited on the way), and where a copy per shape
+    // in the graph cache is small (PIN_MAX_MODEL_BYTES).
+    return new OnnxModel(file, io(graph.inputs), io(graph.outputs), open, this.options.pinShapes === true && locations.length === 0 && size <= (this.options.pinMaxModelBytes ?? PIN_MAX_MODEL_BYTES));
   }
 
   private async createSession(m: {

@@ -97,7 +97,8 @@ describe("OnnxRuntime pinShapes", () => {
         ) {}
       } as never,
     };
-    const onnx = (pinShapes: boolean) => new OnnxRuntime({ backends: { host: "test", native: async () => fake }, executionProvider: "cpu", pinShapes, graphCache: false });
+    const onnx = (pinShapes: boolean, pinMaxModelBytes?: number) =>
+      new OnnxRuntime({ backends: { host: "test", native: async () => fake }, executionProvider: "cpu", pinShapes, graphCache: false, ...(pinMaxModelBytes ? { pinMaxModelBytes } : {}) });
     return { created, ran, onnx };
   }
 
@@ -126,6 +127,15 @@ describe("OnnxRuntime pinShapes", () => {
     await m.run(feeds(1));
     expect(r.created).toEqual([{ inputs: [["batch", 3], ["batch"]], overrides: undefined }]);
     expect(r.ran).toEqual([0, 0]);
+  });
+
+  test("a model file larger than pinMaxModelBytes keeps its one unpinned session (a cache entry per shape would be as big as the model)", async () => {
+    for (const [limit, pinned] of [[model.length, true], [model.length - 1, false]] as const) {
+      const r = recording();
+      const m = await r.onnx(true, limit).load(memorySource({ "m.onnx": model }, "m"), "m.onnx");
+      await m.run(feeds(2));
+      expect(r.created).toEqual([{ inputs: pinned ? [[2, 3], [2]] : [["batch", 3], ["batch"]], overrides: pinned ? { batch: 2 } : undefined }]);
+    }
   });
 
   test("feeds that disagree on an axis leave it free; a feed of the wrong rank is the usual error", async () => {
