@@ -297,7 +297,8 @@ function varint(n: number): Uint8Array {
 /**
  * A complete one-node model (`y = Identity(x)`, float [1], opset 14): what an execution provider is
  * tried with before it is handed a real model (`OnnxRuntime`: onnxruntime-node's WebGPU provider finds
- * no adapter on many machines, and learning that from a text encoder would first read and prepare it).
+ * no adapter on many machines, and learning that from a text encoder would first read and prepare it),
+ * and the session the prewarm worker makes onnxruntime's environment with (`adapters/ort-prewarm-node.ts`).
  */
 export function probeModelBytes(): Uint8Array {
   const enc = new TextEncoder();

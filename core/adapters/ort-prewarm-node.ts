@@ -14,18 +14,19 @@
  * `logSeverityLevel` instead, and a program that sets `ort.env.logLevel` on the main thread turns
  * prewarming off (`prewarm: false`).
  */
-// x → Identity → y, float [1], opset 17: the smallest model whose session makes onnxruntime create its environment.
-const IDENTITY = "CAg6NwoQCgF4EgF5IghJZGVudGl0eRIBZ1oPCgF4EgoKCAgBEgQKAggBYg8KAXkSCgoICAESBAoCCAFCBAoAEBE=";
-
 export {}; // a module: top-level await
 
 const scope = globalThis as unknown as { postMessage(m: unknown): void; close(): void };
 
 try {
-  const ort = (await import("onnxruntime-node")) as unknown as {
-    InferenceSession: { create(model: Uint8Array, options: Record<string, unknown>): Promise<{ release(): Promise<void> }> };
-  };
-  const bytes = Uint8Array.from(atob(IDENTITY), (c) => c.charCodeAt(0));
+  const [ort, { probeModelBytes }] = await Promise.all([
+    import("onnxruntime-node") as Promise<unknown> as Promise<{
+      InferenceSession: { create(model: Uint8Array, options: Record<string, unknown>): Promise<{ release(): Promise<void> }> };
+    }>,
+    import("../onnx-graph.ts"),
+  ]);
+  // The smallest model whose session makes onnxruntime create its environment: x → Identity → y.
+  const bytes = probeModelBytes();
   // One thread, no pool: the session exists only to make the environment.
   const options = { executionProviders: ["cpu"], logSeverityLevel: 3, intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: "sequential" };
   await (await ort.InferenceSession.create(bytes, options)).release();
