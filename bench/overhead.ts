@@ -12,7 +12,9 @@
  *      are asleep; the per-block ratio's median with a seeded bootstrap 95 % interval;
  *  (d) the UNet's GFLOP/s (FLOPs counted from its ONNX graph, bench/lib/onnx-flops.ts) against a
  *      roofline measured in the same process: a MatMul model of comparable size through the same
- *      session options (loaded by the same OnnxRuntime);
+ *      session options (loaded by the same OnnxRuntime); and the UNet's session as `generate` makes
+ *      it (`pinShapes`: made for batch 2 and the prompt's tokens), timed in alternation with the
+ *      bare loop's;
  *  (c) the cold CLI: `bun api/cli/launch.ts generate --timings` (`bun run generate`) spawned N times, its phases, and denoising's
  *      share of the process's wall time; interleaved with it, the floor (`bench/lib/cold-floor.ts`:
  *      the same work with no framework) and its share, and the CLI's wall time over the floor's;
@@ -29,7 +31,7 @@ import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { createDiffgraph } from "../core/diffgraph.ts";
 import { modelFolderOf } from "../core/diffgraph-core.ts";
-import { graphCacheKey, type ExecutionProvider, type OnnxModel, type OrtModuleLike, type OrtSessionLike, type OrtTensorLike } from "../core/onnx.ts";
+import { graphCacheKey, OnnxRuntime, type ExecutionProvider, type OnnxModel, type OrtModuleLike, type OrtSessionLike, type OrtTensorLike } from "../core/onnx.ts";
 import type { ModelSource } from "../core/model-source.ts";
 import { emptyStepProfile, type StepProfile } from "../core/node.ts";
 import type { Tensor } from "../core/tensor.ts";
@@ -322,12 +324,43 @@ for (const provider of providers) {
     }
     const best = Math.max(...roof.map((r) => r.gflops));
     const unetGflops = flopsPerCall / unetMs / 1e6;
+    // The UNet's session as generate makes it (pinShapes: its symbolic axes fixed to this call's
+    // sizes), its bare loop in alternation with the unpinned session's, so the machine's drift hits both.
+    const pinnedRt = new OnnxRuntime({ backends: dg.adapter.onnxBackends, executionProvider: provider, pinShapes: true, log: () => {} });
+    const pinnedModel = await pinnedRt.load(fileSource(modelDir), "unet/model.onnx", { role: "noise-predictor" });
+    const int = ts.type === "int64" || ts.type === "int32";
+    await pinnedModel.run({
+      sample: { dims: [2, c, h, w], data: sampleData },
+      timestep: int ? { dims: tsDims, ints: new Array<number>(tsLen).fill(500) } : { dims: tsDims, data: new Float32Array(tsLen).fill(500) },
+      encoder_hidden_states: { dims: [2, ...ehs.dims.slice(1)], data: ehs2 },
+    }); // its first run makes the session, for these sizes
+    const { session: pinnedSession } = await internals(pinnedModel);
+    const loop = async (s: OrtSessionLike) => {
+      const t0 = performance.now();
+      for (let i = 0; i < steps; i++) await s.run(bareFeeds(999 - i * Math.floor(1000 / steps)));
+      return (performance.now() - t0) / steps;
+    };
+    const pinnedRatios: number[] = [];
+    const pinnedMs: number[] = [];
+    const unpinnedMs: number[] = [];
+    for (let i = 0; i < 16; i++) {
+      await sleep(pauseMs);
+      const [a, b] = i % 2 ? [await loop(pinnedSession), await loop(session)] : [await loop(session), await loop(pinnedSession)].reverse();
+      pinnedMs.push(a!);
+      unpinnedMs.push(b!);
+      pinnedRatios.push(a! / b!);
+    }
+    await pinnedRt.dispose();
+    const pinnedCi = bootstrapInterval(pinnedRatios);
     console.log(`(d) UNet ${fmt(flopsPerCall / 1e9, 3)} GFLOP per call (batch 2; 2 × MACs of Conv/MatMul/Gemm from the graph) in ${fmt(unetMs)} ms (bare loop median)\n`);
     console.log("model | ms | GFLOP/s | of roofline");
     console.log("---|---|---|---");
     for (const r of roof) console.log(`sgemm ${r.n}×${r.n}×${r.n} | ${fmt(r.ms)} | ${fmt(r.gflops, 1)} | ${pct(r.gflops / best, 0)}`);
-    console.log(`**UNet** | ${fmt(unetMs)} | **${fmt(unetGflops, 1)}** | **${pct(unetGflops / best, 0)}**\n`);
-    result.roofline = { sgemm: roof, unetMs, unetGflops, fraction: unetGflops / best };
+    console.log(`**UNet** | ${fmt(unetMs)} | **${fmt(unetGflops, 1)}** | **${pct(unetGflops / best, 0)}**`);
+    const pinnedGflops = flopsPerCall / median(pinnedMs) / 1e6;
+    console.log(`**UNet, its session made for batch 2** (\`pinShapes\`, as \`generate\` makes it) | ${fmt(median(pinnedMs))} | **${fmt(pinnedGflops, 1)}** | **${pct(pinnedGflops / best, 0)}**\n`);
+    console.log(`the session made for batch 2 against the unpinned one, ${pinnedRatios.length} alternating loops of ${steps} calls (medians ${fmt(median(pinnedMs))} and ${fmt(median(unpinnedMs))} ms): ×${fmt(median(pinnedRatios), 3)} [${fmt(pinnedCi[0], 3)}, ${fmt(pinnedCi[1], 3)}] per call\n`);
+    result.roofline = { sgemm: roof, unetMs, unetGflops, fraction: unetGflops / best, pinned: { ms: pinnedMs, unpinnedMs, ratios: pinnedRatios, ratio: median(pinnedRatios), interval: pinnedCi, gflops: pinnedGflops, fraction: pinnedGflops / best } };
   }
   await dg.dispose();
 }
