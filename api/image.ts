@@ -134,13 +134,13 @@ export async function gridPng(images: Tensor, columns?: number, scale = 1, encod
         const r = data[src]!;
         const g = data[src + 1]!;
         const b2 = data[src + 2]!;
-        for (let k = 0; k < s; k++, dst += 3) {
+        for (let rep = 0; rep < s; rep++, dst += 3) {
           out[dst] = r;
           out[dst + 1] = g;
           out[dst + 2] = b2;
         }
       }
-      for (let k = 1; k < s; k++) out.copyWithin(first + k * W * 3, first, first + span);
+      for (let rep = 1; rep < s; rep++) out.copyWithin(first + rep * W * 3, first, first + span);
     }
   }
   if ((encoder === "auto" ? gridEncoder(W * H, sharpReady) : encoder) === "js") return encodeRgbPng(out, W, H);

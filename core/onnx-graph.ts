@@ -220,11 +220,14 @@ export function readOnnxGraph(bytes: Uint8Array): OnnxGraphInfo {
  * `dim_value` instead (its denotation kept); every other byte is copied as it is. onnxruntime then
  * knows those shapes at creation, as for a model exported with them: its constant folding removes the
  * shape arithmetic the export computes at run time (`Shape`, `Gather`, `Concat` … feeding `Reshape`)
- * and its planner sizes buffers ahead. What onnxruntime's `freeDimensionOverrides` does where it is
- * implemented (onnxruntime-web); onnxruntime-node 1.30's binding has no such option and ignores it.
- * Written here because no npm protobuf library edits a message in place without decoding the whole
- * model (its weights included) into objects first. Returns `bytes` itself when nothing is named.
- * Throws `OnnxFormatError` where the model is not well-formed, or a size is not a positive integer.
+ * and its planner sizes buffers ahead. onnxruntime's `freeDimensionOverrides` (where it is
+ * implemented: onnxruntime-web; onnxruntime-node 1.30's binding has no such option and ignores it)
+ * fixes the graph inputs' axes the same way; the outputs and `value_info` are edited too, so nothing
+ * in the file contradicts them. Tensor types only (sequence, optional and sparse types are copied as
+ * they are). Written here because no npm protobuf library edits a message in place without decoding
+ * the whole model (its weights included) into objects first. Returns `bytes` itself when nothing is
+ * named. Throws `OnnxFormatError` where what it walks (the model's fields, its graph's, the value
+ * infos') is not well-formed, or a size is not a positive integer; `readOnnxGraph` checks the rest.
  */
 export function pinSymbolicDims(bytes: Uint8Array, sizes: Readonly<Record<string, number>>): Uint8Array {
   for (const [name, size] of Object.entries(sizes)) {

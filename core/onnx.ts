@@ -147,13 +147,14 @@ export function graphCacheKey(ort: OrtModuleLike, provider: string, options: Rea
   return {
     runtime: `onnxruntime-node ${version}`,
     provider,
-    // The fixed axes in name order: the same sizes are the same key, however they were gathered.
-    options: { graphOptimizationLevel: options.graphOptimizationLevel, freeDimensionOverrides: sortedKeys(options.freeDimensionOverrides as Record<string, number> | undefined) ?? null },
+    options: {
+      graphOptimizationLevel: options.graphOptimizationLevel,
+      freeDimensionOverrides: options.freeDimensionOverrides ?? null,
+      // Entries with fixed axes written before onnxruntime-node was handed them in the bytes (the
+      // binding ignores the option) hold graphs with those axes free: this marks the ones that do not.
+      ...(options.freeDimensionOverrides ? { fixedInBytes: true } : {}),
+    },
   };
-}
-
-function sortedKeys<T>(o: Readonly<Record<string, T>> | undefined): Record<string, T> | undefined {
-  return o && Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 /**
@@ -316,8 +317,18 @@ export class OnnxModel implements OnnxModelInfo {
     if (this.opened) return this;
     if (this.released) throw new Error(`${this.file}: the model was released`);
     const p = (this.opening ??= (async () => {
-      const opened = await this.open(pins);
-      this.adopt(opened, pins);
+      let opened: OpenedSession;
+      let made = pins;
+      try {
+        opened = await this.open(pins);
+      } catch (err) {
+        if (!pins) throw err;
+        // Refused for those sizes (the edit, or onnxruntime's shape inference with them): the file
+        // as it is still loads, and its failure, if any, is the one to report.
+        made = undefined;
+        opened = await this.open();
+      }
+      this.adopt(opened, made);
       return opened;
     })().catch((err) => {
       this.opening = undefined;
@@ -339,15 +350,16 @@ export class OnnxModel implements OnnxModelInfo {
       declared.map((io) => {
         const m = list?.find((x) => x.name === io.name);
         if (!m || !m.isTensor || !m.shape || m.shape.length !== io.shape.length) return io;
-        // An axis fixed by freeDimensions keeps its size; a symbolic one the session resolved takes its
-        // number, unless only this session's pins fixed it (the model itself still takes other sizes).
-        return { ...io, shape: io.shape.map((d, k) => (typeof d === "string" && !(pins && d in pins) && typeof m.shape![k] === "number" ? (m.shape![k] as number) : d)) };
+        // An axis fixed by freeDimensions keeps its size; a symbolic one the session resolved takes its number.
+        return { ...io, shape: io.shape.map((d, k) => (typeof d === "string" && typeof m.shape![k] === "number" ? (m.shape![k] as number) : d)) };
       });
-    this.outs = fromSession(s.session.outputMetadata, this.outs);
-    if (pins) {
+    // A session made for its first run's sizes resolves axes the model leaves free for other sizes:
+    // the outputs stay as the file declares them.
+    if (!pins) this.outs = fromSession(s.session.outputMetadata, this.outs);
+    else {
       const axes = new Map<string, number[]>();
       for (const io of this.ins) {
-        const want = io.shape.map((d) => (typeof d === "string" && pins[d] !== undefined ? pins[d]! : -1));
+        const want = io.shape.map((d) => (typeof d === "string" && Object.hasOwn(pins, d) ? pins[d]! : -1));
         if (want.some((w) => w >= 0)) axes.set(io.name, want);
       }
       if (axes.size) this.pinnedAxes = axes;
@@ -360,7 +372,8 @@ export class OnnxModel implements OnnxModelInfo {
    * input, unless two feeds disagree on it (that axis is left free). Undefined: nothing to pin.
    */
   private pinsFor(feeds: Record<string, Feed>): Record<string, number> | undefined {
-    const pins: Record<string, number> = {};
+    // No prototype: an axis may be named "constructor" or "__proto__".
+    const pins = Object.create(null) as Record<string, number>;
     const clash = new Set<string>();
     for (const name in feeds) {
       const io = this.byName.get(name);
@@ -368,8 +381,9 @@ export class OnnxModel implements OnnxModelInfo {
       if (!io || io.shape.length !== dims.length) return undefined; // runDirect's own error names it
       io.shape.forEach((d, k) => {
         if (typeof d !== "string" || d === "") return;
-        if (pins[d] !== undefined && pins[d] !== dims[k]) clash.add(d);
-        else pins[d] = dims[k]!;
+        const size = dims[k]!;
+        if (!Number.isSafeInteger(size) || size < 1 || (Object.hasOwn(pins, d) && pins[d] !== size)) clash.add(d); // an empty axis is not pinned
+        else pins[d] = size;
       });
     }
     for (const d of clash) delete pins[d];
@@ -391,7 +405,9 @@ export class OnnxModel implements OnnxModelInfo {
 
   /** The file's unpinned session, for feeds the pinned one was not made for. */
   private unpinned(): OnnxModel {
-    return (this.unpinnedModel ??= new OnnxModel(this.file, this.ins, this.declaredOutputs, this.open));
+    // After release() a late run must not make a session nothing would release.
+    if (this.released) throw new Error(`${this.file}: the model was released`);
+    return (this.unpinnedModel ??= new OnnxModel(this.file, this.ins, this.declaredOutputs, () => this.open()));
   }
 
   input(name: string): IOInfo {
@@ -791,9 +807,11 @@ export interface OnnxRuntimeOptions {
    * (`batch`, `sequence`, …) are fixed to them, so onnxruntime folds the shape arithmetic an export
    * computes at run time and plans its buffers at creation (emoji-64's UNet: 663 → 541 nodes, its
    * creation from the optimized-graph cache ≈ 2× quicker here). A later run with other sizes gets a
-   * second session of the unpinned model. For a process that runs one shape (the `generate` CLI); a
-   * server, which keeps its sessions and sees many shapes, leaves it off (default false). Applies to
-   * models without external weights of up to `pinMaxModelBytes`.
+   * second session of the unpinned model, and a model onnxruntime refuses with those sizes is made as
+   * the file is. For a process that runs one shape (the `generate` CLI); a server, which keeps its
+   * sessions and sees many shapes, leaves it off (default false). Applies to models without external
+   * weights of up to `pinMaxModelBytes`; a session made by `ready()` before any run, or by a first run
+   * whose feeds do not match the model's ranks, is unpinned.
    */
   readonly pinShapes?: boolean;
   /** The largest model file `pinShapes` applies to (default `PIN_MAX_MODEL_BYTES`, 256 MiB). */
@@ -946,7 +964,7 @@ export class OnnxRuntime {
       list.map((g) => ({ name: g.name, type: g.isTensor ? g.type : "non-tensor", shape: g.shape.map((d) => (typeof d === "string" && fixed?.[d] !== undefined ? fixed[d]! : d)) }));
     const open = (pins?: Readonly<Record<string, number>>) => {
       const sizes = pins || fixed ? { ...pins, ...fixed } : undefined;
-      return this.createSession({ source, path, file, role, bytes, locations, dir, subgraphs: graph.subgraphs, ...(sizes ? { fixed: sizes } : {}), ...(sha256 ? { sha256 } : {}) });
+      return this.createSession({ source, path, file, role, bytes, locations, dir, subgraphs: graph.subgraphs, pinned: pins !== undefined, ...(sizes ? { fixed: sizes } : {}), ...(sha256 ? { sha256 } : {}) });
     };
     // Pinned where the bytes are what onnxruntime is handed (onnxruntime-node opens a model with
     // external weights from its path, which cannot be edited on the way), and where a copy per shape
@@ -963,6 +981,8 @@ export class OnnxRuntime {
     locations: readonly string[];
     dir: string;
     subgraphs: boolean;
+    /** Made for a first run's sizes (`pinShapes`): a failure is the attempt's, retried by the model as the file is. */
+    pinned: boolean;
     fixed?: Readonly<Record<string, number>>;
     sha256?: string;
   }): Promise<OpenedSession> {
@@ -1035,6 +1055,8 @@ export class OnnxRuntime {
         // Reading or checking the file itself failed (lazily, on a remembered model): that says nothing of the backend.
         if (err instanceof ModelFileError) throw err;
         const msg = (err as Error).message ?? String(err);
+        // Nor does a refusal of the axes pinned for a run (the model retries as the file is, OnnxModel.readyFor).
+        if (m.pinned) throw new ModelFileError(file, `refused with its axes fixed to ${JSON.stringify(fixed)} (${firstLine(msg)})`, { cause: err });
         // A backend that has already created a session works: its failure is this file's fault, and
         // must not mark the backend unavailable for every file after it (one bad model among several).
         const fileFault = /protobuf|parse|Invalid model|Load model|failed to load model|ModelProto|graph/i.test(msg) && !/adapter|webgpu|device/i.test(msg);
@@ -1112,6 +1134,7 @@ export class OnnxRuntime {
   }
 
   private readonly probes = new Map<string, Promise<string | null>>();
+  private readonly probeSessions: OrtSessionLike[] = [];
 
   /**
    * Whether onnxruntime-node's WebGPU provider can make a session here, tried once per runtime with a
@@ -1124,10 +1147,14 @@ export class OnnxRuntime {
     if (backend !== "onnxruntime-node" || provider !== "webgpu" || this.working.has(`${backend}/${provider}`)) return null;
     let p = this.probes.get(provider);
     if (!p) {
-      p = ort.InferenceSession.create(probeModelBytes(), { executionProviders: [provider], logSeverityLevel: 3 }).then(
-        async (session) => (await session.release(), null),
-        (err: unknown) => (err as Error).message ?? String(err),
-      );
+      // Kept until dispose(): releasing the provider's only session could tear its device down just
+      // before the first real one needs it. A throw, synchronous or not, is a refusal.
+      p = Promise.resolve()
+        .then(() => ort.InferenceSession.create(probeModelBytes(), { executionProviders: [provider], logSeverityLevel: 3 }))
+        .then(
+          (session) => ((this.probeSessions.push(session), null)),
+          (err: unknown) => (err as Error)?.message ?? String(err),
+        );
       this.probes.set(provider, p);
     }
     return p;
@@ -1148,7 +1175,8 @@ export class OnnxRuntime {
   async dispose(): Promise<void> {
     const all = [...this.sessions.values()];
     this.sessions.clear();
-    await Promise.all(all.map(async (p) => (await p.catch(() => null))?.release()));
+    const probes = this.probeSessions.splice(0);
+    await Promise.all([...all.map(async (p) => (await p.catch(() => null))?.release()), ...probes.map((s) => s.release().catch(() => {}))]);
   }
 }
 

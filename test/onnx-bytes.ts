@@ -6,7 +6,9 @@
 import { readOnnxGraph, type OnnxGraphInfo } from "../core/onnx-graph.ts";
 import type { OrtSessionLike, OrtValueMetadata } from "../core/onnx.ts";
 
-export type IO = readonly [name: string, type: string, shape: readonly (number | string)[]];
+/** An axis: a size, a symbolic name, or a name with a denotation (`{ param, denotation }`). */
+export type Dim = number | string | { readonly param: string; readonly denotation: string };
+export type IO = readonly [name: string, type: string, shape: readonly Dim[]];
 
 const DTYPE: Record<string, number> = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
 
@@ -29,13 +31,13 @@ const int = (no: number, v: number) => [...varint(no * 8), ...varint(v)];
 function valueInfo([name, type, shape]: IO): number[] {
   const dtype = DTYPE[type];
   if (dtype === undefined) throw new Error(`onnxModelBytes: no dtype code for "${type}"`);
-  const dims = shape.flatMap((d) => len(1, typeof d === "number" ? int(1, d) : str(2, d)));
+  const dims = shape.flatMap((d) => len(1, typeof d === "number" ? int(1, d) : typeof d === "string" ? str(2, d) : [...str(2, d.param), ...str(3, d.denotation)]));
   return [...str(1, name), ...len(2, len(1, [...int(1, dtype), ...len(2, dims)]))];
 }
 
-/** The bytes of a model declaring `inputs` and `outputs`; `producer` tells fakes apart. */
-export function onnxModelBytes(inputs: readonly IO[], outputs: readonly IO[], producer = "diffgraph-test"): Uint8Array {
-  const graph = [...str(2, "g"), ...inputs.flatMap((io) => len(11, valueInfo(io))), ...outputs.flatMap((io) => len(12, valueInfo(io)))];
+/** The bytes of a model declaring `inputs` and `outputs` (and `valueInfo`); `producer` tells fakes apart. */
+export function onnxModelBytes(inputs: readonly IO[], outputs: readonly IO[], producer = "diffgraph-test", valueInfos: readonly IO[] = []): Uint8Array {
+  const graph = [...str(2, "g"), ...inputs.flatMap((io) => len(11, valueInfo(io))), ...outputs.flatMap((io) => len(12, valueInfo(io))), ...valueInfos.flatMap((io) => len(13, valueInfo(io)))];
   return Uint8Array.from([...int(1, 8), ...str(2, producer), ...len(7, graph), ...len(8, [...str(1, ""), ...int(2, 17)])]);
 }
 

@@ -41,7 +41,26 @@ describe("pinSymbolicDims", () => {
   test("a size that is not a positive integer, or a cut model, is an error", () => {
     expect(() => pinSymbolicDims(model, { batch: 0 })).toThrow('pinSymbolicDims: the size of "batch" must be a positive integer, got 0');
     expect(() => pinSymbolicDims(model, { batch: 1.5 })).toThrow(OnnxFormatError);
-    expect(() => pinSymbolicDims(model.subarray(0, model.length - 7), { batch: 2 })).toThrow(OnnxFormatError);
+    // Cut inside the graph (the opset_import after it is 4 bytes): the graph's length runs past the end.
+    expect(() => pinSymbolicDims(model.subarray(0, Math.floor(model.length / 2)), { batch: 2 })).toThrow(OnnxFormatError);
+  });
+
+  test("value_info is edited too, and a dimension's denotation is kept", () => {
+    const withInfo = onnxModelBytes(
+      [["x", "float32", [{ param: "batch", denotation: "DATA_BATCH" }, 3]]],
+      [["y", "float32", ["batch", 3]]],
+      "p",
+      [["hidden", "float32", ["batch", "n"]]],
+    );
+    const text = (b: Uint8Array) => new TextDecoder("latin1").decode(b);
+    expect(text(withInfo).split("batch").length - 1).toBe(3);
+    const pinned = pinSymbolicDims(withInfo, { batch: 4 });
+    expect(text(pinned)).not.toContain("batch"); // input, output and value_info: none left
+    expect(text(pinned)).toContain("DATA_BATCH");
+    expect(text(pinned)).toContain("n");
+    expect(shapes(pinned)).toEqual({ inputs: [[4, 3]], outputs: [[4, 3]] });
+    // The denotation sits in the same Dimension as the new size: the edit is that field alone.
+    expect(pinned.length).toBe(withInfo.length - 3 * ("batch".length + 2) + 3 * 2);
   });
 
   test("onnxruntime reads the pinned UNet as static, folds its shape arithmetic, and computes the same outputs", async () => {
@@ -74,19 +93,26 @@ describe("OnnxRuntime pinShapes", () => {
   const model = onnxModelBytes([["x", "float32", ["batch", 3]], ["t", "float32", ["batch"]]], [["y", "float32", ["batch", 3]]]);
   const feeds = (rows: number) => ({ x: { dims: [rows, 3], data: new Float32Array(rows * 3).fill(rows) }, t: { dims: [rows], data: new Float32Array(rows) } });
 
-  /** A fake onnxruntime that records what each session was created from, and which session ran. */
-  function recording() {
+  /**
+   * A fake onnxruntime that records what each session was created from, which session ran and which
+   * were released; `refuseStatic`: it refuses any model whose first input's first axis is a number.
+   */
+  function recording(refuseStatic = false) {
     const created: { inputs: unknown; overrides: unknown }[] = [];
     const ran: number[] = [];
+    const released: number[] = [];
     const fake: OrtModuleLike = {
       InferenceSession: {
         async create(bytes, options): Promise<OrtSessionLike> {
           const id = created.length;
-          created.push({ inputs: shapes(bytes as Uint8Array).inputs, overrides: (options as { freeDimensionOverrides?: unknown }).freeDimensionOverrides });
-          return fakeSessionFor(bytes as Uint8Array, async (f) => {
+          const inputs = shapes(bytes as Uint8Array).inputs;
+          if (refuseStatic && typeof inputs[0]![0] === "number") throw new Error("ShapeInferenceError: mismatch in some kernel");
+          created.push({ inputs, overrides: (options as { freeDimensionOverrides?: unknown }).freeDimensionOverrides });
+          const session = fakeSessionFor(bytes as Uint8Array, async (f) => {
             ran.push(id);
             return { y: { type: "float32", dims: f.x!.dims, data: f.x!.data } };
           });
+          return { ...session, release: async () => void released.push(id) };
         },
       },
       Tensor: class {
@@ -99,7 +125,7 @@ describe("OnnxRuntime pinShapes", () => {
     };
     const onnx = (pinShapes: boolean, pinMaxModelBytes?: number) =>
       new OnnxRuntime({ backends: { host: "test", native: async () => fake }, executionProvider: "cpu", pinShapes, graphCache: false, ...(pinMaxModelBytes ? { pinMaxModelBytes } : {}) });
-    return { created, ran, onnx };
+    return { created, ran, released, onnx };
   }
 
   test("the first run's sizes make the session; other sizes get a second, unpinned one; each size keeps its session", async () => {
@@ -118,6 +144,42 @@ describe("OnnxRuntime pinShapes", () => {
     await m.run(feeds(3));
     expect(r.ran).toEqual([0, 1, 0, 1, 1]);
     expect(r.created).toHaveLength(2);
+  });
+
+  test("two first runs at once: the session is made for the first one's sizes, the other's go to the unpinned session; release frees both, and a later run is refused", async () => {
+    const r = recording();
+    const m = await r.onnx(true).load(memorySource({ "m.onnx": model }, "m"), "m.onnx");
+    const [a, b] = await Promise.all([m.run(feeds(2)), m.run(feeds(1))]);
+    expect([a.y!.dims, b.y!.dims]).toEqual([[2, 3], [1, 3]]);
+    expect(r.created).toEqual([
+      { inputs: [[2, 3], [2]], overrides: { batch: 2 } },
+      { inputs: [["batch", 3], ["batch"]], overrides: undefined },
+    ]);
+    await m.release();
+    expect(r.released.sort()).toEqual([0, 1]);
+    await expect(m.run(feeds(3))).rejects.toThrow("m/m.onnx: the model was released");
+    expect(r.created).toHaveLength(2);
+  });
+
+  test("a model onnxruntime refuses with its first run's sizes is made as the file is, and the backend stays in use", async () => {
+    const r = recording(true);
+    const rt = r.onnx(true);
+    const m = await rt.load(memorySource({ "m.onnx": model }, "m"), "m.onnx");
+    expect((await m.run(feeds(2))).y!.dims).toEqual([2, 3]);
+    expect(r.created).toEqual([{ inputs: [["batch", 3], ["batch"]], overrides: undefined }]);
+    const n = await rt.load(memorySource({ "n.onnx": model }, "n"), "n.onnx");
+    await n.run(feeds(2));
+    expect(rt.providersInUse).toEqual(["onnxruntime-node/cpu"]);
+    expect(r.ran).toEqual([0, 1]);
+  });
+
+  test("a plugin's freeDimensions and the pins are fixed together", async () => {
+    const r = recording();
+    const two = onnxModelBytes([["x", "float32", ["batch", "n"]]], [["y", "float32", ["batch", "n"]]]);
+    const m = await r.onnx(true).load(memorySource({ "m.onnx": two }, "m"), "m.onnx", { freeDimensions: { n: 3 } });
+    expect(m.inputs[0]!.shape).toEqual(["batch", 3]);
+    await m.run({ x: { dims: [2, 3], data: new Float32Array(6) } });
+    expect(r.created).toEqual([{ inputs: [[2, 3]], overrides: { batch: 2, n: 3 } }]);
   });
 
   test("off (the default), the model's one session is made from the file as it is", async () => {
