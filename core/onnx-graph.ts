@@ -10,6 +10,8 @@
  * ModelProto, GraphProto, ValueInfoProto, TypeProto and TensorShapeProto field numbers are onnx.proto3's.
  */
 
+import { concatBytes } from "./bytes.ts";
+
 export interface GraphIO {
   readonly name: string;
   /** onnxruntime-JS dtype name ("float32", "int64"); "tensor" fields only: a sequence or map is "non-tensor". */
@@ -245,27 +247,7 @@ export function pinSymbolicDims(bytes: Uint8Array, sizes: Readonly<Record<string
     }
     return undefined;
   };
-  // Each level returns the message's new fields as pieces, or undefined when it changes nothing.
-  type Edit = (f: Field) => Uint8Array[] | undefined;
-  const message = (f: Field, what: string, edit: Edit): Uint8Array[] | undefined => {
-    const pieces: Uint8Array[] = [];
-    let changed = false;
-    for (const x of sub(bytes, f, what).fields()) {
-      const e = edit(x);
-      if (e) {
-        changed = true;
-        pieces.push(...e);
-      } else pieces.push(bytes.subarray(x.at, x.end));
-    }
-    return changed ? pieces : undefined;
-  };
-  // A length-delimited field `no` around new pieces.
-  const wrap = (no: number, pieces: Uint8Array[]): Uint8Array[] => [varint(no * 8 + 2), varint(pieces.reduce((n, p) => n + p.length, 0)), ...pieces];
-  const nest = (no: number, what: string, inner: Edit): Edit => (x) => {
-    if (x.no !== no) return undefined;
-    const out = message(x, what, inner);
-    return out && wrap(no, out);
-  };
+  const nest = (no: number, what: string, inner: Edit) => nested(bytes, no, what, inner);
   // Dimension.dim_param (2) named in `sizes` → Dimension.dim_value (1).
   const dimParam: Edit = (x) => {
     const size = x.no === 2 ? pinned(x) : undefined;
@@ -275,19 +257,87 @@ export function pinSymbolicDims(bytes: Uint8Array, sizes: Readonly<Record<string
   const valueInfo = nest(2, "value_info type", nest(1, "tensor type", nest(2, "shape", nest(1, "shape dim", dimParam))));
   // GraphProto.input (11), output (12), value_info (13): each a ValueInfoProto.
   const graphEdit: Edit = (x) => (x.no === 11 || x.no === 12 || x.no === 13 ? nest(x.no, "graph value_info", valueInfo)(x) : undefined);
-  const pieces = message({ at: 0, no: 0, wire: 2, value: bytes.length, start: 0, end: bytes.length }, "model", nest(7, "graph", graphEdit));
-  if (!pieces) return bytes;
-  const result = new Uint8Array(pieces.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of pieces) {
-    result.set(p, at);
-    at += p.length;
+  return editModel(bytes, nest(7, "graph", graphEdit));
+}
+
+/**
+ * The byte alignment onnxruntime's CPU kernels read a prepacked weight with (MLAS's packed GEMM
+ * operands, 64 bytes: AVX-512 aligned loads).
+ */
+export const PREPACKED_ALIGNMENT = 64;
+
+/**
+ * Removes, from an optimized graph onnxruntime wrote with `session.save_external_prepacked_constant_initializers`,
+ * every prepacked copy of a weight that lies in the weights file at an offset that is not a multiple
+ * of `alignment`; the weight itself stays, and its kernel packs it again when a session is made.
+ * onnxruntime 1.30 writes these copies one after another with no padding, so a weight whose size is
+ * not a multiple of 64 bytes before them (tiny-sdxl's second text encoder: a 623×24 embedding)
+ * leaves the next ones misaligned, and a session loaded from that graph crashes the process in its
+ * first run (SIGSEGV: an aligned load). Returns the bytes (`bytes` itself when nothing is removed)
+ * and the removed entries' values (`kernel|offset;length;…`). Entries whose offsets do not parse are
+ * removed too. Throws `OnnxFormatError` where the fields it walks are not well-formed.
+ */
+export function dropUnalignedPrepacked(bytes: Uint8Array, alignment = PREPACKED_ALIGNMENT): { bytes: Uint8Array; dropped: string[] } {
+  const dropped: string[] = [];
+  // TensorProto.external_data (13): StringStringEntryProto { key (1), value (2) }.
+  const entry: Edit = (x) => {
+    if (x.no !== 13 || x.wire !== 2) return undefined;
+    let key = "";
+    let value = "";
+    for (const y of sub(bytes, x, "external_data entry").fields()) {
+      if (y.no === 1) key = str(bytes, y);
+      else if (y.no === 2) value = str(bytes, y);
+    }
+    if (!key.startsWith("prepacked")) return undefined;
+    // "<kernel>|<offset>;<length>;<…>", one "|offset;length;…" per packed buffer.
+    const buffers = value.split("|").slice(1);
+    const aligned = buffers.length > 0 && buffers.every((b) => {
+      const offset = Number(b.split(";")[0]);
+      return Number.isSafeInteger(offset) && offset >= 0 && offset % alignment === 0;
+    });
+    if (aligned) return undefined;
+    dropped.push(value);
+    return [];
+  };
+  // ModelProto.graph (7) → GraphProto.initializer (5) → TensorProto
+  const out = editModel(bytes, nested(bytes, 7, "graph", nested(bytes, 5, "initializer", entry)));
+  return { bytes: out, dropped };
+}
+
+/** A rewrite of one field: its new bytes as pieces (none: the field is removed), or undefined to keep it as it is. */
+type Edit = (f: Field) => Uint8Array[] | undefined;
+
+/** A message's fields with `edit` applied, as pieces; undefined when no field changed. */
+function editFields(bytes: Uint8Array, f: Field, what: string, edit: Edit): Uint8Array[] | undefined {
+  const pieces: Uint8Array[] = [];
+  let changed = false;
+  for (const x of sub(bytes, f, what).fields()) {
+    const e = edit(x);
+    if (e) {
+      changed = true;
+      pieces.push(...e);
+    } else pieces.push(bytes.subarray(x.at, x.end));
   }
-  return result;
+  return changed ? pieces : undefined;
+}
+
+/** Field `no`, a message, with `inner` applied to its fields (and its length written anew); other fields kept. */
+function nested(bytes: Uint8Array, no: number, what: string, inner: Edit): Edit {
+  return (x) => {
+    if (x.no !== no) return undefined;
+    const out = editFields(bytes, x, what, inner);
+    return out && [varint(no * 8 + 2), varint(out.reduce((n, p) => n + p.length, 0)), ...out];
+  };
+}
+
+/** The ModelProto `bytes` with `edit` applied to its fields: `bytes` itself when nothing changed. */
+function editModel(bytes: Uint8Array, edit: Edit): Uint8Array {
+  const pieces = editFields(bytes, { at: 0, no: 0, wire: 2, value: bytes.length, start: 0, end: bytes.length }, "model", edit);
+  return pieces ? concatBytes(pieces) : bytes;
 }
 
 /** A non-negative integer as a protobuf varint. */
-function varint(n: number): Uint8Array {
+export function varint(n: number): Uint8Array {
   const out: number[] = [];
   while (n >= 128) {
     out.push((n % 128) | 0x80);
@@ -305,12 +355,7 @@ function varint(n: number): Uint8Array {
  */
 export function probeModelBytes(): Uint8Array {
   const enc = new TextEncoder();
-  const cat = (...parts: Uint8Array[]) => {
-    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) (out.set(p, at), (at += p.length));
-    return out;
-  };
+  const cat = (...parts: Uint8Array[]) => concatBytes(parts);
   const field = (no: number, body: Uint8Array) => cat(varint(no * 8 + 2), varint(body.length), body);
   const text = (no: number, s: string) => field(no, enc.encode(s));
   const int = (no: number, v: number) => cat(varint(no * 8), varint(v));

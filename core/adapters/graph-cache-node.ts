@@ -23,27 +23,32 @@
  * (`unchanged`). A file that does not match its record, or that onnxruntime refuses, is removed with
  * the rest of its entry (unless another writer has replaced the entry since) and rebuilt: the cache
  * never fails a load. Entries of the earlier formats (1: weights inside the graph; 2: weights apart,
- * not prepacked) are removed, with the weights file their record names, when the entry that replaces
+ * not prepacked; 3: prepacked, misaligned copies kept) are removed, with the weights file their record names, when the entry that replaces
  * them is written; their unnamed temporary files once they are ten minutes old, as this format's.
  *
  * Folder: the `dir` given (`graphCache` option, `--graph-cache`), else `DIFFGRAPH_CACHE_DIR`, else
  * `$XDG_CACHE_HOME/diffgraph/onnx`, else `~/.cache/diffgraph/onnx`. `off` (option or variable) turns it off.
  */
 import { mkdirSync, readFileSync } from "node:fs";
-import { readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { arch, cpus, homedir, platform } from "node:os";
 import { join } from "node:path";
-import { OnnxFormatError, readOnnxGraph, type OnnxGraphInfo } from "../onnx-graph.ts";
+import { dropUnalignedPrepacked, OnnxFormatError, readOnnxGraph, type OnnxGraphInfo } from "../onnx-graph.ts";
 import { stampSize } from "../model-source.ts";
 import { fileStamp, replaceFile, settledStamp, tempSuffix } from "./digest-memo-node.ts";
 import { externalDataFiles, type GraphCacheKey, type OptimizedGraphCache, type OptimizedGraphEntry } from "../onnx.ts";
 
-export const GRAPH_CACHE_FORMAT = "diffgraph-optimized-graph/3";
+export const GRAPH_CACHE_FORMAT = "diffgraph-optimized-graph/4";
 /**
- * Earlier formats, whose entries are removed as they are replaced: 1 held the weights inside the
- * graph; 2 kept them apart but not prepacked.
+ * Earlier formats, whose entries are removed as they are replaced, with the machine string their ids
+ * were made with: 1 held the weights inside the graph; 2 kept them apart but not prepacked; 3
+ * prepacked them, misaligned ones included, which crash onnxruntime (`dropUnalignedPrepacked`).
  */
-const EARLIER_FORMATS = ["diffgraph-optimized-graph/1", "diffgraph-optimized-graph/2"] as const;
+const EARLIER_FORMATS = [
+  ["diffgraph-optimized-graph/1", () => formerMachineId()],
+  ["diffgraph-optimized-graph/2", () => formerMachineId()],
+  ["diffgraph-optimized-graph/3", () => machineId()],
+] as const;
 
 /** Initializers of at least this many bytes go to the weights file (onnxruntime's default threshold). */
 const EXTERNAL_MIN_BYTES = 1024;
@@ -252,21 +257,26 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
               // in the same weights file: a later session takes them as they are instead of packing again
               // (emoji-64's UNet: its creation −3.7 to −13 ms in three interleaved measurements, README;
               // same outputs; the weights file grows 23 → 30 MB). Packed for this machine's kernels, which
-              // the key's `machine` names.
+              // the key's `machine` names. Copies onnxruntime wrote misaligned are removed at commit
+              // (`dropUnalignedPrepacked`): a session loaded with them crashes.
               "session.save_external_prepacked_constant_initializers": "1",
             },
         async commit() {
           let kept = false;
           try {
             if (!(await stat(tempPath).catch(() => null))?.isFile()) return `onnxruntime wrote no file at ${tempPath}`;
-            const graph = await readFile(tempPath);
+            const written = await readFile(tempPath);
             let info: OnnxGraphInfo;
+            let graph: Uint8Array;
             try {
-              info = readOnnxGraph(graph);
+              info = readOnnxGraph(written);
+              // Prepacked weights at offsets onnxruntime's kernels cannot read are left to be packed at load.
+              graph = dropUnalignedPrepacked(written).bytes;
             } catch (err) {
               if (err instanceof OnnxFormatError) return `the optimized graph onnxruntime wrote does not parse (${err.message})`;
               throw err;
             }
+            if (graph !== written) await writeFile(tempPath, graph);
             const data = (await stat(dataTemp).catch(() => null))?.isFile() ? await readFile(dataTemp) : undefined;
             // The graph must name exactly the weights file written beside it (or none), and a graph
             // whose weights are apart must hold no subgraph (onnxruntime refuses those: GraphCacheKey.subgraphs).
@@ -292,8 +302,8 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
             const old = dataPathOf(root, id, previous);
             const legacy: (string | undefined)[] = [];
             const earlierIds: string[] = [];
-            for (const format of EARLIER_FORMATS) {
-              const earlier = await graphCacheId(model, key, formerMachineId(), format);
+            for (const [format, machineOf] of EARLIER_FORMATS) {
+              const earlier = await graphCacheId(model, key, machineOf(), format);
               const rec = join(root, `${earlier}.json`);
               // Its graph, record and named weights now; its unnamed temporary files, as this entry's,
               // only once they are old (an older diffgraph may be writing that entry right now).

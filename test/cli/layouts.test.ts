@@ -1,6 +1,6 @@
 /** Each issue-16 fixture end to end through `bun run generate --pipeline models/<fixture>`, and `--mask`. */
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
@@ -9,24 +9,30 @@ import sharp from "sharp";
 // suites, past Bun's default 5 s (bunfig's timeout is not read here).
 setDefaultTimeout(60_000);
 
-const run = (args: string[]) => Bun.spawnSync([process.execPath, "api/cli/generate.ts", "--provider", "cpu", ...args], { stdout: "pipe", stderr: "pipe" });
-
 describe("bun run generate on the model-layout fixtures", () => {
   const dir = mkdtempSync(join(tmpdir(), "dg-cli-layouts-"));
+  // A cache folder of their own: each fixture's first start writes its optimized graphs, the second loads them.
+  const env = { ...process.env, DIFFGRAPH_CACHE_DIR: join(dir, "cache") };
+  const run = (args: string[]) => Bun.spawnSync([process.execPath, "api/cli/generate.ts", "--provider", "cpu", ...args], { stdout: "pipe", stderr: "pipe", env });
   for (const [fixture, args, want] of [
     ["tiny-sdxl", ["--steps", "3", "--negative", "blue"], /tiny-sdxl, euler, 3 steps, guidance 7\.5/],
     ["tiny-sd-turbo", ["--steps", "1", "--guidance", "0"], /tiny-sd-turbo, euler, 1 steps, guidance 0/],
     ["tiny-lcm", [], /tiny-lcm, lcm, 4 steps, guidance 8\.5/],
     ["tiny-sd-external", ["--steps", "2", "--size", "64"], /tiny-sd-external, pndm, 2 steps/],
   ] as const) {
-    test(fixture, async () => {
-      const out = join(dir, `${fixture}.png`);
-      const p = run(["--pipeline", `models/${fixture}`, "--prompt", "a (red:1.2) heart", ...args, "--out", out]);
-      expect(p.stderr.toString()).not.toMatch(/error/i);
-      expect(p.exitCode).toBe(0);
-      expect(p.stdout.toString()).toMatch(want);
-      const meta = await sharp(out).metadata();
-      expect([meta.format, meta.width, meta.height]).toEqual(["png", 256, 256]);
+    test(`${fixture}: from the model, then from the graphs it cached (same image)`, async () => {
+      const images: Buffer[] = [];
+      for (const start of ["first", "cached"]) {
+        const out = join(dir, `${fixture}-${start}.png`);
+        const p = run(["--pipeline", `models/${fixture}`, "--prompt", "a (red:1.2) heart", ...args, "--out", out]);
+        expect(p.stderr.toString()).not.toMatch(/error/i);
+        expect([start, p.exitCode, p.signalCode ?? null]).toEqual([start, 0, null]);
+        expect(p.stdout.toString()).toMatch(want);
+        const meta = await sharp(out).metadata();
+        expect([meta.format, meta.width, meta.height]).toEqual(["png", 256, 256]);
+        images.push(readFileSync(out));
+      }
+      expect(images[1]!.equals(images[0]!)).toBe(true);
     });
   }
 

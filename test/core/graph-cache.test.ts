@@ -56,7 +56,7 @@ describe("optimized-graph cache", () => {
     expect(graphs(dir)).toHaveLength(1);
     const id = graphs(dir)[0]!.replace(/\.onnx$/, "");
     const record = JSON.parse(readFileSync(join(dir, `${id}.json`), "utf8"));
-    expect(record).toMatchObject({ format: "diffgraph-optimized-graph/3", provider: "cpu", runtime: "onnxruntime-node 1.30.0", options: { graphOptimizationLevel: "all", freeDimensionOverrides: null } });
+    expect(record).toMatchObject({ format: "diffgraph-optimized-graph/4", provider: "cpu", runtime: "onnxruntime-node 1.30.0", options: { graphOptimizationLevel: "all", freeDimensionOverrides: null } });
     expect(record.size).toBe(readFileSync(join(dir, `${id}.onnx`)).length);
     // The weights sit beside the graph, in the one file the record names, under the entry's id.
     expect(weights(dir)).toEqual([record.data.file]);
@@ -367,10 +367,16 @@ describe("optimized-graph cache", () => {
     const old = new Date(Date.now() - 11 * 60 * 1000);
     utimesSync(join(dir, `${second}.2.abcdef02.data`), old, old); // unnamed: removed once ten minutes old
     writeFileSync(join(dir, `${second}.3.abcdef03.tmp.onnx`), "a writer at work"); // young: kept
+    // A format-3 entry (prepacked, misaligned copies kept), its id made with this machine's features.
+    const third = await graphCacheId(model, KEY, machineId(), "diffgraph-optimized-graph/3");
+    writeFileSync(join(dir, `${third}.onnx`), "old graph");
+    writeFileSync(join(dir, `${third}.json`), JSON.stringify({ format: "diffgraph-optimized-graph/3", data: { file: `${third}.1.abcdef01.data` } }));
+    writeFileSync(join(dir, `${third}.1.abcdef01.data`), "old weights");
+    const earlier = (f: string) => f.startsWith(legacy) || f.startsWith(second) || f.startsWith(third);
     // The current entry's graph damaged: it is rebuilt, with new weights under a new name.
-    writeFileSync(join(dir, graphs(dir).find((g) => !g.startsWith(legacy) && !g.startsWith(second))!), "junk");
+    writeFileSync(join(dir, graphs(dir).find((g) => !earlier(g))!), "junk");
     expect((await loadUnet(dir, [], {}, 0)).from).toBe("model");
-    expect(readdirSync(dir).filter((f) => f.startsWith(legacy) || f.startsWith(second))).toEqual([`${second}.3.abcdef03.tmp.onnx`]);
+    expect(readdirSync(dir).filter(earlier)).toEqual([`${second}.3.abcdef03.tmp.onnx`]);
     rmSync(join(dir, `${second}.3.abcdef03.tmp.onnx`));
     expect(graphs(dir)).toHaveLength(1);
     expect(weights(dir)).toHaveLength(1);
