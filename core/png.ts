@@ -8,6 +8,7 @@
  * (kept as the fallback where `CompressionStream` is missing) costs a cold CLI ≈ 35 ms to import and
  * run its JavaScript deflate on a 256×256 image, against ≈ 4 ms for this (measured side by side).
  */
+import { concatBytes } from "./bytes.ts";
 import type { Tensor } from "./tensor.ts";
 
 /** Item `index` of a [B, 3, H, W] tensor as interleaved RGB bytes (values clamped to [0, 1]). */
@@ -75,14 +76,7 @@ export async function encodeRgbPng(data: Uint8Array, width: number, height: numb
   v.setUint32(0, width);
   v.setUint32(4, height);
   ihdr.set([8, 2, 0, 0, 0], 8); // bit depth 8, RGB, deflate, adaptive filtering, no interlace
-  const parts = [SIGNATURE, chunk("IHDR", ihdr), chunk("IDAT", zlib), chunk("IEND", new Uint8Array(0))];
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes([SIGNATURE, chunk("IHDR", ihdr), chunk("IDAT", zlib), chunk("IEND", new Uint8Array(0))]);
 }
 
 /** Item `index` of a [B, 3, H, W] tensor as PNG. */

@@ -3,7 +3,7 @@
  * inputs and outputs (and no nodes), so `readOnnxGraph` — what `OnnxRuntime.load` checks a file with —
  * reads exactly the metadata a test wants, and a fake `InferenceSession.create` can read it back.
  */
-import { readOnnxGraph, type OnnxGraphInfo } from "../core/onnx-graph.ts";
+import { readOnnxGraph, varint as varintBytes, type OnnxGraphInfo } from "../core/onnx-graph.ts";
 import type { OrtSessionLike, OrtValueMetadata } from "../core/onnx.ts";
 
 /** An axis: a size, a symbolic name, or a name with a denotation (`{ param, denotation }`). */
@@ -12,16 +12,7 @@ export type IO = readonly [name: string, type: string, shape: readonly Dim[]];
 
 const DTYPE: Record<string, number> = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
 
-function varint(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    out.push(b);
-  } while (n > 0);
-  return out;
-}
+const varint = (n: number): number[] => [...varintBytes(n)];
 
 const enc = new TextEncoder();
 const len = (no: number, body: readonly number[]) => [...varint(no * 8 + 2), ...varint(body.length), ...body];
