@@ -135,14 +135,6 @@ export interface OptimizedGraphEntry {
   commit(): Promise<string | null>;
   /** The cached file did not load: remove it, so this start and the next rebuild it. Never throws. */
   discard(): Promise<void>;
-  /**
-   * With `cachedFile`, while no session loaded from it has run: called just before onnxruntime loads
-   * it, so that a start after a native crash in the load or the first run can tell (the key is then
-   * `uncached`). Call `proved` after the session's first run, `abandoned` if it is released unrun.
-   */
-  readonly trial?: () => Promise<{ proved(): Promise<void>; abandoned(): Promise<void> }>;
-  /** Set when this key is not cached on this machine (a session loaded from its graph crashed a process): why, to log once ("" on later starts). */
-  readonly uncached?: string;
 }
 
 /**
@@ -715,35 +707,6 @@ export function externalDataFiles(bytes: Uint8Array): string[] {
   return [...found];
 }
 
-/**
- * Reports a session's first run that ended (either way: an error thrown is not a crash) to `trial.proved`,
- * or its release before any run to `trial.abandoned`; then the session's own methods are back.
- */
-function onFirstRun(session: OrtSessionLike, trial: { proved(): Promise<void>; abandoned(): Promise<void> }): void {
-  const s = session as { run: OrtSessionLike["run"]; release: OrtSessionLike["release"] };
-  const [run, release] = [s.run, s.release];
-  const own = { run: Object.hasOwn(s, "run"), release: Object.hasOwn(s, "release") };
-  const restore = () => {
-    if (own.run) s.run = run;
-    else delete (s as Partial<typeof s>).run;
-    if (own.release) s.release = release;
-    else delete (s as Partial<typeof s>).release;
-  };
-  s.run = async function (this: unknown, ...args: Parameters<OrtSessionLike["run"]>) {
-    try {
-      return await run.apply(session, args);
-    } finally {
-      restore();
-      await trial.proved();
-    }
-  } as OrtSessionLike["run"];
-  s.release = async function () {
-    restore();
-    await trial.abandoned();
-    return release.apply(session);
-  };
-}
-
 async function readModelBytes(source: ModelSource, path: string, file: string): Promise<Uint8Array> {
   try {
     return await source.read(path);
@@ -1056,20 +1019,13 @@ export class OnnxRuntime {
         if (locations.length && backend === "onnxruntime-node" && source.localPath) model = source.localPath(path);
         else if (locations.length) options.externalData = await readExternal();
         const cache = this.cacheFor(backend, provider, locations.length > 0);
-        let entry = cache ? await this.cacheEntry(cache, ort, provider, options, m) : undefined;
-        if (entry?.uncached !== undefined) {
-          if (entry.uncached) this.log(`onnx: ${entry.uncached}`);
-          entry = undefined;
-        }
+        const entry = cache ? await this.cacheEntry(cache, ort, provider, options, m) : undefined;
         let cached: OrtSessionLike | undefined;
         const hit = entry?.cachedFile;
         if (entry && hit) {
-          let trial: Awaited<ReturnType<NonNullable<OptimizedGraphEntry["trial"]>>> | undefined;
           try {
-            trial = await entry.trial?.();
             // Optimized once already: loading it optimizes nothing again.
             cached = await serialize(() => ort.InferenceSession.create(hit, { ...options, graphOptimizationLevel: "disabled" }));
-            if (trial) onFirstRun(cached, trial);
             from = "cache";
             if (entry.unchanged && !(await entry.unchanged())) {
               // Written over while onnxruntime read it (another process rebuilding the entry): what
@@ -1080,7 +1036,6 @@ export class OnnxRuntime {
               this.log(`onnx: cached optimized graph ${entry.path} of ${file} changed while it loaded; building it from the model`);
             }
           } catch (err) {
-            await trial?.abandoned(); // refused, which is not a crash
             this.log(`onnx: cached optimized graph ${entry.path} of ${file} did not load (${firstLine((err as Error).message ?? String(err))}); rebuilding it`);
             await entry.discard();
           }

@@ -22,10 +22,7 @@
  * either way a session created from them is kept only if they did not change while it was created
  * (`unchanged`). A file that does not match its record, or that onnxruntime refuses, is removed with
  * the rest of its entry (unless another writer has replaced the entry since) and rebuilt: the cache
- * never fails a load. An entry no session has yet run from is loaded under a trial (`<id>.trial`,
- * naming the process until its session's first run ends; the record then says `proven`): a start that
- * finds the trial of a process of this machine that died meanwhile (a native crash) stops caching that
- * key here (`<id>.refused`) instead of crashing at every start. Entries of the earlier formats (1: weights inside the graph; 2: weights apart,
+ * never fails a load. Entries of the earlier formats (1: weights inside the graph; 2: weights apart,
  * not prepacked; 3: prepacked, misaligned copies kept) are removed, with the weights file their record names, when the entry that replaces
  * them is written; their unnamed temporary files once they are ten minutes old, as this format's.
  *
@@ -34,7 +31,7 @@
  */
 import { mkdirSync, readFileSync } from "node:fs";
 import { readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import { arch, cpus, homedir, hostname, platform } from "node:os";
+import { arch, cpus, homedir, platform } from "node:os";
 import { join } from "node:path";
 import { dropUnalignedPrepacked, OnnxFormatError, readOnnxGraph, type OnnxGraphInfo } from "../onnx-graph.ts";
 import { stampSize } from "../model-source.ts";
@@ -108,32 +105,6 @@ interface CacheRecord extends FileRecord {
   readonly provider: string;
   readonly options: unknown;
   readonly machine: string;
-  /** A session loaded from this graph has run (`OptimizedGraphEntry.trial`): later loads need no trial. */
-  readonly proven?: boolean;
-}
-
-/** `<id>.trial`: the process loading an unproven graph, until its session's first run ends. */
-interface Trial {
-  readonly pid: number;
-  readonly host: string;
-}
-
-/** Whether process `pid` of this machine is alive (EPERM: it is, another user's). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
-function readJsonQuietly(path: string): unknown {
-  try {
-    return JSON.parse(readFileSync(path, "utf8"));
-  } catch {
-    return undefined;
-  }
 }
 
 let machine: string | undefined;
@@ -263,20 +234,6 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
           if (stamp !== undefined) await restamp(recordPath, record, { graph: path, ...(dataPath ? { data: dataPath } : {}) }, { graph: stamp, ...(dataStamp ? { data: dataStamp } : {}) }, settleMs);
         } else await removeQuietly(path, recordPath, dataPath); // partial, corrupted or of another format: rebuilt below
       } else await removeQuietly(recordPath); // none yet (a miss), or a record that is not JSON: replaced below
-      // A process of this machine that loaded this graph and never saw its session run died meanwhile:
-      // the graph crashed onnxruntime (a native fault kills the process, nothing can catch it). This
-      // key is not cached here from now on, or every start would crash, or rebuild what crashes.
-      const trialPath = join(root, `${id}.trial`);
-      const refusedPath = join(root, `${id}.refused`);
-      const refused = readJsonQuietly(refusedPath) as { readonly reason?: string } | undefined;
-      if (refused) return { path, tempPath: "", uncached: "", commit: async () => "not cached on this machine", discard: async () => {} };
-      const trial = cachedFile && !record?.proven ? (readJsonQuietly(trialPath) as Partial<Trial> | undefined) : undefined;
-      if (trial && trial.host === hostname() && typeof trial.pid === "number" && trial.pid !== process.pid && !alive(trial.pid)) {
-        const reason = `a session loaded from the cached optimized graph ${path} did not finish its first run: process ${trial.pid} died meanwhile; ${key.file ?? "this model"} is no longer cached on this machine (remove ${refusedPath} to try again)`;
-        await replaceFile(refusedPath, JSON.stringify({ reason, pid: trial.pid, at: new Date().toISOString() }, null, 1)).catch(() => {});
-        await removeQuietly(path, recordPath, dataPath, trialPath);
-        return { path, tempPath: "", uncached: reason, commit: async () => "not cached on this machine", discard: async () => {} };
-      }
       const suffix = tempSuffix();
       const tempPath = join(root, `${id}.${suffix}.tmp.onnx`);
       const dataFile = `${id}.${suffix}.data`;
@@ -286,27 +243,9 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
         const [graph, data] = await rawStamps();
         return graph === rawGraph && data === rawData;
       };
-      const mine = (t: unknown) => (t as Partial<Trial> | undefined)?.pid === process.pid;
-      const startTrial = async () => {
-        await replaceFile(trialPath, JSON.stringify({ pid: process.pid, host: hostname() } satisfies Trial)).catch(() => {});
-        return {
-          async proved() {
-            // Only the entry this lookup verified: another writer may have replaced it since.
-            const now = await readRecord(recordPath);
-            if (verified && now && now.sha256 === verified.sha256 && now.data?.file === verified.data?.file && !now.proven) {
-              await replaceFile(recordPath, JSON.stringify({ ...now, proven: true }, null, 1)).catch(() => {});
-            }
-            if (mine(readJsonQuietly(trialPath))) await removeQuietly(trialPath);
-          },
-          async abandoned() {
-            if (mine(readJsonQuietly(trialPath))) await removeQuietly(trialPath);
-          },
-        };
-      };
       return {
         path,
         ...(cachedFile ? { cachedFile, unchanged } : {}),
-        ...(cachedFile && !record?.proven ? { trial: startTrial } : {}),
         hashed,
         tempPath,
         writeConfig: key.subgraphs
