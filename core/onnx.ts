@@ -15,7 +15,7 @@ import { f16ToF32, f32ToF16 } from "./float16.ts";
 import { z } from "zod";
 import { SHA256_HEX, sha256Hex } from "./manifest.ts";
 import { ModelFileError, stampSize, type ModelSource } from "./model-source.ts";
-import { OnnxFormatError, pinSymbolicDims, probeModelBytes, readOnnxGraph, type GraphIO } from "./onnx-graph.ts";
+import { externalDataFiles, OnnxFormatError, pinSymbolicDims, probeModelBytes, readOnnxGraph, type GraphIO } from "./onnx-graph.ts";
 import { sameDims, type Tensor } from "./tensor.ts";
 import { nativeThreadOptions, threadPolicy, type SessionRole, type ThreadPolicy, type ThreadPolicyOptions } from "./threads.ts";
 
@@ -131,8 +131,11 @@ export interface OptimizedGraphEntry {
   readonly tempPath: string;
   /** Session config entries (`extra`) the session that writes `tempPath` is created with: where its weights go. */
   readonly writeConfig?: Readonly<Record<string, string>>;
-  /** After a session was created with `optimizedModelFilePath: tempPath`: verify and move into place. Returns why not, or null. Never throws. */
-  commit(): Promise<string | null>;
+  /**
+   * After a session was created with `optimizedModelFilePath: tempPath`: verify and move into place.
+   * Returns why not, or null. Never throws. `note` hears what it changed in the graph onnxruntime wrote.
+   */
+  commit(note?: (message: string) => void): Promise<string | null>;
   /** The cached file did not load: remove it, so this start and the next rebuild it. Never throws. */
   discard(): Promise<void>;
 }
@@ -682,31 +685,6 @@ function sliceFeed(f: Feed, start: number, end: number): Feed {
   return { dims, data: f.data.subarray(start * per, end * per) };
 }
 
-/**
- * The external data files an ONNX model refers to (`TensorProto.external_data` entries whose key is
- * "location"), found by their protobuf encoding: field 1 "location", then field 2 with the file name.
- * Models above 2 GB must keep their weights this way (protobuf's limit), e.g. `model.onnx_data`.
- */
-export function externalDataFiles(bytes: Uint8Array): string[] {
-  const key = [0x0a, 0x08, 0x6c, 0x6f, 0x63, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x12]; // tag, len 8, "location", tag of value
-  const found = new Set<string>();
-  const dec = new TextDecoder();
-  outer: for (let i = bytes.indexOf(0x0a); i >= 0 && i + key.length < bytes.length; i = bytes.indexOf(0x0a, i + 1)) {
-    for (let k = 1; k < key.length; k++) if (bytes[i + k] !== key[k]) continue outer;
-    let len = 0;
-    let shift = 0;
-    let at = i + key.length;
-    for (; at < bytes.length; at++) {
-      len |= (bytes[at]! & 0x7f) << shift;
-      shift += 7;
-      if (!(bytes[at]! & 0x80)) break;
-    }
-    at++;
-    if (len > 0 && len < 4096 && at + len <= bytes.length) found.add(dec.decode(bytes.subarray(at, at + len)));
-  }
-  return [...found];
-}
-
 async function readModelBytes(source: ModelSource, path: string, file: string): Promise<Uint8Array> {
   try {
     return await source.read(path);
@@ -937,11 +915,11 @@ export class OnnxRuntime {
       if (b[0] !== 0x08) throw new ModelFileError(file, "is not an ONNX model (does not start with a ModelProto ir_version field)");
       try {
         graph = readOnnxGraph(b);
+        locations = externalDataFiles(b);
       } catch (err) {
         if (!(err instanceof OnnxFormatError)) throw err;
         throw new ModelFileError(file, `is not a valid ONNX model or is truncated (${err.message})`, { cause: err });
       }
-      locations = externalDataFiles(b);
       size = b.length;
       bytes = () => Promise.resolve(b);
       // Remember what was read, if the file kept its stamp through the read (no write in between).
@@ -1048,7 +1026,7 @@ export class OnnxRuntime {
           // made static in the bytes it is handed instead (the cache key names them all the same).
           const from = model ?? (fixed && backend === "onnxruntime-node" ? pinSymbolicDims(await bytes(), fixed) : await bytes());
           session = await serialize(() => ort.InferenceSession.create(from, writing));
-          const why = await entry?.commit();
+          const why = await entry?.commit((note) => this.log(`onnx: optimized graph of ${file}: ${note}`));
           if (why) this.log(`onnx: optimized graph of ${file} not cached (${why})`);
         }
       } catch (err) {

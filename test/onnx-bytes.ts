@@ -15,9 +15,10 @@ const DTYPE: Record<string, number> = { float32: 1, uint8: 2, int8: 3, int32: 6,
 const varint = (n: number): number[] => [...varintBytes(n)];
 
 const enc = new TextEncoder();
-const len = (no: number, body: readonly number[]) => [...varint(no * 8 + 2), ...varint(body.length), ...body];
-const str = (no: number, s: string) => len(no, [...enc.encode(s)]);
-const int = (no: number, v: number) => [...varint(no * 8), ...varint(v)];
+/** Protobuf fields as byte arrays, for tests that build a message by hand: length-delimited, a string, a varint. */
+export const len = (no: number, body: readonly number[]) => [...varint(no * 8 + 2), ...varint(body.length), ...body];
+export const str = (no: number, s: string) => len(no, [...enc.encode(s)]);
+export const int = (no: number, v: number) => [...varint(no * 8), ...varint(v)];
 
 function valueInfo([name, type, shape]: IO): number[] {
   const dtype = DTYPE[type];

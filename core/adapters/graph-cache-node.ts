@@ -33,10 +33,10 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { arch, cpus, homedir, platform } from "node:os";
 import { join } from "node:path";
-import { dropUnalignedPrepacked, OnnxFormatError, readOnnxGraph, type OnnxGraphInfo } from "../onnx-graph.ts";
+import { dropUnalignedPrepacked, externalDataFiles, OnnxFormatError, PREPACKED_ALIGNMENT, readOnnxGraph, type OnnxGraphInfo } from "../onnx-graph.ts";
 import { stampSize } from "../model-source.ts";
 import { fileStamp, replaceFile, settledStamp, tempSuffix } from "./digest-memo-node.ts";
-import { externalDataFiles, type GraphCacheKey, type OptimizedGraphCache, type OptimizedGraphEntry } from "../onnx.ts";
+import { type GraphCacheKey, type OptimizedGraphCache, type OptimizedGraphEntry } from "../onnx.ts";
 
 export const GRAPH_CACHE_FORMAT = "diffgraph-optimized-graph/4";
 /**
@@ -261,17 +261,24 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
               // (`dropUnalignedPrepacked`): a session loaded with them crashes.
               "session.save_external_prepacked_constant_initializers": "1",
             },
-        async commit() {
+        async commit(note) {
           let kept = false;
           try {
             if (!(await stat(tempPath).catch(() => null))?.isFile()) return `onnxruntime wrote no file at ${tempPath}`;
             const written = await readFile(tempPath);
             let info: OnnxGraphInfo;
             let graph: Uint8Array;
+            let names: string[];
             try {
               info = readOnnxGraph(written);
               // Prepacked weights at offsets onnxruntime's kernels cannot read are left to be packed at load.
-              graph = dropUnalignedPrepacked(written).bytes;
+              const edited = dropUnalignedPrepacked(written);
+              graph = edited.bytes;
+              if (edited.dropped.length) {
+                const kernels = edited.dropped.map((v) => v.split("|")[0]).join(", ");
+                note?.(`${edited.dropped.length} prepacked weight(s) written at offsets that are not a multiple of ${PREPACKED_ALIGNMENT} bytes are left out of the cache and packed at load (${kernels})`);
+              }
+              names = externalDataFiles(graph);
             } catch (err) {
               if (err instanceof OnnxFormatError) return `the optimized graph onnxruntime wrote does not parse (${err.message})`;
               throw err;
@@ -280,7 +287,6 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
             const data = (await stat(dataTemp).catch(() => null))?.isFile() ? await readFile(dataTemp) : undefined;
             // The graph must name exactly the weights file written beside it (or none), and a graph
             // whose weights are apart must hold no subgraph (onnxruntime refuses those: GraphCacheKey.subgraphs).
-            const names = externalDataFiles(graph);
             if (names.length !== (data ? 1 : 0) || (data && names[0] !== dataFile)) return `the optimized graph names the weights file(s) ${JSON.stringify(names)}, not ${data ? JSON.stringify([dataFile]) : "none"}`;
             if (data && info.subgraphs) return "the optimized graph has control-flow subgraphs and its weights apart, which onnxruntime does not load";
             const [digest, dataDigest] = await Promise.all([sha256(graph), data ? sha256(data) : undefined]);

@@ -12,8 +12,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { fileSource, onnxBackends } from "../../core/adapters/node.ts";
-import { dropUnalignedPrepacked, pinSymbolicDims, PREPACKED_ALIGNMENT } from "../../core/onnx-graph.ts";
+import { dropUnalignedPrepacked, externalDataFiles, pinSymbolicDims, PREPACKED_ALIGNMENT, readOnnxGraph } from "../../core/onnx-graph.ts";
 import { OnnxRuntime } from "../../core/onnx.ts";
+import { int, len, str } from "../onnx-bytes.ts";
 
 setDefaultTimeout(60_000); // spawns processes that create sessions
 
@@ -97,10 +98,15 @@ describe("prepacked weights onnxruntime wrote misaligned", () => {
 
   test("the cache stores the pinned model without them: a second process starting from the cache runs it", async () => {
     const cacheDir = join(dir, "cache");
-    const rt = new OnnxRuntime({ backends: onnxBackends, executionProvider: "cpu", threads: 1, pinShapes: true, graphCache: cacheDir });
+    const logged: string[] = [];
+    const rt = new OnnxRuntime({ backends: onnxBackends, executionProvider: "cpu", threads: 1, pinShapes: true, graphCache: cacheDir, log: (m) => logged.push(m) });
     const m = await rt.load(fileSource("models/tiny-sdxl"), "text_encoder_2/model.onnx", { role: "auxiliary" }); // made at its first run, for its sizes
     await m.run({ input_ids: { dims: [1, 77], ints: new Array<number>(77).fill(5) } });
     expect(rt.created.map((c) => c.from)).toEqual(["model"]);
+    // Said once, when the entry is written: how many copies, and whose.
+    expect(logged.filter((m) => m.includes("prepacked"))).toEqual([
+      expect.stringMatching(/^onnx: optimized graph of models\/tiny-sdxl\/text_encoder_2\/model\.onnx: [1-9]\d* prepacked weight\(s\) written at offsets that are not a multiple of 64 bytes are left out of the cache and packed at load \(\w+\+\d+/),
+    ]);
     await rt.dispose();
     const graphs = readdirSync(cacheDir).filter((f) => f.endsWith(".onnx"));
     expect(graphs.length).toBe(1);
@@ -109,5 +115,37 @@ describe("prepacked weights onnxruntime wrote misaligned", () => {
     expect(prepackedOffsets(cached).every((o) => o % PREPACKED_ALIGNMENT === 0)).toBe(true);
     const child = runInChild(dir, join(cacheDir, graphs[0]!));
     expect([child.exitCode, child.signal ?? null, child.err]).toEqual([0, null, ""]);
+  });
+});
+
+describe("dropUnalignedPrepacked on a graph built by hand", () => {
+  // TensorProto: dims 1, data_type 2, name 8, external_data 13 (key 1, value 2), data_location 14.
+  const tensor = (name: string, entries: readonly (readonly [string, string])[]) =>
+    len(5, [...int(1, 16), ...int(2, 1), ...str(8, name), ...entries.flatMap(([k, v]) => len(13, [...str(1, k), ...str(2, v)])), ...int(14, 1)]);
+  const at = (offset: number) => [["location", "w.data"], ["offset", String(offset)], ["length", "64"]] as const;
+  const a = { p0: ["prepacked_0", "MatMul+1|0;64;1|96;64;1"], p1: ["prepacked_1", "Gemm+2|128;64;1|192;32;1"] } as const;
+  const b = { p0: ["prepacked_0", "Gemm+3|256;64"], p1: ["prepacked_1", "Conv+4|x;64"], p2: ["prepacked_2", "Conv+5"] } as const;
+  // ModelProto: ir_version 1, graph 7 (initializer 5, then input 11 and output 12, to be kept as they are), opset 8.
+  const io = (no: number, name: string) => len(no, [...str(1, name), ...len(2, len(1, [...int(1, 1), ...len(2, len(1, int(1, 16)))]))]);
+  const model = (ta: readonly (readonly [string, string])[], tb: readonly (readonly [string, string])[]) =>
+    Uint8Array.from([...int(1, 8), ...len(7, [...str(2, "g"), ...tensor("a", ta), ...tensor("b", tb), ...io(11, "x"), ...io(12, "y")]), ...len(8, [...str(1, ""), ...int(2, 17)])]);
+  const full = model([...at(0), a.p0, a.p1], [...at(64), b.p0, b.p1, b.p2]);
+
+  test("removes an entry when any of its buffers is unaligned or unreadable, byte for byte the graph without it", () => {
+    const { bytes, dropped } = dropUnalignedPrepacked(full);
+    expect(dropped).toEqual([a.p0[1], b.p1[1], b.p2[1]]);
+    // The reference: the same model written without those entries (every enclosing length recomputed).
+    expect(bytes).toEqual(model([...at(0), a.p1], [...at(64), b.p0]));
+    expect(readOnnxGraph(bytes).inputs.map((i) => i.name)).toEqual(["x"]);
+    expect(externalDataFiles(bytes)).toEqual(["w.data"]);
+  });
+
+  test("keeps what is aligned to the alignment asked for, and returns an unchanged graph as the same bytes", () => {
+    const { bytes, dropped } = dropUnalignedPrepacked(full, 32);
+    expect(dropped).toEqual([b.p1[1], b.p2[1]]);
+    expect(bytes).toEqual(model([...at(0), a.p0, a.p1], [...at(64), b.p0]));
+    const again = dropUnalignedPrepacked(bytes, 32);
+    expect(again.dropped).toEqual([]);
+    expect(again.bytes).toBe(bytes);
   });
 });

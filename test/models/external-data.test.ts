@@ -9,7 +9,8 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileSource } from "../../core/adapters/node.ts";
 import { memorySource } from "../../core/model-source.ts";
-import { externalDataFiles } from "../../core/onnx.ts";
+import { externalDataFiles, OnnxFormatError } from "../../core/onnx-graph.ts";
+import { int, len, str } from "../onnx-bytes.ts";
 import { Pipeline } from "../../core/pipeline.ts";
 import { pipelineDocFromModelFolder } from "../../core/model-folder.ts";
 import { builtinRegistry } from "../../plugins/index.ts";
@@ -42,6 +43,26 @@ describe("ONNX external data: tiny-sd-external", () => {
     expect(externalDataFiles(new Uint8Array(graph))).toEqual(["model.onnx_data"]);
     expect(externalDataFiles(new Uint8Array(readFileSync("models/tiny-sd/unet/model.onnx")))).toEqual([]);
     expect(statSync("models/tiny-sd-external/unet/model.onnx_data").size).toBeGreaterThan(graph.length);
+  });
+
+  test("every place ONNX lets a tensor live is read; bytes inside a tensor's data that look like a location are not", () => {
+    // TensorProto: name 8, raw_data 9, external_data 13 (key 1, value 2), data_location 14.
+    const external = (file: string) => len(13, [...str(1, "location"), ...str(2, file)]);
+    const tensor = (name: string, file: string, raw: readonly number[] = []) => [...str(8, name), ...(raw.length ? len(9, raw) : []), ...external(file), ...int(14, 1)];
+    // A Constant whose value lies apart (NodeProto.attribute 5 → AttributeProto.t 5), an If whose
+    // branch holds an external initializer (attribute g 6 → GraphProto.initializer 5).
+    const constant = len(1, [...str(4, "Constant"), ...len(5, [...str(1, "value"), ...len(5, tensor("c", "const.bin"))])]);
+    const branch = len(1, [...str(4, "If"), ...len(5, [...str(1, "then_branch"), ...len(6, [...str(2, "then"), ...len(5, tensor("t", "then.bin"))])])]);
+    // An initializer whose own data holds the bytes of an entry naming decoy.bin, and a sparse initializer (15 → values 1).
+    const decoy = external("decoy.bin");
+    const graph = [...constant, ...branch, ...len(5, tensor("w", "w.bin", decoy)), ...len(15, len(1, tensor("s", "sparse.bin")))];
+    // A model-local function (ModelProto.functions 25 → FunctionProto.node 7) with its own Constant.
+    const fn = len(25, [...str(1, "f"), ...len(7, [...str(4, "Constant"), ...len(5, [...str(1, "value"), ...len(5, tensor("k", "fn.bin"))])])]);
+    const model = Uint8Array.from([...int(1, 8), ...len(7, graph), ...fn]);
+    expect(externalDataFiles(model)).toEqual(["const.bin", "then.bin", "w.bin", "sparse.bin", "fn.bin"]);
+    // A tensor cut short is a format error, not a silent miss.
+    const cut = Uint8Array.from([...int(1, 8), ...len(7, [...len(5, [...str(8, "w"), 0x6a, 0x20, 0x0a])])]);
+    expect(() => externalDataFiles(cut)).toThrow(OnnxFormatError);
   });
 
   for (const provider of ["cpu", "wasm"] as const) {
