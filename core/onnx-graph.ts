@@ -304,18 +304,27 @@ export function dropUnalignedPrepacked(bytes: Uint8Array, alignment = PREPACKED_
   return { bytes: out, dropped };
 }
 
+/** How deep graphs may nest inside node attributes before a model is refused (protobuf's own default limit). */
+export const MAX_GRAPH_DEPTH = 100;
+
 /**
  * The external data files a model names: the "location" of each tensor whose data lies in another file
- * (TensorProto.external_data), wherever ONNX lets a tensor be: the graph's initializers and sparse
- * initializers, node attributes (a Constant's value), the graphs of If, Loop and Scan, and model-local
- * functions. Models above 2 GB must keep their weights this way (protobuf's limit), e.g. `model.onnx_data`.
- * Throws `OnnxFormatError` where one of those messages is malformed.
+ * (TensorProto.data_location EXTERNAL with its external_data entries), wherever an inference graph can
+ * hold a tensor: the graph's initializers and sparse initializers, node attributes (a Constant's value),
+ * the graphs of If, Loop and Scan, and model-local functions (training_info is not read: inference
+ * ignores it). Models above 2 GB must keep their weights this way (protobuf's limit), e.g. `model.onnx_data`.
+ * Throws `OnnxFormatError` where one of those messages is malformed or graphs nest deeper than
+ * `MAX_GRAPH_DEPTH`.
  */
 export function externalDataFiles(bytes: Uint8Array): string[] {
   const found = new Set<string>();
-  // TensorProto.external_data (13): StringStringEntryProto { key (1), value (2) }.
+  // TensorProto: external_data (13), StringStringEntryProto { key (1), value (2) }, read only when
+  // data_location (14) is EXTERNAL (1), as onnxruntime does: a leftover entry on inline data names no file.
   const tensor = (f: Field) => {
+    let external = false;
+    const locations: string[] = [];
     for (const x of sub(bytes, f, "tensor").fields()) {
+      if (x.no === 14 && x.wire === 0) external = x.value === 1;
       if (x.no !== 13) continue;
       let key = "";
       let value = "";
@@ -323,37 +332,39 @@ export function externalDataFiles(bytes: Uint8Array): string[] {
         if (y.no === 1) key = str(bytes, y);
         else if (y.no === 2) value = str(bytes, y);
       }
-      if (key === "location" && value) found.add(value);
+      if (key === "location" && value) locations.push(value);
     }
+    if (external) for (const l of locations) found.add(l);
   };
   // SparseTensorProto: values (1), indices (2).
   const sparse = (f: Field) => {
     for (const x of sub(bytes, f, "sparse tensor").fields()) if (x.no === 1 || x.no === 2) tensor(x);
   };
   // AttributeProto: t (5), g (6), tensors (10), graphs (11), sparse_tensor (22), sparse_tensors (23).
-  const attribute = (f: Field) => {
+  const attribute = (f: Field, depth: number) => {
     for (const x of sub(bytes, f, "attribute").fields()) {
       if (x.no === 5 || x.no === 10) tensor(x);
-      else if (x.no === 6 || x.no === 11) graph(x);
+      else if (x.no === 6 || x.no === 11) graph(x, depth + 1);
       else if (x.no === 22 || x.no === 23) sparse(x);
     }
   };
   // NodeProto.attribute (5).
-  const node = (f: Field) => {
-    for (const x of sub(bytes, f, "node").fields()) if (x.no === 5) attribute(x);
+  const node = (f: Field, depth: number) => {
+    for (const x of sub(bytes, f, "node").fields()) if (x.no === 5) attribute(x, depth);
   };
   // GraphProto: node (1), initializer (5), sparse_initializer (15).
-  const graph = (f: Field): void => {
+  const graph = (f: Field, depth: number): void => {
+    if (depth > MAX_GRAPH_DEPTH) throw new OnnxFormatError(`graph: subgraphs nested deeper than ${MAX_GRAPH_DEPTH} levels`);
     for (const x of sub(bytes, f, "graph").fields()) {
-      if (x.no === 1) node(x);
+      if (x.no === 1) node(x, depth);
       else if (x.no === 5) tensor(x);
       else if (x.no === 15) sparse(x);
     }
   };
   // ModelProto: graph (7), functions (25) → FunctionProto.node (7).
   for (const x of new Reader(bytes, 0, bytes.length, "model").fields()) {
-    if (x.no === 7) graph(x);
-    else if (x.no === 25) for (const y of sub(bytes, x, "function").fields()) if (y.no === 7) node(y);
+    if (x.no === 7) graph(x, 0);
+    else if (x.no === 25) for (const y of sub(bytes, x, "function").fields()) if (y.no === 7) node(y, 0);
   }
   return [...found];
 }

@@ -694,8 +694,11 @@ async function readModelBytes(source: ModelSource, path: string, file: string): 
   }
 }
 
-/** Bump when what `readOnnxGraph` reports changes: remembered entries of another format are misses. */
-const ONNX_IO_FORMAT = 2;
+/**
+ * Bump when what `readOnnxGraph` or `externalDataFiles` reports changes: remembered entries of another
+ * format are misses (3: external data found by walking the messages, only where data_location is EXTERNAL).
+ */
+const ONNX_IO_FORMAT = 3;
 
 const GraphIOSchema = z.object({ name: z.string(), type: z.string(), isTensor: z.boolean(), shape: z.array(z.union([z.number(), z.string()])).readonly() });
 

@@ -220,11 +220,13 @@ describe("remembered ONNX inputs and outputs", () => {
   });
 
   test("a remembered entry that is not JSON, of another format or with a malformed field is a miss", () => {
-    const good = { format: 2 as const, inputs: [{ name: "sample", type: "float32", isTensor: true, shape: ["batch", 4, 8, 8] }], outputs: [], externalData: [], subgraphs: false, sha256: "ab".repeat(32) };
+    const good = { format: 3 as const, inputs: [{ name: "sample", type: "float32", isTensor: true, shape: ["batch", 4, 8, 8] }], outputs: [], externalData: [], subgraphs: false, sha256: "ab".repeat(32) };
     expect(rememberedIO(JSON.stringify(good))).toEqual(good);
     expect(rememberedIO(undefined)).toBeUndefined();
     expect(rememberedIO("{ not json")).toBeUndefined();
     expect(rememberedIO(JSON.stringify({ ...good, format: 1 }))).toBeUndefined();
+    // Format 2's external data came from a byte scan that also reported inline tensors' leftover entries.
+    expect(rememberedIO(JSON.stringify({ ...good, format: 2 }))).toBeUndefined();
     // The first format did not say whether the graph has subgraphs: a miss, so the file is read again.
     const { subgraphs: _, ...first } = good;
     expect(rememberedIO(JSON.stringify({ ...first, format: 1 }))).toBeUndefined();

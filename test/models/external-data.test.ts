@@ -8,8 +8,8 @@ import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileSource } from "../../core/adapters/node.ts";
-import { memorySource } from "../../core/model-source.ts";
-import { externalDataFiles, OnnxFormatError } from "../../core/onnx-graph.ts";
+import { memorySource, ModelFileError } from "../../core/model-source.ts";
+import { externalDataFiles, MAX_GRAPH_DEPTH, OnnxFormatError } from "../../core/onnx-graph.ts";
 import { int, len, str } from "../onnx-bytes.ts";
 import { Pipeline } from "../../core/pipeline.ts";
 import { pipelineDocFromModelFolder } from "../../core/model-folder.ts";
@@ -63,6 +63,44 @@ describe("ONNX external data: tiny-sd-external", () => {
     // A tensor cut short is a format error, not a silent miss.
     const cut = Uint8Array.from([...int(1, 8), ...len(7, [...len(5, [...str(8, "w"), 0x6a, 0x20, 0x0a])])]);
     expect(() => externalDataFiles(cut)).toThrow(OnnxFormatError);
+  });
+
+  test("the repeated and sparse attribute fields, graphs nested in graphs, and data_location are read as onnxruntime reads them", () => {
+    const external = (file: string) => len(13, [...str(1, "location"), ...str(2, file)]);
+    const tensor = (name: string, file: string, location = 1) => [...str(8, name), ...external(file), ...int(14, location)];
+    const sparse = (values: string, indices: string) => [...len(1, tensor("v", values)), ...len(2, tensor("i", indices))];
+    // AttributeProto: tensors 10, graphs 11, sparse_tensor 22, sparse_tensors 23.
+    const attrs = [
+      ...len(5, [...str(1, "ts"), ...len(10, tensor("a", "tensors.bin"))]),
+      ...len(5, [...str(1, "st"), ...len(22, sparse("sv.bin", "si.bin"))]),
+      ...len(5, [...str(1, "sts"), ...len(23, sparse("ssv.bin", "ssi.bin"))]),
+    ];
+    // A Scan body (graphs 11) holding a Loop whose body (g 6) holds the weights.
+    const loop = len(1, [...str(4, "Loop"), ...len(5, [...str(1, "body"), ...len(6, len(5, tensor("deep", "deep.bin")))])]);
+    const scan = len(1, [...str(4, "Scan"), ...len(5, [...str(1, "bodies"), ...len(11, loop)])]);
+    // Inline data (data_location DEFAULT, 0) with a leftover location entry names no file.
+    const graph = [...len(1, [...str(4, "Custom"), ...attrs]), ...scan, ...len(5, tensor("inline", "stale.bin", 0))];
+    const model = Uint8Array.from([...int(1, 8), ...len(7, graph)]);
+    expect(externalDataFiles(model).sort()).toEqual(["deep.bin", "si.bin", "ssi.bin", "ssv.bin", "sv.bin", "tensors.bin"]);
+    // Graphs nested beyond protobuf's own limit are refused, not a stack overflow.
+    let nested: number[] = len(5, tensor("bottom", "bottom.bin"));
+    for (let i = 0; i < MAX_GRAPH_DEPTH + 1; i++) nested = len(1, [...str(4, "If"), ...len(5, [...str(1, "then_branch"), ...len(6, nested)])]);
+    expect(() => externalDataFiles(Uint8Array.from([...int(1, 8), ...len(7, nested)]))).toThrow(/nested deeper than 100/);
+  });
+
+  test("a tensor cut short inside an If branch is a load error naming the file", async () => {
+    // The If's branch is a well-formed length-delimited field; the tensor inside it runs past its end.
+    const cutTensor = [...str(8, "w"), 0x6a, 0x20, 0x0a];
+    const branch = len(1, [...str(4, "If"), ...len(5, [...str(1, "then_branch"), ...len(6, len(5, cutTensor))])]);
+    // What readOnnxGraph asks of a model besides: an output (GraphProto.output 12: ValueInfoProto name 1,
+    // type 2 → tensor_type 1 → elem_type 1) and an opset (ModelProto.opset_import 8 → version 2).
+    const output = len(12, [...str(1, "y"), ...len(2, len(1, int(1, 1)))]);
+    const model = Uint8Array.from([...int(1, 8), ...len(7, [...branch, ...str(2, "g"), ...output]), ...len(8, int(2, 17))]);
+    expect(() => externalDataFiles(model)).toThrow(OnnxFormatError);
+    const err = await testRuntime().load(memorySource({ "cut.onnx": model }, "mem"), "cut.onnx").catch((e) => e);
+    expect(err).toBeInstanceOf(ModelFileError);
+    expect((err as ModelFileError).file).toBe("mem/cut.onnx");
+    expect((err as Error).message).toMatch(/^mem\/cut\.onnx: is not a valid ONNX model or is truncated \(tensor: /);
   });
 
   for (const provider of ["cpu", "wasm"] as const) {
