@@ -255,7 +255,7 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
               "session.optimized_model_external_initializers_min_size_in_bytes": String(EXTERNAL_MIN_BYTES),
               // The weights as the CPU kernels repack them at creation (MLAS's packed GEMM operands), stored
               // in the same weights file: a later session takes them as they are instead of packing again
-              // (emoji-64's UNet: its creation −3.7 to −13 ms in three interleaved measurements, README;
+              // (emoji-64's UNet: its creation −3.7 to −13 ms in three interleaved measurements, README "Loading";
               // same outputs; the weights file grows 23 → 30 MB). Packed for this machine's kernels, which
               // the key's `machine` names. Copies onnxruntime wrote misaligned are removed at commit
               // (`dropUnalignedPrepacked`): a session loaded with them crashes.
@@ -269,14 +269,18 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
             let info: OnnxGraphInfo;
             let graph: Uint8Array;
             let names: string[];
+            let droppedNote: string | undefined;
             try {
               info = readOnnxGraph(written);
               // Prepacked weights at offsets onnxruntime's kernels cannot read are left to be packed at load.
               const edited = dropUnalignedPrepacked(written);
               graph = edited.bytes;
               if (edited.dropped.length) {
-                const kernels = edited.dropped.map((v) => v.split("|")[0]).join(", ");
-                note?.(`${edited.dropped.length} prepacked weight(s) written at offsets that are not a multiple of ${PREPACKED_ALIGNMENT} bytes are left out of the cache and packed at load (${kernels})`);
+                // Counted per kernel: a graph may drop many copies of one kernel's weights.
+                const perKernel = new Map<string, number>();
+                for (const v of edited.dropped) { const k = v.split("|")[0] ?? "?"; perKernel.set(k, (perKernel.get(k) ?? 0) + 1); }
+                const kernels = [...perKernel].map(([k, n]) => (n > 1 ? `${k} ×${n}` : k)).join(", ");
+                droppedNote = `${edited.dropped.length} prepacked weight(s) written at offsets that are not a multiple of ${PREPACKED_ALIGNMENT} bytes are left out of the cache and packed at load (${kernels})`;
               }
               names = externalDataFiles(graph);
             } catch (err) {
@@ -303,6 +307,8 @@ export function nodeGraphCache(dir?: string, settleMs?: number): OptimizedGraphC
               model, runtime: key.runtime, provider: key.provider, options: key.options, machine,
             };
             await replaceFile(recordPath, JSON.stringify(record, null, 1));
+            // Said only once the entry is committed: a commit refused above says "not cached" instead.
+            if (droppedNote) note?.(droppedNote);
             // What this entry replaces: another writer's weights under the same id, the earlier formats'
             // entries of this key (graph, record and weights), and old leftovers of this id that no record names.
             const old = dataPathOf(root, id, previous);
