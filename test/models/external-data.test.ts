@@ -45,17 +45,18 @@ describe("ONNX external data: tiny-sd-external", () => {
     expect(statSync("models/tiny-sd-external/unet/model.onnx_data").size).toBeGreaterThan(graph.length);
   });
 
+  // TensorProto: name 8, raw_data 9, external_data 13 (key 1, value 2), data_location 14 (1: EXTERNAL).
+  const external = (file: string) => len(13, [...str(1, "location"), ...str(2, file)]);
+  const tensor = (name: string, file: string, { raw = [] as readonly number[], location = 1 } = {}) => [...str(8, name), ...(raw.length ? len(9, raw) : []), ...external(file), ...int(14, location)];
+
   test("every place ONNX lets a tensor live is read; bytes inside a tensor's data that look like a location are not", () => {
-    // TensorProto: name 8, raw_data 9, external_data 13 (key 1, value 2), data_location 14.
-    const external = (file: string) => len(13, [...str(1, "location"), ...str(2, file)]);
-    const tensor = (name: string, file: string, raw: readonly number[] = []) => [...str(8, name), ...(raw.length ? len(9, raw) : []), ...external(file), ...int(14, 1)];
     // A Constant whose value lies apart (NodeProto.attribute 5 → AttributeProto.t 5), an If whose
     // branch holds an external initializer (attribute g 6 → GraphProto.initializer 5).
     const constant = len(1, [...str(4, "Constant"), ...len(5, [...str(1, "value"), ...len(5, tensor("c", "const.bin"))])]);
     const branch = len(1, [...str(4, "If"), ...len(5, [...str(1, "then_branch"), ...len(6, [...str(2, "then"), ...len(5, tensor("t", "then.bin"))])])]);
     // An initializer whose own data holds the bytes of an entry naming decoy.bin, and a sparse initializer (15 → values 1).
     const decoy = external("decoy.bin");
-    const graph = [...constant, ...branch, ...len(5, tensor("w", "w.bin", decoy)), ...len(15, len(1, tensor("s", "sparse.bin")))];
+    const graph = [...constant, ...branch, ...len(5, tensor("w", "w.bin", { raw: decoy })), ...len(15, len(1, tensor("s", "sparse.bin")))];
     // A model-local function (ModelProto.functions 25 → FunctionProto.node 7) with its own Constant.
     const fn = len(25, [...str(1, "f"), ...len(7, [...str(4, "Constant"), ...len(5, [...str(1, "value"), ...len(5, tensor("k", "fn.bin"))])])]);
     const model = Uint8Array.from([...int(1, 8), ...len(7, graph), ...fn]);
@@ -66,8 +67,6 @@ describe("ONNX external data: tiny-sd-external", () => {
   });
 
   test("the repeated and sparse attribute fields, graphs nested in graphs, and data_location are read as onnxruntime reads them", () => {
-    const external = (file: string) => len(13, [...str(1, "location"), ...str(2, file)]);
-    const tensor = (name: string, file: string, location = 1) => [...str(8, name), ...external(file), ...int(14, location)];
     const sparse = (values: string, indices: string) => [...len(1, tensor("v", values)), ...len(2, tensor("i", indices))];
     // AttributeProto: tensors 10, graphs 11, sparse_tensor 22, sparse_tensors 23.
     const attrs = [
@@ -79,7 +78,7 @@ describe("ONNX external data: tiny-sd-external", () => {
     const loop = len(1, [...str(4, "Loop"), ...len(5, [...str(1, "body"), ...len(6, len(5, tensor("deep", "deep.bin")))])]);
     const scan = len(1, [...str(4, "Scan"), ...len(5, [...str(1, "bodies"), ...len(11, loop)])]);
     // Inline data (data_location DEFAULT, 0) with a leftover location entry names no file.
-    const graph = [...len(1, [...str(4, "Custom"), ...attrs]), ...scan, ...len(5, tensor("inline", "stale.bin", 0))];
+    const graph = [...len(1, [...str(4, "Custom"), ...attrs]), ...scan, ...len(5, tensor("inline", "stale.bin", { location: 0 }))];
     const model = Uint8Array.from([...int(1, 8), ...len(7, graph)]);
     expect(externalDataFiles(model).sort()).toEqual(["deep.bin", "si.bin", "ssi.bin", "ssv.bin", "sv.bin", "tensors.bin"]);
     // Graphs nested beyond protobuf's own limit are refused, not a stack overflow.
